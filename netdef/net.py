@@ -1,0 +1,366 @@
+"""Net: a definition compiled into a static graph of layers (Caffe's Net).
+
+Building a Net filters layers by the NetState rules, orders them, inserts Split layers, creates
+every layer and blob, infers all shapes, shares parameters by name, and works out which layers
+need backward.  ``init_params=False`` builds the graph for analysis only: shapes and parameter
+counts without allocating or filling anything, and without compiling kernels.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .blob import Blob
+from .errors import ConfigError, NetdefError
+from .graph import Locator, LayerRef, filter_layers, insert_splits, order_layers
+from .layers.base import TEST, TRAIN
+from .layers.registry import get_layer_class, layer_types
+from .proto import pb
+
+PHASES = {"TRAIN": TRAIN, "TEST": TEST}
+
+
+@dataclass
+class ParamInfo:
+    """One learnable blob of the net (the owner of a shared group)."""
+    blob: Blob
+    layer: str
+    index: int           # index among the layer's blobs
+    name: str            # ParamSpec name ("" when unnamed)
+    lr_mult: float
+    decay_mult: float
+
+
+class Net:
+    def __init__(self, definition, phase: int = TEST, *, level: int | None = None,
+                 stages=(), dtype=np.float32, input_shapes: dict | None = None,
+                 init_params: bool = True, seed: int | None = None, rng=None):
+        """``definition``: a :class:`netdef.config.Definition` (for file:line in errors) or a
+        plain ``NetParameter``."""
+        if isinstance(definition, pb.NetParameter):
+            param, self.definition = definition, None
+        else:
+            param, self.definition = definition.message, definition
+        self.param = param
+        self.loc = Locator(self.definition)
+        self.name = param.name
+        self.phase = phase
+        self.dtype = np.dtype(dtype)
+        self.init_params = init_params
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self.input_shapes = {k: tuple(int(x) for x in v) for k, v in (input_shapes or {}).items()}
+
+        state = pb.NetState()
+        state.CopyFrom(param.state)
+        state.phase = phase
+        if level is not None:
+            state.level = level
+        state.stage.extend(s for s in stages if s not in state.stage)
+        self.state = state
+
+        refs = filter_layers(param, state, self.loc)
+        refs = order_layers(refs, self.loc)
+        refs = insert_splits(refs)
+        self.refs = refs
+        self._build(refs)
+
+    # -- construction -------------------------------------------------------------------------
+    def _layer_error(self, err: NetdefError, ref: LayerRef, lp) -> NetdefError:
+        path = self.loc.layer_path(ref)
+        if err.field and path is not None and ref.index is not None:
+            parts = []
+            for p in err.field.split("."):
+                name, _, idx = p.partition("[")
+                parts.append(name)
+                if idx:
+                    parts.append(int(idx.rstrip("]")))
+            path = path + tuple(parts)
+        line, col = self.loc.where(path)
+        return err.located(file=self.loc.file, line=line, col=col, layer=lp.name,
+                           layer_type=lp.type)
+
+    def _build(self, refs: list[LayerRef]) -> None:
+        self.layers = []
+        self.layer_names: list[str] = []
+        self.layer_refs: list[LayerRef] = []
+        self.blobs: dict[str, Blob] = {}
+        self.bottoms: list[list[Blob]] = []
+        self.tops: list[list[Blob]] = []
+        self.bottom_names: list[list[str]] = []
+        self.top_names: list[list[str]] = []
+        self.in_place: list[list[bool]] = []
+        self.params: list[ParamInfo] = []           # learnable (owner) params
+        self.layer_param_owner: list[list[int]] = []  # per layer blob: index into self.params
+        blob_need_backward: dict[str, bool] = {}
+        bottom_need_backward: list[list[bool]] = []
+        layer_need_backward: list[bool] = []
+        self.loss_weights: list[list[float]] = []
+        available: dict[str, None] = {}
+        named_params: dict[str, int] = {}
+        seen_names: dict[str, LayerRef] = {}
+        used_shapes: set[str] = set()
+
+        for ref in refs:
+            lp = ref.param
+            if lp.name in seen_names and lp.name:
+                raise self.loc.error(f"layer name '{lp.name}' is used twice; layer names must "
+                                     f"be unique (weights are matched by name)",
+                                     self.loc.layer_path(ref, "name"), layer=lp.name,
+                                     layer_type=lp.type)
+            seen_names[lp.name] = ref
+            cls = get_layer_class(lp.type)
+            if cls is None:
+                known = layer_types()
+                close = difflib.get_close_matches(lp.type, known, n=1, cutoff=0.5)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                what = "has no type" if not lp.type else f"unknown layer type '{lp.type}'"
+                raise self.loc.error(f"{what}{hint}", self.loc.layer_path(ref, "type"),
+                                     layer=lp.name, layer_type=lp.type or None)
+            if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
+                raise self.loc.error(
+                    f"propagate_down must be given once per bottom ({len(lp.bottom)} bottoms, "
+                    f"{len(lp.propagate_down)} values)", self.loc.layer_path(ref, "propagate_down"),
+                    layer=lp.name, layer_type=lp.type)
+            if getattr(cls, "is_data", False) or lp.type == "Input":
+                lp = self._apply_input_shapes(lp, used_shapes)
+            try:
+                layer = cls(lp, phase=self.phase, dtype=self.dtype, rng=self.rng,
+                            init_params=self.init_params)
+            except NetdefError as e:
+                raise self._layer_error(e, ref, lp) from None
+            layer.input_shapes = {t: self.input_shapes[t] for t in lp.top
+                                  if t in self.input_shapes}
+            if self.definition is not None and self.definition.file:
+                import os
+                layer.base_dir = os.path.dirname(os.path.abspath(self.definition.file))
+            # bottoms
+            bottoms, bnames, bneed = [], [], []
+            for j, b in enumerate(lp.bottom):
+                blob = self.blobs[b]
+                bottoms.append(blob)
+                bnames.append(b)
+                need = blob_need_backward.get(b, False)
+                if len(lp.propagate_down):
+                    need = need and bool(lp.propagate_down[j])
+                bneed.append(need)
+                available.pop(b, None)
+            # tops
+            tops, tnames, inpl = [], [], []
+            for j, t in enumerate(lp.top):
+                if j < len(lp.bottom) and lp.bottom[j] == t:
+                    if not getattr(cls, "allow_in_place", False):
+                        raise self.loc.error(
+                            f"{lp.type} cannot compute in place: give top '{t}' a new name",
+                            self.loc.layer_path(ref, "top", j), layer=lp.name,
+                            layer_type=lp.type)
+                    blob = self.blobs[t]
+                    inpl.append(True)
+                else:
+                    blob = Blob((), dtype=self.dtype, name=t)
+                    self.blobs[t] = blob
+                    inpl.append(False)
+                tops.append(blob)
+                tnames.append(t)
+                available[t] = None
+            try:
+                layer.setup(bottoms, tops)
+            except NetdefError as e:
+                raise self._layer_error(e, ref, lp) from None
+            # parameters
+            owners = []
+            need_backward = any(bneed)
+            if len(lp.param) > len(layer.blobs):
+                raise self.loc.error(
+                    f"{len(lp.param)} param specs given but {lp.type} has "
+                    f"{len(layer.blobs)} parameter blobs", self.loc.layer_path(ref, "param"),
+                    layer=lp.name, layer_type=lp.type)
+            for j, blob in enumerate(layer.blobs):
+                spec = lp.param[j] if j < len(lp.param) else pb.ParamSpec()
+                frozen = j < len(layer.param_propagate_down) and \
+                    not layer.param_propagate_down[j] and not spec.HasField("lr_mult")
+                lr = 0.0 if frozen else spec.lr_mult
+                pname = spec.name
+                if pname and pname in named_params:
+                    k = named_params[pname]
+                    owner = self.params[k]
+                    if spec.share_mode == pb.ParamSpec.PERMISSIVE:
+                        ok = owner.blob.count == blob.count
+                        rule = "the same number of elements (PERMISSIVE)"
+                    else:
+                        ok = owner.blob.shape == blob.shape
+                        rule = "the same shape (STRICT; share_mode: PERMISSIVE compares counts)"
+                    if not ok:
+                        raise self.loc.error(
+                            f"cannot share parameter '{pname}': blob {j} has shape "
+                            f"{list(blob.shape)} but the owner '{owner.layer}' has "
+                            f"{list(owner.blob.shape)}; shared parameters need {rule}",
+                            self.loc.layer_path(ref, "param", j), layer=lp.name,
+                            layer_type=lp.type)
+                    if spec.HasField("lr_mult") and spec.lr_mult != owner.lr_mult:
+                        raise self.loc.error(
+                            f"shared parameter '{pname}' has lr_mult {spec.lr_mult:g} here but "
+                            f"{owner.lr_mult:g} in its owner '{owner.layer}'",
+                            self.loc.layer_path(ref, "param", j), layer=lp.name,
+                            layer_type=lp.type)
+                    if spec.HasField("decay_mult") and spec.decay_mult != owner.decay_mult:
+                        raise self.loc.error(
+                            f"shared parameter '{pname}' has decay_mult {spec.decay_mult:g} here "
+                            f"but {owner.decay_mult:g} in its owner '{owner.layer}'",
+                            self.loc.layer_path(ref, "param", j), layer=lp.name,
+                            layer_type=lp.type)
+                    blob.share_data(owner.blob)
+                    blob.share_diff(owner.blob)
+                    owners.append(k)
+                    lr = owner.lr_mult
+                else:
+                    k = len(self.params)
+                    self.params.append(ParamInfo(blob, lp.name, j, pname, lr,
+                                                 spec.decay_mult))
+                    if pname:
+                        named_params[pname] = k
+                    owners.append(k)
+                pd = lr != 0
+                if j < len(layer.param_propagate_down):
+                    layer.param_propagate_down[j] = pd
+                need_backward |= pd
+            for t in tnames:
+                if need_backward:
+                    blob_need_backward[t] = True
+                else:
+                    blob_need_backward.setdefault(t, False)
+            self.layers.append(layer)
+            self.layer_names.append(lp.name)
+            self.layer_refs.append(ref)
+            self.bottoms.append(bottoms)
+            self.tops.append(tops)
+            self.bottom_names.append(bnames)
+            self.top_names.append(tnames)
+            self.in_place.append(inpl)
+            self.layer_param_owner.append(owners)
+            bottom_need_backward.append(bneed)
+            layer_need_backward.append(need_backward)
+            self.loss_weights.append(list(layer.loss_weights))
+
+        unused = set(self.input_shapes) - used_shapes
+        if unused:
+            tops = sorted(t for ts, lay in zip(self.top_names, self.layers)
+                          if getattr(lay, "is_data", False) or lay.type == "Input" for t in ts)
+            raise ConfigError(f"--input-shape names {', '.join(sorted(unused))}, which is not "
+                              f"a top of a data or Input layer (those are: "
+                              f"{', '.join(tops) or 'none'})", file=self.loc.file)
+
+        self._prune_backward(layer_need_backward, bottom_need_backward, blob_need_backward)
+        self.output_names = sorted(available)
+        self.layer_index = {n: i for i, n in enumerate(self.layer_names)}
+
+    def _apply_input_shapes(self, lp, used: set):
+        """--input-shape overrides the shape of an Input layer's top."""
+        if lp.type != "Input":
+            used.update(t for t in lp.top if t in self.input_shapes)
+            return lp
+        hits = [j for j, t in enumerate(lp.top) if t in self.input_shapes]
+        if not hits:
+            return lp
+        new = pb.LayerParameter()
+        new.CopyFrom(lp)
+        shapes = list(lp.input_param.shape)
+        if len(shapes) == 1 and len(lp.top) > 1:
+            shapes = shapes * len(lp.top)
+        while len(shapes) < len(lp.top):
+            shapes.append(pb.BlobShape())
+        new.input_param.ClearField("shape")
+        for j, t in enumerate(lp.top):
+            s = new.input_param.shape.add()
+            if t in self.input_shapes:
+                s.dim.extend(self.input_shapes[t])
+                used.add(t)
+            else:
+                s.CopyFrom(shapes[j])
+        return new
+
+    def _prune_backward(self, layer_need, bottom_need, blob_need) -> None:
+        """Caffe's backward pruning: only layers that lead to a loss need backward."""
+        under_loss: set[str] = set()
+        skip: set[str] = set()
+        for i in range(len(self.layers) - 1, -1, -1):
+            contributes = False
+            skip_pd = True
+            for j, t in enumerate(self.top_names[i]):
+                if self.loss_weights[i][j] != 0 or t in under_loss:
+                    contributes = True
+                if t not in skip:
+                    skip_pd = False
+            if contributes and skip_pd:
+                break
+            if layer_need[i] and skip_pd:
+                layer_need[i] = False
+                bottom_need[i] = [False] * len(bottom_need[i])
+            if not contributes:
+                layer_need[i] = False
+                bottom_need[i] = [False] * len(bottom_need[i])
+            for j, b in enumerate(self.bottom_names[i]):
+                if contributes:
+                    under_loss.add(b)
+                else:
+                    bottom_need[i][j] = False
+                if not bottom_need[i][j]:
+                    skip.add(b)
+        if self.param.force_backward:
+            for i, layer in enumerate(self.layers):
+                layer_need[i] = True
+                for j in range(len(bottom_need[i])):
+                    bottom_need[i][j] = bottom_need[i][j] or layer.allow_force_backward(j)
+                layer.param_propagate_down = [True] * len(layer.blobs)
+        self.layer_need_backward = layer_need
+        self.bottom_need_backward = bottom_need
+
+    # -- running ------------------------------------------------------------------------------
+    def forward(self, start: int = 0, end: int | None = None) -> float:
+        """Run layers ``start..end`` (inclusive); returns the weighted loss."""
+        end = len(self.layers) - 1 if end is None else end
+        loss = 0.0
+        for i in range(start, end + 1):
+            layer, bottoms, tops = self.layers[i], self.bottoms[i], self.tops[i]
+            layer.forward(bottoms, tops)
+            for j, w in enumerate(self.loss_weights[i]):
+                if w:
+                    loss += w * float(np.sum(tops[j].data, dtype=np.float64))
+        return loss
+
+    def backward(self, start: int | None = None, end: int = 0) -> None:
+        start = len(self.layers) - 1 if start is None else start
+        for i in range(start, end - 1, -1):
+            tops = self.tops[i]
+            for j, w in enumerate(self.loss_weights[i]):
+                if w:
+                    tops[j].diff = np.full(tops[j].shape, w, dtype=self.dtype)
+            if self.layer_need_backward[i]:
+                self.layers[i].backward(tops, self.bottom_need_backward[i], self.bottoms[i])
+
+    def forward_backward(self) -> float:
+        loss = self.forward()
+        self.backward()
+        return loss
+
+    def clear_param_diffs(self) -> None:
+        for p in self.params:
+            p.blob.zero_diff()
+
+    # -- queries ------------------------------------------------------------------------------
+    def layer_by_name(self, name: str):
+        return self.layers[self.layer_index[name]]
+
+    @property
+    def outputs(self) -> dict[str, Blob]:
+        return {n: self.blobs[n] for n in self.output_names}
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t for lay, ts in zip(self.layers, self.top_names) if lay.type == "Input"
+                for t in ts]
+
+    def locate_layer(self, i: int) -> tuple[str | None, int | None, int | None]:
+        line, col = self.loc.where(self.loc.layer_path(self.layer_refs[i]))
+        return self.loc.file, line, col

@@ -1,0 +1,156 @@
+"""The `netdef` command line: parse flags, call the library, format the output.
+
+User errors (:class:`netdef.errors.NetdefError`) print one line and exit with status 2;
+anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+from netdef import __version__
+from netdef.errors import NetdefError
+
+EXIT_USER_ERROR = 2
+
+
+def user_errors(fn):
+    """Turn NetdefError into a one-line message and exit status 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NetdefError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+    return wrapper
+
+
+def parse_input_shapes(ctx, param, values) -> dict:
+    shapes = {}
+    for v in values:
+        name, eq, dims = v.partition("=")
+        try:
+            if not eq or not name:
+                raise ValueError
+            shape = tuple(int(x) for x in dims.replace("x", ",").split(",") if x.strip())
+            if not shape or any(d < 0 for d in shape):
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(f"{v!r}: expected BLOB=N,C,H,W (e.g. data=64,1,28,28)")
+        shapes[name] = shape
+    return shapes
+
+
+PHASE = click.Choice(["TRAIN", "TEST"], case_sensitive=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="netdef")
+def cli():
+    """netdef: Caffe-style declarative deep learning (prototxt/YAML nets on Numba kernels)."""
+
+
+@cli.command()
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.option("--phase", type=PHASE, default="TEST", show_default=True,
+              help="which layers to include (NetState phase)")
+@click.option("--level", type=int, default=None, help="NetState level")
+@click.option("--stage", "stages", multiple=True, help="NetState stage (repeatable)")
+@click.option("--input-shape", "input_shapes", multiple=True, callback=parse_input_shapes,
+              metavar="BLOB=N,C,H,W", help="shape of a data/Input top (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True, help="for memory figures")
+@user_errors
+def summary(net, phase, level, stages, input_shapes, as_json, dtype):
+    """Shapes, learnable parameters, FLOPs and memory of NET, per layer, without running it."""
+    from netdef.analysis import analyze, format_table
+    from netdef.config import load_net
+    from netdef.net import PHASES, Net
+
+    d = load_net(net)
+    n = Net(d, PHASES[phase.upper()], level=level, stages=stages, dtype=dtype,
+            input_shapes=input_shapes, init_params=False)
+    stats = analyze(n)
+    if as_json:
+        click.echo(json.dumps(stats.to_json()))
+    else:
+        for note in d.notes:
+            click.echo(f"note: {note}", err=True)
+        click.echo(format_table(stats))
+
+
+def _detect_kind(path: str) -> str:
+    """'net' or 'solver', from the top-level field names of a text definition."""
+    from netdef.config.loader import _read_text, file_format
+    from netdef.config.prototxt import parse_prototxt
+    from netdef.config.yamlfmt import parse_yaml
+    from netdef.proto import pb
+
+    fmt = file_format(path)
+    if fmt == "binary":
+        return "net"
+    text = _read_text(path)
+    tree = parse_yaml(text, path) if fmt == "yaml" else parse_prototxt(text, path)
+    keys = {e.key for e in tree.entries}
+    net_f = set(pb.NetParameter.DESCRIPTOR.fields_by_name)
+    sol_f = set(pb.SolverParameter.DESCRIPTOR.fields_by_name)
+    return "solver" if len(keys & sol_f) > len(keys & net_f) else "net"
+
+
+KIND = click.Choice(["auto", "net", "solver"])
+
+
+def _write(message, out: str) -> None:
+    from netdef.config import file_format, to_text, write_atomic
+
+    fmt = file_format(out)
+    if fmt == "binary":
+        write_atomic(out, message.SerializeToString())
+    else:
+        write_atomic(out, to_text(message, fmt))
+
+
+@cli.command()
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--kind", type=KIND, default="auto", show_default=True,
+              help="what the file holds (auto: from its fields)")
+@user_errors
+def convert(src, dst, kind):
+    """Convert a net or solver definition between prototxt and YAML (by file extension)."""
+    from netdef.config import load_message
+    from netdef.proto import pb
+
+    kind = _detect_kind(src) if kind == "auto" else kind
+    msg = pb.SolverParameter() if kind == "solver" else pb.NetParameter()
+    d = load_message(src, msg)
+    _write(d.message, dst)
+
+
+@cli.command()
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--kind", type=KIND, default="auto", show_default=True)
+@user_errors
+def upgrade(src, dst, kind):
+    """Upgrade a legacy (V0/V1) net or old solver to the current format."""
+    from netdef.config import load_net, load_solver
+
+    kind = _detect_kind(src) if kind == "auto" else kind
+    d = load_solver(src) if kind == "solver" else load_net(src)
+    for note in d.notes or ["already in the current format"]:
+        click.echo(f"note: {note}", err=True)
+    _write(d.message, dst)
+
+
+def main(argv=None):
+    cli.main(args=argv, prog_name="netdef")
+
+
+if __name__ == "__main__":
+    main()
