@@ -68,7 +68,7 @@ def make_filled(shape, settings: dict, rng: np.random.Generator, dtype=np.float3
         out = ((1 - np.abs(x / f - c)) * (1 - np.abs(y / f - c))).reshape(shape)
     else:
         raise ConfigError(f"{where}unknown filler type '{t}' (one of {', '.join(FILLER_TYPES)})")
-    return np.ascontiguousarray(out, dtype=dtype)
+    return np.array(out, dtype=dtype, order="C")  # (ascontiguousarray turns 0-d into 1-d)
 
 
 def fill_blob(blob, filler_param, rng, *, default: dict | None = None, layer=None) -> None:

@@ -39,7 +39,7 @@ def make_blobs(arrays_or_shapes: Sequence, dtype=np.float64, seed: int = 1701,
         name = names[i] if names else f"b{i}"
         if isinstance(a, np.ndarray):
             b = Blob(a.shape, dtype=dtype, name=name)
-            b.data = a
+            b.data = np.array(a, dtype=dtype, copy=True)
         else:
             b = Blob(tuple(a), dtype=dtype, name=name)
             b.data = rng.standard_normal(tuple(a))

@@ -95,6 +95,7 @@ class GradientChecker:
                     restore()
                 else:
                     blob.data.reshape(-1)[idx] = x0 - self.step
+                    restore()  # an in-place layer overwrote its bottom
                 forward()
                 lm = objective()
                 if base is not None:

@@ -1,0 +1,1 @@
+"""Layers: common (see docs/LAYERS.md)."""

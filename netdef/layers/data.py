@@ -1,0 +1,1 @@
+"""Layers: data (see docs/LAYERS.md)."""

@@ -1,0 +1,1 @@
+"""Layers: loss (see docs/LAYERS.md)."""

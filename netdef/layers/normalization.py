@@ -1,0 +1,1 @@
+"""Layers: normalization (see docs/LAYERS.md)."""

@@ -1,0 +1,1 @@
+"""Layers: utility (see docs/LAYERS.md)."""

@@ -1,0 +1,1 @@
+"""Layers: vision (see docs/LAYERS.md)."""
