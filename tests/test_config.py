@@ -3,6 +3,8 @@ import glob
 import os
 
 import pytest
+
+from shared_paths import CORPUS, DATA
 from google.protobuf import text_format
 
 from netdef.config import (load_net, load_solver, net_from_text, parse_text, to_prototxt,
@@ -11,9 +13,6 @@ from netdef.config.loader import _read_text
 from netdef.errors import ConfigError
 from netdef.proto import pb
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
-CORPUS = os.path.join(SHARED, "corpus", "caffe_models")
-DATA = os.path.join(SHARED, "data")
 CORPUS_FILES = sorted(glob.glob(os.path.join(CORPUS, "*", "*.prototxt")))
 
 
