@@ -81,8 +81,10 @@ class Blob:
         if value.shape != self._shape:
             raise ShapeError(f"blob '{self.name}': cannot set data of shape {list(value.shape)} "
                              f"on a blob of shape {list(self._shape)}")
-        self._data_src = None
-        self._data = np.ascontiguousarray(value)
+        if self._data_src is not None or self._data is not None:
+            self.data[...] = value          # keep views and shared storage intact
+        else:
+            self._data = np.array(value, dtype=self.dtype, order="C")  # a private copy
 
     @property
     def diff(self) -> np.ndarray:
@@ -98,8 +100,10 @@ class Blob:
         if value.shape != self._shape:
             raise ShapeError(f"blob '{self.name}': cannot set diff of shape {list(value.shape)} "
                              f"on a blob of shape {list(self._shape)}")
-        self._diff_src = None
-        self._diff = np.ascontiguousarray(value)
+        if self._diff_src is not None or self._diff is not None:
+            self.diff[...] = value          # keep views and shared storage intact
+        else:
+            self._diff = np.array(value, dtype=self.dtype, order="C")  # a private copy
 
     @property
     def allocated(self) -> bool:

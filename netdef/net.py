@@ -104,12 +104,7 @@ class Net:
 
         for ref in refs:
             lp = ref.param
-            if lp.name in seen_names and lp.name:
-                raise self.loc.error(f"layer name '{lp.name}' is used twice; layer names must "
-                                     f"be unique (weights are matched by name)",
-                                     self.loc.layer_path(ref, "name"), layer=lp.name,
-                                     layer_type=lp.type)
-            seen_names[lp.name] = ref
+            seen_names.setdefault(lp.name, ref)  # Caffe allows repeats (first wins)
             cls = get_layer_class(lp.type)
             if cls is None:
                 known = layer_types()
@@ -164,6 +159,13 @@ class Net:
                 tops.append(blob)
                 tnames.append(t)
                 available[t] = None
+            if getattr(cls, "is_loss", False):
+                # Caffe's AutoTopBlobs: a loss layer written without a top still gets one
+                needed = max(cls.min_top, cls.exact_num_top)
+                while len(tops) < needed:
+                    tops.append(Blob((), dtype=self.dtype, name="(automatic)"))
+                    tnames.append("(automatic)")
+                    inpl.append(False)
             try:
                 layer.setup(bottoms, tops)
             except NetdefError as e:
@@ -253,7 +255,9 @@ class Net:
 
         self._prune_backward(layer_need_backward, bottom_need_backward, blob_need_backward)
         self.output_names = sorted(available)
-        self.layer_index = {n: i for i, n in enumerate(self.layer_names)}
+        self.layer_index = {}
+        for i, n in enumerate(self.layer_names):
+            self.layer_index.setdefault(n, i)
 
     def _apply_input_shapes(self, lp, used: set):
         """--input-shape overrides the shape of an Input layer's top."""
@@ -292,8 +296,6 @@ class Net:
                     contributes = True
                 if t not in skip:
                     skip_pd = False
-            if contributes and skip_pd:
-                break
             if layer_need[i] and skip_pd:
                 layer_need[i] = False
                 bottom_need[i] = [False] * len(bottom_need[i])

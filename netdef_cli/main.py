@@ -148,6 +148,32 @@ def upgrade(src, dst, kind):
     _write(d.message, dst)
 
 
+@cli.command("layers")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON list")
+def layers_cmd(as_json):
+    """List every registered layer type, its parameter message and its kernels."""
+    from netdef.layers.registry import get_layer_class, layer_types, param_field
+    from netdef.proto import pb
+
+    rows = []
+    for t in layer_types():
+        field = param_field(t)
+        msg = None
+        if field and field in pb.LayerParameter.DESCRIPTOR.fields_by_name:
+            msg = pb.LayerParameter.DESCRIPTOR.fields_by_name[field].message_type.name
+        cls = get_layer_class(t)
+        rows.append({"type": t, "param_field": field, "param_message": msg,
+                     "cpu": True, "cuda": bool(getattr(cls, "has_cuda", False)),
+                     "doc": (cls.__doc__ or "").strip().split("\n")[0]})
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    w = max(len(r["type"]) for r in rows)
+    for r in rows:
+        kern = "cpu" + (",cuda" if r["cuda"] else "")
+        click.echo(f"{r['type']:<{w}}  {r['param_field'] or '-':<24} {kern:<9} {r['doc']}")
+
+
 def main(argv=None):
     cli.main(args=argv, prog_name="netdef")
 

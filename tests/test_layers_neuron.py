@@ -55,7 +55,7 @@ def ref_log(x, base=-1.0, scale=1.0, shift=0.0):
 def ref_prelu(x, slopes, shared):
     out = np.empty_like(x)
     for idx in np.ndindex(*x.shape):
-        a = slopes[0] if shared else slopes[idx[1]]
+        a = slopes.reshape(-1)[0] if shared else slopes[idx[1]]
         v = x[idx]
         out[idx] = v if v > 0 else a * v
     return out

@@ -1,0 +1,1 @@
+"""Files: Caffe weights (.caffemodel), and later solver states and data sources."""

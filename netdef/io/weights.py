@@ -1,0 +1,118 @@
+"""Weights in Caffe's `.caffemodel` format: a binary NetParameter whose layers carry blobs.
+
+``copy_trained_layers`` copies by layer name, as Caffe does (layers the net lacks are skipped);
+legacy files (V0/V1 layers, 4-D ``num/channels/height/width`` blob shapes) load unchanged.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..config.loader import load_net
+from ..config.writer import write_atomic
+from ..errors import FileFormatError, ShapeError
+from ..proto import pb
+
+
+def blob_proto_shape(bp) -> tuple[int, ...]:
+    if bp.HasField("shape"):
+        return tuple(int(d) for d in bp.shape.dim)
+    return (bp.num, bp.channels, bp.height, bp.width)
+
+
+def is_legacy(bp) -> bool:
+    return not bp.HasField("shape") and any(
+        bp.HasField(f) for f in ("num", "channels", "height", "width"))
+
+
+def shape_matches(bp, shape: tuple[int, ...]) -> bool:
+    """Caffe's Blob::ShapeEquals: legacy 4-D dims match a shape of <= 4 axes padded with 1s."""
+    if is_legacy(bp):
+        if len(shape) > 4:
+            return False
+        return (1,) * (4 - len(shape)) + tuple(shape) == blob_proto_shape(bp)
+    return blob_proto_shape(bp) == tuple(shape)
+
+
+def blob_proto_array(bp, shape=None) -> np.ndarray:
+    arr = np.asarray(bp.double_data if len(bp.double_data) else bp.data,
+                     dtype=np.float64 if len(bp.double_data) else np.float32)
+    shape = blob_proto_shape(bp) if shape is None else shape
+    return arr.reshape(shape)
+
+
+def to_blob_proto(array: np.ndarray, double: bool = False):
+    bp = pb.BlobProto()
+    bp.shape.dim.extend(array.shape)
+    flat = np.asarray(array).reshape(-1)
+    if double:
+        bp.double_data.extend(flat.astype(np.float64).tolist())
+    else:
+        bp.data.extend(flat.astype(np.float32).tolist())
+    return bp
+
+
+def load_caffemodel(path: str):
+    """The upgraded NetParameter of a (possibly legacy) .caffemodel."""
+    d = load_net(path, fmt="binary")
+    return d.message
+
+
+def copy_trained_layers(net, source, file: str | None = None) -> list[str]:
+    """Copy blobs from ``source`` (NetParameter with blobs) into ``net`` by layer name.
+    Returns the names of the layers copied."""
+    copied = []
+    for lp in source.layer:
+        if lp.name not in net.layer_index or not len(lp.blobs):
+            continue
+        layer = net.layers[net.layer_index[lp.name]]
+        if len(lp.blobs) != len(layer.blobs):
+            raise ShapeError(
+                f"the weights have {len(lp.blobs)} blobs for this layer but the net's "
+                f"{layer.type} has {len(layer.blobs)}; rename the layer in the definition "
+                f"if it is not the same layer", file=file, layer=lp.name, layer_type=layer.type)
+        for j, (bp, blob) in enumerate(zip(lp.blobs, layer.blobs)):
+            if not shape_matches(bp, blob.shape):
+                raise ShapeError(
+                    f"blob {j} has shape {list(blob_proto_shape(bp))} in the weights but "
+                    f"{list(blob.shape)} in the net; if this layer was changed on purpose "
+                    f"(e.g. a new classifier), rename it so that its weights are not copied",
+                    file=file, layer=lp.name, layer_type=layer.type)
+            n = len(bp.double_data) or len(bp.data)
+            if n != blob.count:
+                raise FileFormatError(
+                    f"blob {j} holds {n} values but its shape needs {blob.count} (truncated "
+                    f"file?)", file=file, layer=lp.name)
+            blob.data = blob_proto_array(bp, blob.shape).astype(blob.dtype)
+        copied.append(lp.name)
+    return copied
+
+
+def load_weights(net, paths) -> list[str]:
+    """``--weights a.caffemodel[,b.caffemodel]``: copy each file in turn."""
+    if isinstance(paths, str):
+        paths = [p for p in paths.split(",") if p]
+    copied = []
+    for p in paths:
+        copied += copy_trained_layers(net, load_caffemodel(p), p)
+    return copied
+
+
+def net_to_proto(net, *, double: bool = False):
+    """NetParameter holding the definition's layers with their current blobs."""
+    out = pb.NetParameter()
+    out.CopyFrom(net.param)
+    del out.layer[:]
+    by_name = {n: l for n, l in zip(net.layer_names, net.layers)}
+    for lp in net.param.layer:
+        new = out.layer.add()
+        new.CopyFrom(lp)
+        del new.blobs[:]
+        layer = by_name.get(lp.name)
+        if layer is not None:
+            for blob in layer.blobs:
+                new.blobs.add().CopyFrom(to_blob_proto(blob.data, double))
+    return out
+
+
+def save_caffemodel(net, path: str, *, double: bool = False) -> None:
+    write_atomic(path, net_to_proto(net, double=double).SerializeToString())

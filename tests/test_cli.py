@@ -1,0 +1,181 @@
+"""The command line: summary/convert/upgrade, and malformed definitions → one line, exit 2."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from shared_paths import CORPUS, DATA
+from click.testing import CliRunner
+
+from netdef_cli.main import cli
+
+
+INPUT = 'layer { name: "data" type: "Input" top: "data" ' \
+        'input_param { shape { dim: 2 dim: 4 dim: 8 dim: 8 } } }\n'
+
+
+def run(*args):
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    return r.exit_code, r.output
+
+
+# (name, file name, text, expected line or None, words in the message)
+MALFORMED = [
+    ("syntax", "n.prototxt", INPUT + 'layer { name: "r" type: "ReLU" bottom: "data"', 2,
+     ["missing '}'"]),
+    ("unknown_field", "n.prototxt", INPUT + 'layer { name: "r" tpye: "ReLU" }', 2,
+     ["unknown field 'tpye'", "did you mean 'type'"]),
+    ("wrong_type", "n.prototxt",
+     INPUT + 'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+     '  convolution_param { num_output: "four" kernel_size: 3 } }', 3, ["num_output", "integer"]),
+    ("bad_enum", "n.prototxt",
+     INPUT + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p"\n'
+     '  pooling_param { pool: MEDIAN kernel_size: 2 } }', 3, ["MEDIAN", "MAX, AVE"]),
+    ("unquoted_string", "n.prototxt", INPUT + 'layer { name: r type: "ReLU" }', 2,
+     ["quoted string"]),
+    ("negative_uint", "n.prototxt",
+     INPUT + 'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+     '  convolution_param { num_output: -4 kernel_size: 3 } }', 3, ["non-negative"]),
+    ("field_twice", "n.prototxt", INPUT + 'layer { name: "r" name: "s" }', 2, ["given twice"]),
+    ("unknown_type", "n.prototxt",
+     INPUT + 'layer { name: "r" type: "Relu" bottom: "data" top: "r" }', 2,
+     ["unknown layer type 'Relu'", "did you mean 'ReLU'"]),
+    ("dangling_bottom", "n.prototxt",
+     INPUT + 'layer { name: "r" type: "ReLU" bottom: "dat" top: "r" }', 2,
+     ["bottom 'dat' is not produced"]),
+    ("duplicate_top", "n.prototxt",
+     INPUT + 'layer { name: "r" type: "ReLU" bottom: "data" top: "x" }\n'
+     'layer { name: "s" type: "TanH" bottom: "data" top: "x" }', 3, ["already produced"]),
+    ("cycle", "n.prototxt",
+     INPUT + 'layer { name: "a" type: "Eltwise" bottom: "data" bottom: "c" top: "b" }\n'
+     'layer { name: "b" type: "ReLU" bottom: "b" top: "c" }', None, ["cycle"]),
+    ("shape_mismatch", "n.prototxt",
+     INPUT + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p"\n'
+     '  pooling_param { kernel_size: 2 stride: 2 } }\n'
+     'layer { name: "e" type: "Eltwise" bottom: "data" bottom: "p" top: "e" }', 4, ["shape"]),
+    ("pool_pad_ge_kernel", "n.prototxt",
+     INPUT + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p"\n'
+     '  pooling_param { kernel_size: 2 pad: 2 } }', 3, ["pad"]),
+    ("group_not_dividing", "n.prototxt",
+     INPUT + 'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+     '  convolution_param { num_output: 6 kernel_size: 3 group: 3 } }', 3, ["group"]),
+    ("include_and_exclude", "n.prototxt",
+     INPUT + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r"\n'
+     '  include { phase: TEST } exclude { phase: TRAIN } }', 3, ["include", "exclude"]),
+    ("too_many_param_specs", "n.prototxt",
+     INPUT + 'layer { name: "r" type: "ReLU" bottom: "data" top: "a"\n'
+     '  param { lr_mult: 1 } }', 3, ["1 param specs", "0 parameter blobs"]),
+    ("not_in_place", "n.prototxt",
+     INPUT + 'layer { name: "s" type: "Softmax" bottom: "data" top: "data" }', 2,
+     ["in place"]),
+    ("loss_weight_count", "n.prototxt",
+     INPUT + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" '
+     'loss_weight: 1 loss_weight: 2 }', 2, ["loss_weight"]),
+    ("data_without_shape", "n.prototxt",
+     'layer { name: "mnist" type: "Data" top: "data" top: "label"\n'
+     '  data_param { source: "nowhere_lmdb" batch_size: 64 } }', 2, ["--input-shape"]),
+    ("yaml_syntax", "n.yaml", "layer:\n  - name: [a\n", 3, ["YAML"]),
+    ("yaml_unknown_field", "n.yaml", "layer:\n  - name: a\n    bottoms: [x]\n", 3,
+     ["unknown field 'bottoms'", "did you mean 'bottom'"]),
+    ("ip_zero_outputs", "n.prototxt",
+     INPUT + 'layer { name: "f" type: "InnerProduct" bottom: "data" top: "f"\n'
+     '  inner_product_param { num_output: 0 } }', 3, ["num_output"]),
+]
+
+
+@pytest.mark.parametrize("name,fname,text,line,words", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_definition(tmp_path, name, fname, text, line, words):
+    path = tmp_path / fname
+    path.write_text(text)
+    code, out = run("summary", path)
+    assert code == 2, out
+    assert "Traceback" not in out
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, out
+    msg = lines[0]
+    prefix = f"error: {path}:" + (f"{line}:" if line else "")
+    assert msg.startswith(prefix), msg
+    for w in words:
+        assert w in msg, msg
+    if name not in ("syntax", "unknown_field", "unquoted_string", "field_twice", "yaml_syntax",
+                    "yaml_unknown_field", "wrong_type", "bad_enum", "negative_uint"):
+        assert "layer '" in msg, msg   # graph and layer errors name the layer
+
+
+def test_missing_file_and_garbage_binary(tmp_path):
+    code, out = run("summary", tmp_path / "nope.prototxt")
+    assert code == 2 and "file not found" in out and "Traceback" not in out
+    bad = tmp_path / "w.caffemodel"
+    bad.write_bytes(b"\xff\xff\xff\xff garbage")
+    code, out = run("summary", bad)
+    assert code == 2 and "not a valid binary NetParameter" in out
+
+
+def test_bad_input_shape_flag():
+    code, out = run("summary", os.path.join(CORPUS, "mnist", "lenet.prototxt"),
+                    "--input-shape", "data=a,b")
+    assert code == 2 and "BLOB=N,C,H,W" in out
+
+
+def test_real_process_exit_code_and_no_traceback(tmp_path):
+    path = tmp_path / "bad.prototxt"
+    path.write_text(INPUT + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p"\n'
+                    '  pooling_param { kernel_size: 3 pad: 3 } }\n')
+    r = subprocess.run([sys.executable, "-m", "netdef_cli.main", "summary", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"error: {path}:3:")
+    assert "layer 'p' (Pooling)" in r.stderr
+
+
+def test_summary_json_lenet():
+    code, out = run("summary", os.path.join(CORPUS, "mnist", "lenet.prototxt"), "--json")
+    assert code == 0, out
+    s = json.loads(out)
+    assert s["learnable_params"] == 431080
+    assert s["outputs"] == {"prob": [64, 10]}
+    names = [l["name"] for l in s["layers"]]
+    assert names[:3] == ["data", "conv1", "pool1"]
+    conv1 = s["layers"][1]
+    assert conv1["tops"] == {"conv1": [64, 20, 24, 24]}
+    assert conv1["params"] == 20 * 25 + 20
+    # 2 * N * outC * outH * outW * (C * k * k) multiply-adds + bias adds
+    assert conv1["flops"] >= 2 * 64 * 20 * 24 * 24 * 25
+    assert s["flops"] == sum(l["flops"] for l in s["layers"])
+
+
+def test_summary_table_and_train_phase_input_shape():
+    code, out = run("summary", os.path.join(CORPUS, "mnist", "lenet_train_test.prototxt"),
+                    "--phase", "TRAIN", "--input-shape", "data=64,1,28,28")
+    assert code == 0, out
+    assert "conv1" in out and "64x20x24x24" in out and "431,080" in out
+    code, out = run("summary", os.path.join(CORPUS, "mnist", "lenet_train_test.prototxt"))
+    assert code == 2 and "--input-shape data=" in out and "layer 'mnist'" in out
+
+
+def test_convert_round_trip(tmp_path):
+    src = os.path.join(CORPUS, "bvlc_googlenet", "train_val.prototxt")
+    y = tmp_path / "g.yaml"
+    p = tmp_path / "g.prototxt"
+    assert run("convert", src, y)[0] == 0
+    assert run("convert", y, p)[0] == 0
+    from netdef.config import load_net
+    assert load_net(str(p)).message == load_net(src).message
+    s = os.path.join(CORPUS, "bvlc_googlenet", "solver.prototxt")
+    sy = tmp_path / "s.yaml"
+    assert run("convert", s, sy)[0] == 0
+    assert "base_lr: 0.01" in sy.read_text()
+
+
+def test_upgrade_v1(tmp_path):
+    src = os.path.join(DATA, "caffe", "lenet_v1format", "lenet_train_test.prototxt")
+    out = tmp_path / "up.prototxt"
+    code, text = run("upgrade", src, out)
+    assert code == 0 and "V1" in text
+    from netdef.config import load_net
+    assert load_net(str(out)).message == \
+        load_net(os.path.join(DATA, "caffe", "lenet", "lenet_train_test.prototxt")).message
+    assert "layers {" not in out.read_text()
