@@ -333,13 +333,19 @@ class Net:
 
     def backward(self, start: int | None = None, end: int = 0) -> None:
         start = len(self.layers) - 1 if start is None else start
+        self.seed_loss_diffs()
         for i in range(start, end - 1, -1):
-            tops = self.tops[i]
-            for j, w in enumerate(self.loss_weights[i]):
-                if w:
-                    tops[j].diff = np.full(tops[j].shape, w, dtype=self.dtype)
             if self.layer_need_backward[i]:
-                self.layers[i].backward(tops, self.bottom_need_backward[i], self.bottoms[i])
+                self.layers[i].backward(self.tops[i], self.bottom_need_backward[i],
+                                        self.bottoms[i])
+
+    def seed_loss_diffs(self) -> None:
+        """Top diffs of loss outputs = their loss weights (the objective's gradient)."""
+        for i, weights in enumerate(self.loss_weights):
+            for j, w in enumerate(weights):
+                if w:
+                    t = self.tops[i][j]
+                    t.diff = np.full(t.shape, w, dtype=self.dtype)
 
     def forward_backward(self) -> float:
         loss = self.forward()

@@ -127,18 +127,26 @@ class _ConvBase(Layer):
         return 2 * macs + (top[0].count if self.bias_term else 0)
 
     # -- helpers -------------------------------------------------------------------------
+    def _buffer(self, name, shape, dtype):
+        """A scratch array kept between calls (no page faults on every iteration)."""
+        buf = getattr(self, name, None)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = np.empty(shape, dtype=dtype)
+            setattr(self, name, buf)
+        return buf
+
     def _im2col(self, x, oh, ow):
         K = _kernel_backend()
         kh, kw, ph, pw, sh, sw, dh, dw = self.geom
         n, c = x.shape[:2]
-        col = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+        col = self._buffer("_col", (n, c * kh * kw, oh * ow), x.dtype)
         K.im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
         return col
 
-    def _col2im(self, col, shape, oh, ow):
+    def _col2im(self, col, shape, oh, ow, out=None):
         K = _kernel_backend()
         kh, kw, ph, pw, sh, sw, dh, dw = self.geom
-        x = np.empty(shape, dtype=col.dtype)
+        x = np.empty(shape, dtype=col.dtype) if out is None else out
         K.col2im(np.ascontiguousarray(col), kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, x)
         return x
 
@@ -169,6 +177,7 @@ class ConvolutionLayer(_ConvBase):
             np.matmul(wt.reshape(o, c), x.reshape(n, c, h * w), out=y.reshape(n, o, oh * ow))
         else:
             col = x.reshape(n, c, h * w) if self._is_pointwise() else self._im2col(x, oh, ow)
+            self._col_valid = not self._is_pointwise()
             kk = col.shape[1] // g
             og = o // g
             yv = y.reshape(n, o, oh * ow)
@@ -203,24 +212,29 @@ class ConvolutionLayer(_ConvBase):
         dyv = dy.reshape(n, o, oh * ow)
         og = o // g
         if do_w:
-            col = x.reshape(n, c, h * w) if pointwise else self._im2col(x, oh, ow)
+            if pointwise:
+                col = x.reshape(n, c, h * w)
+            elif getattr(self, "_col_valid", False):
+                col = self._col                       # im2col of this input, from forward
+            else:
+                col = self._im2col(x, oh, ow)
             kk = col.shape[1] // g
             dw = self.blobs[0].diff.reshape(o, -1)
             for gi in range(g):
-                dw[gi * og:(gi + 1) * og] += np.tensordot(
-                    dyv[:, gi * og:(gi + 1) * og], col[:, gi * kk:(gi + 1) * kk],
-                    axes=([0, 2], [0, 2]))
+                dw[gi * og:(gi + 1) * og] += np.matmul(
+                    dyv[:, gi * og:(gi + 1) * og],
+                    col[:, gi * kk:(gi + 1) * kk].transpose(0, 2, 1)).sum(axis=0)
         if propagate_down[0]:
             wv = wt.reshape(o, -1)
             kk = wv.shape[1]
-            dcol = np.empty((n, kk * g, oh * ow), dtype=x.dtype)
+            dcol = self._buffer("_dcol", (n, kk * g, oh * ow), x.dtype)
             for gi in range(g):
-                dcol[:, gi * kk:(gi + 1) * kk] = np.matmul(wv[gi * og:(gi + 1) * og].T,
-                                                           dyv[:, gi * og:(gi + 1) * og])
+                np.matmul(wv[gi * og:(gi + 1) * og].T, dyv[:, gi * og:(gi + 1) * og],
+                          out=dcol[:, gi * kk:(gi + 1) * kk])
             if pointwise:
                 bottom[0].diff = dcol.reshape(x.shape)
             else:
-                bottom[0].diff = self._col2im(dcol, x.shape, oh, ow)
+                self._col2im(dcol, x.shape, oh, ow, out=bottom[0].diff)
 
 
 @register_layer("Deconvolution", "convolution_param")

@@ -1,0 +1,333 @@
+"""The training loop (Caffe's Solver::Step/Solve/Test/Snapshot/Restore).
+
+Logs go through the ``netdef.solver`` logger with Caffe's line formats, so Caffe's log parsers
+read them.  Snapshots are written atomically; a ``.solverstate`` also carries, in an extension
+field Caffe ignores, the random-generator state and every data layer's read position, so a run
+resumed from iteration k ends bit-for-bit where the uninterrupted run ends (on the CPU).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import deque
+
+import numpy as np
+
+from ..config.loader import Definition, load_net
+from ..errors import ConfigError, FileFormatError
+from ..io.weights import (blob_proto_array, copy_trained_layers, load_caffemodel,
+                          save_caffemodel, to_blob_proto)
+from ..config.writer import write_atomic
+from ..layers.base import TEST, TRAIN
+from ..net import Net
+from ..proto import pb
+from . import updates as U
+from .lr_policy import learning_rate
+
+log = logging.getLogger("netdef.solver")
+
+
+def _rng_state(rng: np.random.Generator) -> bytes:
+    return json.dumps(rng.bit_generator.state).encode()
+
+
+def _set_rng_state(rng: np.random.Generator, raw: bytes) -> None:
+    rng.bit_generator.state = json.loads(raw.decode())
+
+
+class Solver:
+    def __init__(self, sdef: Definition, *, dtype=np.float32, input_shapes=None,
+                 level: int | None = None, stages=()):
+        self.sdef = sdef
+        self.param = p = sdef.message
+        self.file = sdef.file
+        U.validate_solver(p, file=self.file, where=sdef.where)
+        self.dtype = np.dtype(dtype)
+        seed = p.random_seed if p.random_seed >= 0 else None
+        self.rng = np.random.default_rng(seed)
+        self.input_shapes = input_shapes or {}
+        self.rule = U.get_update_rule(p.type)(p)
+        self.iter = 0
+        self.current_step = 0
+        self.requested_stop = False
+        self.requested_snapshot = False
+        self.net = self._train_net(level, stages)
+        self.test_nets = self._test_nets()
+        self.params = self.net.params
+        self.history = self.rule.init_history([pi.blob for pi in self.params])
+        self.losses: deque = deque(maxlen=max(1, p.average_loss))
+        self.last_snapshot_iter = -1
+        self.on_iteration = None      # callback(solver) after each update (tests, MPI)
+
+    # -- nets -----------------------------------------------------------------------------
+    def _resolve(self, path: str) -> str:
+        if os.path.exists(path) or self.file is None:
+            return path
+        alt = os.path.join(os.path.dirname(os.path.abspath(self.file)), path)
+        return alt if os.path.exists(alt) else path
+
+    def _net_definition(self, which: str):
+        p = self.param
+        if which == "train":
+            sources = [("train_net_param", p.HasField("train_net_param")),
+                       ("train_net", p.HasField("train_net")),
+                       ("net_param", p.HasField("net_param")), ("net", p.HasField("net"))]
+            given = [s for s, ok in sources if ok]
+            if len(given) != 1:
+                raise ConfigError("give exactly one of net, net_param, train_net, "
+                                  f"train_net_param (found {', '.join(given) or 'none'})",
+                                  file=self.file)
+            field = given[0]
+        else:
+            field = which
+        if field.endswith("_param"):
+            msg = getattr(p, field)
+            sub = {k[1:]: v for k, v in self.sdef.smap.items() if k[:1] == (field,)}
+            return Definition(msg, self.file, sub, self.sdef.format)
+        return load_net(self._resolve(getattr(p, field)))
+
+    def _train_net(self, level, stages):
+        p = self.param
+        state = p.train_state
+        d = self._net_definition("train")
+        return Net(d, TRAIN, level=level if level is not None else state.level,
+                   stages=list(state.stage) + list(stages), dtype=self.dtype,
+                   input_shapes=self.input_shapes, rng=self.rng)
+
+    def _test_nets(self):
+        p = self.param
+        defs = []
+        for i, tn in enumerate(p.test_net_param):
+            defs.append(Definition(tn, self.file, {}, self.sdef.format))
+        for path in p.test_net:
+            defs.append(load_net(self._resolve(path)))
+        n_general = len(p.test_iter) - len(defs)
+        if n_general > 0:
+            if not (p.HasField("net") or p.HasField("net_param")):
+                raise ConfigError(f"test_iter is given {len(p.test_iter)} times but only "
+                                  f"{len(defs)} test nets are defined", file=self.file)
+            gen = self._net_definition("net_param" if p.HasField("net_param") else "net")
+            defs += [gen] * n_general
+        if len(defs) != len(p.test_iter):
+            raise ConfigError(f"{len(defs)} test nets but {len(p.test_iter)} test_iter values: "
+                              f"give one test_iter per test net", file=self.file)
+        if len(p.test_state) not in (0, 1, len(defs)):
+            raise ConfigError("test_state must be given once or once per test net",
+                              file=self.file)
+        nets = []
+        for i, d in enumerate(defs):
+            st = p.test_state[i if len(p.test_state) > 1 else 0] if len(p.test_state) \
+                else pb.NetState()
+            net = Net(d, TEST, level=st.level, stages=list(st.stage), dtype=self.dtype,
+                      input_shapes=self.input_shapes, rng=self.rng, init_params=True)
+            self._share_weights(net)
+            nets.append(net)
+        if nets and p.test_interval <= 0:
+            log.warning("test nets are defined but test_interval is 0: they never run")
+        return nets
+
+    def _share_weights(self, test_net):
+        """Caffe's ShareTrainedLayersWith: same layer name => the test layer's blobs view the
+        train layer's."""
+        for name, i in test_net.layer_index.items():
+            if name not in self.net.layer_index:
+                continue
+            src = self.net.layers[self.net.layer_index[name]]
+            dst = test_net.layers[i]
+            if len(src.blobs) != len(dst.blobs):
+                continue
+            for a, b in zip(src.blobs, dst.blobs):
+                if a.shape != b.shape:
+                    raise ConfigError(f"layer '{name}' has a blob of shape {list(b.shape)} in "
+                                      f"the test net but {list(a.shape)} in the train net",
+                                      file=self.file, layer=name)
+                b.share_data(a)
+
+    # -- one iteration ---------------------------------------------------------------------
+    def rate(self) -> float:
+        r, self.current_step = learning_rate(self.param, self.iter, self.current_step)
+        return r
+
+    def step(self, iters: int) -> None:
+        p = self.param
+        stop_iter = self.iter + iters
+        t0 = time.perf_counter()
+        t_iter = self.iter
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if p.test_interval and self.iter % p.test_interval == 0 and \
+                    (self.iter > 0 or p.test_initialization):
+                self.test_all()
+                if self.requested_stop:
+                    break
+            loss = 0.0
+            for _ in range(p.iter_size):
+                loss += self.net.forward_backward()
+            loss /= p.iter_size
+            self.losses.append(loss)
+            smoothed = float(np.mean(self.losses))
+            display = p.display and self.iter % p.display == 0
+            if display:
+                dt = time.perf_counter() - t0
+                n = max(self.iter - t_iter, 1)
+                log.info(f"Iteration {self.iter} ({n / dt if dt > 0 else 0:.4g} iter/s, "
+                         f"{dt:.4g}s/{p.display} iters), loss = {smoothed:.6g}")
+                t0, t_iter = time.perf_counter(), self.iter
+                self._log_outputs(self.net, "Train")
+            self.apply_update(display)
+            self.iter += 1
+            if self.on_iteration is not None:
+                self.on_iteration(self)
+            if (p.snapshot and self.iter % p.snapshot == 0) or self.requested_snapshot:
+                self.snapshot()
+                self.requested_snapshot = False
+            if self.requested_stop:
+                break
+
+    def _log_outputs(self, net, kind: str, values=None) -> None:
+        k = 0
+        for i, names in enumerate(net.top_names):
+            for j, name in enumerate(names):
+                if name not in net.output_names:
+                    continue
+                v = values[name] if values is not None else net.blobs[name].data
+                w = net.loss_weights[i][j]
+                for x in np.asarray(v, dtype=np.float64).reshape(-1):
+                    extra = f" (* {w:g} = {w * x:.6g} loss)" if w else ""
+                    log.info(f"    {kind} net output #{k}: {name} = {x:.6g}{extra}")
+                    k += 1
+
+    def apply_update(self, display: bool = False) -> None:
+        p = self.param
+        rate = self.rate()
+        if display:
+            log.info(f"Iteration {self.iter}, lr = {rate:.6g}")
+        diffs = [pi.blob.diff for pi in self.params]
+        U.clip_gradients(diffs, p.clip_gradients)
+        for i, pi in enumerate(self.params):
+            blob = pi.blob
+            diff, data = blob.diff, blob.data
+            U.normalize(diff, p.iter_size)
+            U.regularize(diff, data, p.weight_decay, pi.decay_mult, p.regularization_type)
+            self.rule.compute_update(i, diff, data, rate * pi.lr_mult, self.history, self.iter)
+            data -= diff
+
+    # -- testing ---------------------------------------------------------------------------
+    def test_all(self) -> list[dict]:
+        results = []
+        for k, net in enumerate(self.test_nets):
+            results.append(self.test(k))
+        return results
+
+    def test(self, k: int) -> dict:
+        p = self.param
+        net = self.test_nets[k]
+        log.info(f"Iteration {self.iter}, Testing net (#{k})")
+        sums: dict[str, np.ndarray] = {}
+        loss = 0.0
+        for _ in range(p.test_iter[k]):
+            loss += net.forward()
+            for name in net.output_names:
+                v = np.asarray(net.blobs[name].data, dtype=np.float64)
+                sums[name] = sums.get(name, 0) + v
+        means = {n: v / p.test_iter[k] for n, v in sums.items()}
+        if p.test_compute_loss:
+            log.info(f"Test loss: {loss / p.test_iter[k]:.6g}")
+        self._log_outputs(net, "Test", means)
+        return means
+
+    # -- snapshots -------------------------------------------------------------------------
+    def prefix(self) -> str:
+        p = self.param
+        if p.snapshot_prefix:
+            return p.snapshot_prefix
+        if self.file:
+            return os.path.splitext(self.file)[0]
+        return "snapshot"
+
+    def snapshot(self) -> tuple[str, str]:
+        p = self.param
+        if p.snapshot_format != pb.SolverParameter.BINARYPROTO:
+            raise ConfigError("snapshot_format HDF5 is not supported; use BINARYPROTO",
+                              file=self.file)
+        base = f"{self.prefix()}_iter_{self.iter}"
+        model = base + ".caffemodel"
+        d = os.path.dirname(os.path.abspath(model))
+        os.makedirs(d, exist_ok=True)
+        log.info(f"Snapshotting to binary proto file {model}")
+        save_caffemodel(self.net, model, double=self.dtype == np.float64)
+        state = pb.SolverState(iter=self.iter, learned_net=model,
+                               current_step=self.current_step)
+        for h in self.history:
+            state.history.add().CopyFrom(to_blob_proto(h, double=h.dtype == np.float64))
+        ext = state.netdef_resume
+        ext.rng_state = _rng_state(self.rng)
+        ext.solver_type = p.type
+        for k, net in enumerate([self.net] + self.test_nets):
+            tag = "train" if k == 0 else f"test{k - 1}"
+            for name, layer in zip(net.layer_names, net.layers):
+                pos = getattr(layer, "data_position", None)
+                if pos is not None:
+                    ext.data_cursor.add(layer=f"{tag}/{name}", position=int(pos()))
+        sfile = base + ".solverstate"
+        log.info(f"Snapshotting solver state to binary proto file {sfile}")
+        write_atomic(sfile, state.SerializeToString())
+        self.last_snapshot_iter = self.iter
+        return model, sfile
+
+    def restore(self, path: str) -> None:
+        state = pb.SolverState()
+        try:
+            with open(path, "rb") as f:
+                state.ParseFromString(f.read())
+        except FileNotFoundError:
+            raise ConfigError("snapshot file not found", file=path) from None
+        except Exception as e:  # DecodeError
+            raise FileFormatError(f"not a valid .solverstate ({e})", file=path) from None
+        learned = state.learned_net
+        if learned and not os.path.exists(learned):
+            alt = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.basename(learned))
+            learned = alt
+        copy_trained_layers(self.net, load_caffemodel(learned), learned)
+        if len(state.history) != len(self.history):
+            raise FileFormatError(f"the state holds {len(state.history)} history blobs but a "
+                                  f"{self.param.type} solver of this net needs "
+                                  f"{len(self.history)}", file=path)
+        for h, bp in zip(self.history, state.history):
+            h[...] = blob_proto_array(bp, h.shape)
+        self.iter = state.iter
+        self.current_step = state.current_step
+        ext = state.netdef_resume
+        if ext.HasField("rng_state"):
+            _set_rng_state(self.rng, ext.rng_state)
+        cursors = {c.layer: c.position for c in ext.data_cursor}
+        for k, net in enumerate([self.net] + self.test_nets):
+            tag = "train" if k == 0 else f"test{k - 1}"
+            for name, layer in zip(net.layer_names, net.layers):
+                setter = getattr(layer, "set_data_position", None)
+                if setter is not None and f"{tag}/{name}" in cursors:
+                    setter(cursors[f"{tag}/{name}"])
+        log.info(f"Restored solver state from {path} (iteration {self.iter})")
+
+    # -- the whole run -----------------------------------------------------------------------
+    def solve(self, resume: str | None = None) -> None:
+        p = self.param
+        log.info(f"Solving {self.net.name}")
+        log.info(f"Learning Rate Policy: {p.lr_policy}")
+        if resume:
+            self.restore(resume)
+        self.step(p.max_iter - self.iter)
+        if p.snapshot_after_train and self.last_snapshot_iter != self.iter:
+            self.snapshot()
+        if self.requested_stop and self.iter < p.max_iter:
+            log.info("Optimization stopped early.")
+            return
+        if p.display and self.iter % p.display == 0:
+            loss = self.net.forward()
+            self.losses.append(loss)
+            log.info(f"Iteration {self.iter}, loss = {float(np.mean(self.losses)):.6g}")
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        log.info("Optimization Done.")
