@@ -373,6 +373,33 @@ def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights
     log.info(f"Total Time: {1e3 * total:.4f} ms.")
 
 
+@cli.group()
+def data():
+    """Prepare data sources (LMDB) from raw datasets."""
+
+
+@data.command("mnist")
+@click.argument("src", type=click.Path(file_okay=False))
+@click.option("-o", "--out", default="examples/mnist", show_default=True,
+              help="folder for mnist_train_lmdb and mnist_test_lmdb")
+@user_errors
+def data_mnist(src, out):
+    """Convert MNIST's IDX files (SRC holds train-images-idx3-ubyte[.gz] ...) into the two
+    LMDBs Caffe's LeNet reads (Caffe's create_mnist.sh)."""
+    import os
+
+    from netdef.data.mnist import convert_mnist
+
+    for split in ("train", "test"):
+        p = os.path.join(out, f"mnist_{split}_lmdb")
+        if os.path.exists(p):
+            click.echo(f"{p} exists; remove it to convert again", err=True)
+            return
+    counts = convert_mnist(src, out)
+    click.echo(f"wrote {out}/mnist_train_lmdb ({counts['train']} images) and "
+               f"{out}/mnist_test_lmdb ({counts['test']} images)", err=True)
+
+
 def main(argv=None):
     cli.main(args=argv, prog_name="netdef")
 

@@ -146,7 +146,54 @@ def _crop(param):
 
 @register_layer("Data", "data_param")
 class DataLayer(DataLayerBase):
-    """LevelDB/LMDB of Datum records."""
+    """LMDB of Datum records, transformed by transform_param (Caffe's DataTransformer)."""
+
+    def _open(self):
+        src = getattr(self, "_source", None)
+        if src is None:
+            from ..data.lmdb_source import LMDBSource
+            p = self.param.data_param
+            if p.backend == p.LEVELDB and p.HasField("backend"):
+                raise self.config_error("LevelDB sources are not supported: convert the data "
+                                        "to LMDB (backend: LMDB)", field="data_param.backend")
+            src = self._source = LMDBSource(p.source)
+            if p.rand_skip and self.phase == 0:
+                src.skip(int(self.rng.integers(0, p.rand_skip)))
+        return src
+
+    def derived_shape(self):
+        import os
+        p = self.param.data_param
+        if not p.source or not os.path.isdir(p.source):
+            return None
+        from ..data.transform import DataTransformer
+        shape = self._open().peek_shape()
+        t = DataTransformer(self.param.transform_param, self.phase, self.rng) \
+            if not self.param.transform_param.mean_file or self.init_params else None
+        out = t.output_shape(shape) if t is not None else shape
+        if p.batch_size <= 0:
+            raise self.config_error("batch_size must be positive", field="data_param.batch_size")
+        return (int(p.batch_size),) + tuple(out)
+
+    def forward(self, bottom, top):
+        from ..data.transform import DataTransformer
+        src = self._open()
+        if getattr(self, "_transformer", None) is None:
+            self._transformer = DataTransformer(self.param.transform_param, self.phase, self.rng)
+        n = top[0].shape[0]
+        out = top[0].data
+        labels = np.empty(n, dtype=top[0].dtype)
+        for i, (arr, label) in enumerate(src.read(n)):
+            self._transformer.transform(arr, out[i])
+            labels[i] = label
+        if len(top) > 1:
+            top[1].data = labels.reshape(top[1].shape)
+
+    def data_position(self) -> int:
+        return self._open().position
+
+    def set_data_position(self, pos: int) -> None:
+        self._open().position = int(pos) % len(self._open())
 
 
 @register_layer("ImageData", "image_data_param")

@@ -1,0 +1,1 @@
+"""Data sources (LMDB of Datum, MNIST IDX), Caffe's data transformation."""
