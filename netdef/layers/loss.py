@@ -416,7 +416,7 @@ class AccuracyLayer(Layer):
         valid = np.ones_like(lab, bool) if ignore is None else lab != ignore
         safe = np.where(valid, lab, 0)
         true = np.take_along_axis(x, safe[:, None, :], 1)
-        better = (x > true).sum(axis=1)
+        better = (x >= true).sum(axis=1) - 1    # Caffe: ties count against the label
         correct = (better < p.top_k) & valid
         count = int(valid.sum())
         top[0].data = np.array(correct.sum() / count if count else 0.0)
