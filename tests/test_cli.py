@@ -152,8 +152,25 @@ def test_summary_table_and_train_phase_input_shape():
                     "--phase", "TRAIN", "--input-shape", "data=64,1,28,28")
     assert code == 0, out
     assert "conv1" in out and "64x20x24x24" in out and "431,080" in out
-    code, out = run("summary", os.path.join(CORPUS, "mnist", "lenet_train_test.prototxt"))
+
+
+def test_summary_reads_shapes_from_the_data_source(tmp_path, monkeypatch):
+    pytest.importorskip("lmdb")
+    import numpy as np
+
+    from netdef.data.lmdb_source import write_lmdb
+    monkeypatch.chdir(tmp_path)
+    net = os.path.join(CORPUS, "mnist", "lenet_train_test.prototxt")
+    code, out = run("summary", net)
     assert code == 2 and "--input-shape data=" in out and "layer 'mnist'" in out
+    assert "examples/mnist/mnist_test_lmdb" in out
+    imgs = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 1, 28, 28)
+    write_lmdb("examples/mnist/mnist_test_lmdb", zip(imgs, [1, 2, 3]))
+    code, out = run("summary", net, "--json")
+    assert code == 0, out
+    s = json.loads(out)
+    assert s["inputs"] == {} and s["layers"][0]["tops"] == {"data": [100, 1, 28, 28],
+                                                            "label": [100]}
 
 
 def test_convert_round_trip(tmp_path):
