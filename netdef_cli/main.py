@@ -378,22 +378,27 @@ def data():
     """Prepare data sources (LMDB) from raw datasets."""
 
 
-@data.command("mnist")
-@click.argument("src", type=click.Path(file_okay=False))
-@click.option("-o", "--out", default="examples/mnist", show_default=True,
-              help="folder for mnist_train_lmdb and mnist_test_lmdb")
+@data.command("get")
+@click.argument("dataset", type=click.Choice(["mnist"]))
+@click.option("--from", "src", type=click.Path(file_okay=False), default=None,
+              help="folder holding the official files (train-images-idx3-ubyte[.gz] ...)")
+@click.option("--out", default="examples/mnist", show_default=True,
+              help="folder for <name>_train_lmdb and <name>_test_lmdb")
 @user_errors
-def data_mnist(src, out):
-    """Convert MNIST's IDX files (SRC holds train-images-idx3-ubyte[.gz] ...) into the two
-    LMDBs Caffe's LeNet reads (Caffe's create_mnist.sh)."""
+def data_get(dataset, src, out):
+    """Write Caffe-layout LMDBs of DATASET (keys %08d) from its official files."""
     import os
 
     from netdef.data.mnist import convert_mnist
+    from netdef.errors import ConfigError
 
+    if src is None:
+        raise ConfigError(f"downloading {dataset} is not available yet: pass --from DIR with "
+                          f"the official files (e.g. --from ../shared/data/mnist)")
     for split in ("train", "test"):
-        p = os.path.join(out, f"mnist_{split}_lmdb")
+        p = os.path.join(out, f"{dataset}_{split}_lmdb")
         if os.path.exists(p):
-            click.echo(f"{p} exists; remove it to convert again", err=True)
+            click.echo(f"{p} exists already; remove it to convert again", err=True)
             return
     counts = convert_mnist(src, out)
     click.echo(f"wrote {out}/mnist_train_lmdb ({counts['train']} images) and "
