@@ -207,9 +207,11 @@ def _check_gpu(gpu) -> None:
               show_default=True, help="what SIGHUP does")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
+              help="override a solver field, e.g. --set max_iter=100 (repeatable)")
 @user_errors
 def train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint, sighup,
-          dtype):
+          dtype, overrides):
     """Train a net with a solver (Caffe's `caffe train`)."""
     import signal
 
@@ -224,6 +226,7 @@ def train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint
         raise ConfigError("give either --weights (fine-tune) or --snapshot (resume), not both")
     _check_gpu(gpu)
     d = load_solver(solver_file)
+    apply_overrides(d.message, overrides)
     if d.message.solver_mode == d.message.GPU and d.message.HasField("solver_mode"):
         _check_gpu(str(d.message.device_id))
     solver = Solver(d, dtype=dtype, input_shapes=input_shapes, level=level,
@@ -248,6 +251,24 @@ def train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint
     solver.solve(resume or None)
 
 
+def apply_overrides(message, overrides) -> None:
+    """``--set field=value``: typed and checked like the file's own fields."""
+    from netdef.config.build import build_message
+    from netdef.config.yamlfmt import parse_yaml
+    from netdef.errors import ConfigError
+
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
+        tmp = type(message)()
+        build_message(parse_yaml(f"{key}: {value}", f"--set {key}"), tmp, f"--set {key}",
+                      prototxt=False)
+        for fd, _ in tmp.ListFields():
+            message.ClearField(fd.name)
+        message.MergeFrom(tmp)
+
+
 def _model_net(model, weights, phase, level, stages, input_shapes, dtype):
     from netdef.config import load_net
     from netdef.io.weights import load_weights
@@ -269,8 +290,9 @@ def _model_net(model, weights, phase, level, stages, input_shapes, dtype):
 @click.option("--stage", "stages", multiple=True)
 @click.option("--input-shape", "input_shapes", multiple=True, callback=parse_input_shapes,
               metavar="BLOB=N,C,H,W")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON object of the means")
 @user_errors
-def test(model, weights, iterations, gpu, level, stages, input_shapes):
+def test(model, weights, iterations, gpu, level, stages, input_shapes, as_json):
     """Score a model: forward passes in the TEST phase, per-batch and mean outputs."""
     import logging
 
@@ -299,11 +321,16 @@ def test(model, weights, iterations, gpu, level, stages, input_shapes):
     for i, names in enumerate(net.top_names):
         for j, name in enumerate(names):
             weights_of[name] = net.loss_weights[i][j]
+    means = {}
     for name, v in sums.items():
-        for x in v / max(iterations, 1):
+        m = v / max(iterations, 1)
+        means[name] = float(m[0]) if m.size == 1 else m.tolist()
+        for x in m:
             w = weights_of.get(name, 0)
             extra = f" (* {w:g} = {w * x:.6g} loss)" if w else ""
             log.info(f"{name} = {x:.6g}{extra}")
+    if as_json:
+        click.echo(json.dumps(means))
 
 
 @cli.command("time")
@@ -316,8 +343,9 @@ def test(model, weights, iterations, gpu, level, stages, input_shapes):
 @click.option("--input-shape", "input_shapes", multiple=True, callback=parse_input_shapes,
               metavar="BLOB=N,C,H,W")
 @click.option("--weights", default="")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON object of the times")
 @user_errors
-def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights):
+def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights, as_json):
     """Benchmark per-layer forward and backward times (data layers are fed random data)."""
     import logging
     import time as _time
@@ -371,6 +399,15 @@ def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights
     log.info(f"Average Backward pass: {1e3 * bwd.sum() / iterations:.4f} ms.")
     log.info(f"Average Forward-Backward: {1e3 * (fwd.sum() + bwd.sum()) / iterations:.4f} ms.")
     log.info(f"Total Time: {1e3 * total:.4f} ms.")
+    if as_json:
+        it = max(iterations, 1)
+        click.echo(json.dumps({
+            "forward_ms": 1e3 * fwd.sum() / it, "backward_ms": 1e3 * bwd.sum() / it,
+            "forward_backward_ms": 1e3 * (fwd.sum() + bwd.sum()) / it,
+            "iterations": iterations,
+            "layers": [{"name": net.layer_names[i], "type": net.layers[i].type,
+                        "forward_ms": 1e3 * fwd[i] / it, "backward_ms": 1e3 * bwd[i] / it}
+                       for i in range(n)]}))
 
 
 @cli.group()

@@ -1,181 +1,325 @@
 """Caffe's update rules (SGD, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam) and the gradient
-preprocessing around them (clipping, iter_size normalisation, L1/L2 regularisation).
+preprocessing around them (``ClipGradients``, ``Normalize``, ``Regularize``).
 
-Each rule leaves the update in ``diff`` (the caller then does ``w -= diff``), in the param's
-dtype, in place, as Caffe does."""
+Per iteration the training loop does, as ``SGDSolver::ApplyUpdate``::
+
+    rate = learning_rate(param, iter, current_step)
+    clip_gradients(all_diffs, param.clip_gradients)
+    for i, param_blob in enumerate(learnable_params):
+        normalize(diff, param.iter_size)
+        regularize(diff, data, param.weight_decay, decay_mult[i], param.regularization_type)
+        rule.compute_update(i, diff, data, rate * lr_mult[i], history, iter)
+        data -= diff
+
+Every rule leaves the update Δ in ``diff`` (in place), computed in the param's dtype with
+Caffe's operation order (so a float32 net updates in float32 like ``Caffe<float>``).  The history
+list holds, in ``.solverstate`` order, one blob per param (SGD, Nesterov, AdaGrad, RMSProp) or
+all first-moment blobs followed by all second-moment blobs (AdaDelta, Adam).
+"""
 from __future__ import annotations
+
+import logging
+import math
 
 import numpy as np
 
 from ..errors import ConfigError
 from .lr_policy import validate_policy
 
+log = logging.getLogger("netdef.solver")
 
+REGULARIZATION_TYPES = ("L2", "L1")
+
+
+# -- gradient preprocessing -------------------------------------------------------------------
 def clip_gradients(diffs, threshold: float) -> float:
-    """Scale every diff by threshold/L when the global L2 norm L exceeds threshold."""
+    """Caffe's ``ClipGradients``: when ``threshold >= 0`` and the global L2 norm L of all the
+    diffs exceeds it, scale every diff (in place) by ``threshold / L``.  Returns the factor
+    applied (1.0 when nothing was done).  The sum of squares is accumulated in float64."""
     if threshold < 0:
         return 1.0
-    sumsq = sum(float(np.dot(d.reshape(-1).astype(np.float64), d.reshape(-1))) for d in diffs)
-    norm = np.sqrt(sumsq)
-    if norm > threshold:
-        scale = threshold / norm
-        for d in diffs:
-            d *= d.dtype.type(scale)
-        return scale
-    return 1.0
+    sumsq = 0.0
+    for d in diffs:
+        x = np.asarray(d, dtype=np.float64).reshape(-1)
+        sumsq += float(np.dot(x, x))
+    norm = math.sqrt(sumsq)
+    if not norm > threshold:          # also: a NaN norm clips nothing, as in Caffe
+        return 1.0
+    scale = threshold / norm
+    log.info(f"Gradient clipping: scaling down gradients (L2 norm {norm:g} > {threshold:g}) "
+             f"by scale factor {scale:g}")
+    for d in diffs:
+        d *= d.dtype.type(scale)
+    return scale
 
 
 def normalize(diff, iter_size: int) -> None:
-    if iter_size > 1:
-        diff *= diff.dtype.type(1.0 / iter_size)
+    """Caffe's ``Normalize``: ``diff *= 1/iter_size`` (nothing when iter_size is 1)."""
+    if iter_size < 1:
+        raise ConfigError(f"iter_size must be at least 1 (got {iter_size})", field="iter_size")
+    if iter_size == 1:
+        return
+    t = diff.dtype.type
+    diff *= t(1) / t(iter_size)
 
 
 def regularize(diff, data, weight_decay: float, decay_mult: float, reg_type: str) -> None:
-    local = weight_decay * decay_mult
+    """Caffe's ``Regularize``: with ``local_decay = weight_decay * decay_mult``,
+    L2: ``diff += local_decay * w``; L1: ``diff += local_decay * sign(w)``."""
+    if reg_type not in REGULARIZATION_TYPES:
+        raise ConfigError(f"unknown regularization_type '{reg_type}' (use L2 or L1)",
+                          field="regularization_type")
+    t = diff.dtype.type
+    local = t(weight_decay) * t(decay_mult)
     if not local:
         return
     if reg_type == "L2":
-        diff += diff.dtype.type(local) * data
-    elif reg_type == "L1":
-        diff += diff.dtype.type(local) * np.sign(data)
+        diff += data * local
     else:
-        raise ConfigError(f"unknown regularization_type '{reg_type}' (L1 or L2)",
-                          field="regularization_type")
+        diff += np.sign(data) * local
+
+
+# -- update rules ----------------------------------------------------------------------------
+RULES: dict[str, type] = {}
+
+
+def register(name: str):
+    """Class decorator: make an update rule available as solver ``type: name``."""
+    def deco(cls):
+        cls.type_name = name
+        RULES[name] = cls
+        return cls
+    return deco
 
 
 class UpdateRule:
+    """Base: ``history_count`` blobs per param; ``compute_update`` turns the (regularised,
+    normalised) gradient in ``diff`` into the update Δ, in place."""
+    type_name = ""
     history_count = 1
 
     def __init__(self, p):
         self.p = p
+        self._scratch: dict[tuple, np.ndarray] = {}
 
-    def init_history(self, blobs) -> list[np.ndarray]:
-        return [np.zeros(b.shape, dtype=b.dtype) for _ in range(self.history_count)
-                for b in blobs]
+    def init_history(self, params) -> list[np.ndarray]:
+        """Zero history blobs in ``.solverstate`` order: for k in range(history_count), one blob
+        per param (``params``: arrays or blobs with ``shape`` and ``dtype``)."""
+        return [np.zeros(tuple(b.shape), dtype=b.dtype)
+                for _ in range(self.history_count) for b in params]
 
-    def n(self, history):
-        return len(history) // self.history_count
+    def _tmp(self, i: int, k: int, like: np.ndarray) -> np.ndarray:
+        """Scratch array k for param i (Caffe's update_/temp_ blobs), reused between calls."""
+        buf = self._scratch.get((i, k))
+        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+            buf = self._scratch[(i, k)] = np.empty_like(like)
+        return buf
 
-    def compute_update(self, i, diff, data, rate, history, it) -> None:
+    @staticmethod
+    def _num_params(history, count) -> int:
+        return len(history) // count
+
+    def compute_update(self, i, diff, data, local_rate, history, iter) -> None:
         raise NotImplementedError
 
 
+@register("SGD")
 class SGD(UpdateRule):
-    """v = momentum v + lr g;  update = v."""
+    """v ← μ·v + lr·g;  Δ = v."""
 
-    def compute_update(self, i, diff, data, rate, history, it):
+    def compute_update(self, i, diff, data, local_rate, history, iter):
+        t = diff.dtype.type
         v = history[i]
-        v *= v.dtype.type(self.p.momentum)
-        v += v.dtype.type(rate) * diff
-        diff[...] = v
+        v *= t(self.p.momentum)                       # caffe_cpu_axpby(lr, g, μ, v)
+        diff *= t(local_rate)
+        v += diff
+        np.copyto(diff, v)
 
 
+@register("Nesterov")
 class Nesterov(UpdateRule):
-    """v_new = momentum v + lr g;  update = (1 + momentum) v_new - momentum v_old."""
+    """v_old = v; v ← μ·v + lr·g;  Δ = (1+μ)·v − μ·v_old."""
 
-    def compute_update(self, i, diff, data, rate, history, it):
+    def compute_update(self, i, diff, data, local_rate, history, iter):
+        t = diff.dtype.type
+        mu = t(self.p.momentum)
         v = history[i]
-        mu = v.dtype.type(self.p.momentum)
-        old = v.copy()
+        old = self._tmp(i, 0, diff)
+        np.copyto(old, v)                             # save history for stepping back
         v *= mu
-        v += v.dtype.type(rate) * diff
-        diff[...] = (1 + mu) * v - mu * old
+        diff *= t(local_rate)
+        v += diff
+        old *= -mu                                    # axpby(1+μ, v, -μ, update)
+        np.multiply(v, t(1) + mu, out=diff)
+        diff += old
 
 
+@register("AdaGrad")
 class AdaGrad(UpdateRule):
-    """h += g^2;  update = lr g / (sqrt(h) + delta)."""
+    """h ← h + g²;  Δ = lr·g / (√h + δ).  (momentum must be 0)"""
 
-    def compute_update(self, i, diff, data, rate, history, it):
-        h = history[i]
+    def compute_update(self, i, diff, data, local_rate, history, iter):
         t = diff.dtype.type
-        h += diff * diff
-        diff *= t(rate) / (np.sqrt(h) + t(self.p.delta))
+        h = history[i]
+        u = self._tmp(i, 0, diff)
+        np.multiply(diff, diff, out=u)
+        h += u
+        np.sqrt(h, out=u)
+        u += t(self.p.delta)
+        np.divide(diff, u, out=u)
+        np.multiply(u, t(local_rate), out=diff)
 
 
+@register("RMSProp")
 class RMSProp(UpdateRule):
-    """h = rms_decay h + (1 - rms_decay) g^2;  update = lr g / (sqrt(h) + delta)."""
+    """h ← ρ·h + (1−ρ)·g² (ρ = rms_decay);  Δ = lr·g / (√h + δ).  (momentum must be 0)"""
 
-    def compute_update(self, i, diff, data, rate, history, it):
+    def compute_update(self, i, diff, data, local_rate, history, iter):
+        t = diff.dtype.type
+        rho = t(self.p.rms_decay)
         h = history[i]
-        t = diff.dtype.type
-        rho = self.p.rms_decay
-        h *= t(rho)
-        h += t(1 - rho) * diff * diff
-        diff *= t(rate) / (np.sqrt(h) + t(self.p.delta))
+        u = self._tmp(i, 0, diff)
+        np.multiply(diff, diff, out=u)
+        h *= rho                                      # axpby(1-ρ, g², ρ, h)
+        u *= t(1) - rho
+        h += u
+        np.sqrt(h, out=u)
+        u += t(self.p.delta)
+        np.divide(diff, u, out=u)
+        np.multiply(u, t(local_rate), out=diff)
 
 
+@register("AdaDelta")
 class AdaDelta(UpdateRule):
-    """h = mu h + (1-mu) g^2; u = g sqrt((h2 + delta)/(h + delta)); h2 = mu h2 + (1-mu) u^2;
-    update = lr u.  History: all h, then all h2."""
+    """μ = momentum (the decay ρ):  h ← μ·h + (1−μ)·g²;  u = g·√((h2+δ)/(h+δ));
+    h2 ← μ·h2 + (1−μ)·u²;  Δ = lr·u.  History: all h, then all h2."""
     history_count = 2
 
-    def compute_update(self, i, diff, data, rate, history, it):
-        n = self.n(history)
-        h, h2 = history[i], history[n + i]
+    def compute_update(self, i, diff, data, local_rate, history, iter):
         t = diff.dtype.type
-        mu, delta = t(self.p.momentum), t(self.p.delta)
-        h *= mu
-        h += (1 - mu) * diff * diff
-        diff *= np.sqrt((h2 + delta) / (h + delta))
-        h2 *= mu
-        h2 += (1 - mu) * diff * diff
-        diff *= t(rate)
+        mu = t(self.p.momentum)
+        one_minus = t(1) - mu
+        delta = t(self.p.delta)
+        n = self._num_params(history, 2)
+        h, h2 = history[i], history[n + i]
+        u = self._tmp(i, 0, diff)
+        tmp = self._tmp(i, 1, diff)
+        np.multiply(diff, diff, out=u)
+        h *= mu                                       # history of gradients
+        u *= one_minus
+        h += u
+        np.add(h2, delta, out=u)                      # (h2 + δ) / (h + δ)
+        np.add(h, delta, out=tmp)
+        np.divide(u, tmp, out=u)
+        np.sqrt(u, out=u)
+        diff *= u                                     # u = g · RMS ratio
+        np.multiply(diff, diff, out=u)
+        h2 *= mu                                      # history of updates
+        u *= one_minus
+        h2 += u
+        diff *= t(local_rate)                         # apply learning rate
 
 
+@register("Adam")
 class Adam(UpdateRule):
-    """m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-    update = lr sqrt(1 - b2^t)/(1 - b1^t) m / (sqrt(v) + eps), t = iter + 1.
-    History: all m, then all v."""
+    """β1 = momentum, β2 = momentum2, ε = delta, t = iter + 1:  m ← β1·m + (1−β1)·g;
+    v ← β2·v + (1−β2)·g²;  Δ = lr·√(1−β2ᵗ)/(1−β1ᵗ) · m / (√v + ε).  History: all m, then all v."""
     history_count = 2
 
-    def compute_update(self, i, diff, data, rate, history, it):
-        n = self.n(history)
-        m, v = history[i], history[n + i]
+    def compute_update(self, i, diff, data, local_rate, history, iter):
         t = diff.dtype.type
         b1, b2 = self.p.momentum, self.p.momentum2
-        step = it + 1
-        m *= t(b1)
-        m += t(1 - b1) * diff
+        step = int(iter) + 1
+        denom = 1.0 - b1 ** step
+        if denom == 0:
+            raise ConfigError("Adam needs momentum (beta1) < 1", field="momentum")
+        # Caffe: const Dtype correction = sqrt(1 - pow(β2, t)) / (1 - pow(β1, t)), in double
+        correction = t(math.sqrt(1.0 - b2 ** step) / denom)
+        n = self._num_params(history, 2)
+        m, v = history[i], history[n + i]
+        u = self._tmp(i, 0, diff)
+        m *= t(b1)                                    # axpby(1-β1, g, β1, m)
+        np.multiply(diff, t(1) - t(b1), out=u)
+        m += u
+        np.multiply(diff, diff, out=u)                # axpby(1-β2, g², β2, v)
         v *= t(b2)
-        v += t(1 - b2) * diff * diff
-        corr = rate * np.sqrt(1 - b2 ** step) / (1 - b1 ** step)
-        diff[...] = t(corr) * m / (np.sqrt(v) + t(self.p.delta))
-
-
-RULES = {"SGD": SGD, "Nesterov": Nesterov, "AdaGrad": AdaGrad, "RMSProp": RMSProp,
-         "AdaDelta": AdaDelta, "Adam": Adam}
+        u *= t(1) - t(b2)
+        v += u
+        np.sqrt(v, out=u)
+        u += t(self.p.delta)
+        np.divide(m, u, out=u)
+        np.multiply(u, t(local_rate) * correction, out=diff)
 
 
 def get_update_rule(type_name: str):
+    """The update-rule class registered as ``type_name`` (ConfigError if none)."""
     try:
         return RULES[type_name]
     except KeyError:
-        raise ConfigError(f"unknown solver type '{type_name}' (one of: {', '.join(RULES)})",
-                          field="type") from None
+        raise ConfigError(_unknown_type_message(type_name), field="type") from None
+
+
+def _unknown_type_message(name: str) -> str:
+    msg = f"unknown solver type '{name}'"
+    near = [k for k in RULES if k.lower() == str(name).lower().strip()]
+    if near:
+        msg += f" (did you mean '{near[0]}'? type names are case-sensitive)"
+    return msg + f"; valid types: {', '.join(RULES)}"
+
+
+# -- validation --------------------------------------------------------------------------------
+def solver_problems(p) -> list[tuple[str, str]]:
+    """``(field, problem)`` pairs for settings this solver cannot run with, most basic first."""
+    bad: list[tuple[str, str]] = []
+    kind = p.type
+    if kind not in RULES:
+        return [("type", _unknown_type_message(kind))]
+    if p.iter_size < 1:
+        bad.append(("iter_size", f"iter_size must be at least 1 (got {p.iter_size})"))
+    if p.regularization_type not in REGULARIZATION_TYPES:
+        bad.append(("regularization_type", f"unknown regularization_type "
+                                           f"'{p.regularization_type}' (use L2 or L1)"))
+    if kind in ("AdaGrad", "RMSProp") and p.momentum != 0:
+        bad.append(("momentum", f"momentum cannot be used with {kind} (got {p.momentum:g}): "
+                                "remove it or set it to 0"))
+    if kind == "RMSProp" and not 0 <= p.rms_decay < 1:
+        bad.append(("rms_decay", f"RMSProp needs rms_decay in [0, 1) (got {p.rms_decay:g}; "
+                                 "default 0.99)"))
+    if kind == "AdaDelta":
+        if not p.HasField("momentum"):
+            bad.append(("momentum", "AdaDelta takes its decay rate rho from momentum, which is "
+                                    "not set: add e.g. momentum: 0.95 (and base_lr: 1.0, as in "
+                                    "Caffe's examples)"))
+        elif not 0 <= p.momentum < 1:
+            bad.append(("momentum", f"AdaDelta's momentum is its decay rate rho and must be in "
+                                    f"[0, 1) (got {p.momentum:g}; typical 0.95)"))
+    if kind == "Adam":
+        if not p.HasField("momentum"):
+            bad.append(("momentum", "Adam takes beta1 from momentum, which is not set: add "
+                                    "e.g. momentum: 0.9 (beta2 is momentum2, default 0.999)"))
+        elif not 0 <= p.momentum < 1:
+            bad.append(("momentum", f"Adam's momentum is beta1 and must be in [0, 1) "
+                                    f"(got {p.momentum:g}; typical 0.9)"))
+        if not 0 <= p.momentum2 < 1:
+            bad.append(("momentum2", f"Adam's momentum2 is beta2 and must be in [0, 1) "
+                                     f"(got {p.momentum2:g}; default 0.999)"))
+    if kind in ("AdaGrad", "RMSProp", "AdaDelta", "Adam") and not p.delta > 0:
+        hint = ("AdaDelta's first steps are scaled by sqrt(delta), so it would never move"
+                if kind == "AdaDelta" else "a zero gradient would give 0/0 = NaN")
+        bad.append(("delta", f"{kind} needs delta > 0 (got {p.delta:g}; default 1e-8): "
+                             f"{hint}"))
+    bad.extend(validate_policy(p))
+    if p.max_iter < 0:
+        bad.append(("max_iter", f"max_iter must be >= 0 (got {p.max_iter})"))
+    return bad
 
 
 def validate_solver(p, file=None, where=None) -> None:
-    """Raise a ConfigError naming the field for settings the solver type cannot use."""
-    def err(field, msg):
-        line, col = where((field,)) if where else (None, None)
-        return ConfigError(msg, file=file, line=line, col=col, field=field)
-
-    if p.type not in RULES:
-        raise err("type", f"unknown solver type '{p.type}' (one of: {', '.join(RULES)})")
-    if p.type in ("AdaGrad", "RMSProp") and p.momentum != 0:
-        raise err("momentum", f"{p.type} does not use momentum: remove it (or set 0)")
-    if p.type == "RMSProp" and not 0 <= p.rms_decay < 1:
-        raise err("rms_decay", "rms_decay must be in [0, 1)")
-    if p.type == "Adam" and not (0 <= p.momentum < 1 and 0 <= p.momentum2 < 1):
-        raise err("momentum", "Adam needs momentum (beta1) and momentum2 (beta2) in [0, 1)")
-    if p.type == "AdaDelta" and p.HasField("momentum") and not 0 <= p.momentum < 1:
-        raise err("momentum", "AdaDelta's momentum (decay) must be in [0, 1)")
-    if p.iter_size < 1:
-        raise err("iter_size", "iter_size must be at least 1")
-    if p.regularization_type not in ("L1", "L2"):
-        raise err("regularization_type",
-                  f"unknown regularization_type '{p.regularization_type}' (L1 or L2)")
-    if p.max_iter < 0:
-        raise err("max_iter", "max_iter must be >= 0")
-    for field, msg in validate_policy(p):
-        raise err(field, msg)
+    """Raise a ConfigError naming the field of the first setting the solver cannot use.
+    ``where(path) -> (line, col)`` locates the field in ``file`` when given."""
+    bad = solver_problems(p)
+    if not bad:
+        return
+    field, msg = bad[0]
+    line, col = where((field,)) if where else (None, None)
+    raise ConfigError(msg, file=file, line=line, col=col, field=field)
