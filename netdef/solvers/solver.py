@@ -147,7 +147,8 @@ class Solver:
 
     # -- one iteration ---------------------------------------------------------------------
     def rate(self) -> float:
-        r, self.current_step = learning_rate(self.param, self.iter, self.current_step)
+        r, self.current_step = learning_rate(self.param, self.iter, self.current_step,
+                                             dtype=self.dtype)
         return r
 
     def step(self, iters: int) -> None:
