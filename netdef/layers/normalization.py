@@ -4,73 +4,101 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer, TEST
+from ..backend.cpu import normalization as K
+from .base import TRAIN, TEST, Layer
 from .registry import register_layer
-
-
-def _window_sum(a: np.ndarray, axis: int, size: int) -> np.ndarray:
-    """Sum over a centred window of ``size`` along ``axis`` with zero padding."""
-    pre = (size - 1) // 2
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (pre + 1, size - pre - 1)
-    c = np.cumsum(np.pad(a, pad), axis=axis)
-    n = a.shape[axis]
-    hi = np.take(c, np.arange(size, size + n), axis=axis)
-    lo = np.take(c, np.arange(0, n), axis=axis)
-    return hi - lo
 
 
 @register_layer("LRN", "lrn_param")
 class LRNLayer(Layer):
-    """ACROSS_CHANNELS: y = x (k + alpha/n sum_window x^2)^-beta over n neighbouring channels;
-    WITHIN_CHANNEL: y = x (1 + alpha/n^2 sum_window x^2)^-beta over an n x n patch."""
+    """Local response normalisation of an (N, C, H, W) bottom.
+
+    ACROSS_CHANNELS: ``y = x * (k + alpha/n * sum x^2)^-beta`` over the n channels centred on
+    each one (missing channels count as zero).
+    WITHIN_CHANNEL (Caffe builds it from square -> AVE pooling (kernel n, stride 1, pad
+    (n-1)/2) -> power -> product): ``y = x * (1 + alpha * avg x^2)^-beta``, where the average
+    sums the n x n patch clipped to the image and always divides by n^2 (Caffe's pooling counts
+    the padded cells; with stride 1 and this pad no window overhangs the padding), and k is
+    ignored."""
     exact_num_bottom = 1
     exact_num_top = 1
 
     def layer_setup(self, bottom, top):
         p = self.param.lrn_param
         self.size = int(p.local_size)
-        if self.size % 2 == 0 or self.size < 1:
-            raise self.config_error(f"local_size must be odd and positive, got {self.size}",
-                                    field="lrn_param.local_size")
-        self.alpha, self.beta, self.k = float(p.alpha), float(p.beta), float(p.k)
+        if self.size < 1 or self.size % 2 == 0:
+            hint = f"{self.size - 1} or {self.size + 1}" if self.size > 1 else "e.g. 5"
+            raise self.config_error(
+                f"local_size must be odd (the window is centred on each element), got "
+                f"{self.size}: use {hint}", field="lrn_param.local_size")
+        self.alpha = float(p.alpha)
+        self.beta = float(p.beta)
+        self.k = float(p.k)
         self.across = p.norm_region == p.ACROSS_CHANNELS
+        self._scale = None
 
     def reshape(self, bottom, top):
         if bottom[0].num_axes != 4:
-            raise self.shape_error(f"needs a 4-D bottom (N, C, H, W), got {list(bottom[0].shape)}")
+            raise self.shape_error(f"needs a 4-axis bottom (num, channels, height, width), got "
+                                   f"shape {list(bottom[0].shape)}")
         top[0].reshape(bottom[0].shape)
 
     def flops(self, bottom, top):
-        return bottom[0].count * (2 * self.size + 4)
-
-    def _box(self, a):
-        if self.across:
-            return _window_sum(a, 1, self.size)
-        return _window_sum(_window_sum(a, 2, self.size), 3, self.size)
+        window = self.size if self.across else 2 * self.size   # separable patch sum
+        # square, window adds, scale (mul+add), power, product
+        return bottom[0].count * (window + 5)
 
     def forward(self, bottom, top):
         x = bottom[0].data
+        n, c, h, w = x.shape
+        scale = np.empty_like(x)
+        y = top[0].data
         if self.across:
-            self.scale = self.k + (self.alpha / self.size) * self._box(x * x)
+            K.lrn_across_forward(x.reshape(n, c, h * w), self.size, self.alpha / self.size,
+                                 self.k, self.beta, scale.reshape(n, c, h * w),
+                                 y.reshape(n, c, h * w))
         else:
-            self.scale = 1 + (self.alpha / self.size ** 2) * self._box(x * x)
-        top[0].data = x * self.scale ** -self.beta
+            sq = x * x
+            K.box_sum_2d(sq.reshape(n * c, h, w), (self.size - 1) // 2,
+                         scale.reshape(n * c, h, w))
+            scale /= self.size * self.size         # the pooling average (divisor n^2)
+            scale *= self.alpha
+            scale += 1.0
+            np.multiply(x, scale ** -self.beta, out=y)
+        self._scale = scale
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        x, y, dy = bottom[0].data, top[0].data, top[0].diff
-        n = self.size if self.across else self.size ** 2
-        inner = self._box(dy * y / self.scale)
-        bottom[0].diff = dy * self.scale ** -self.beta - \
-            (2 * self.alpha * self.beta / n) * x * inner
+        x, dy, scale = bottom[0].data, top[0].diff, self._scale
+        n, c, h, w = x.shape
+        dx = bottom[0].diff
+        if self.across:
+            K.lrn_across_backward(x.reshape(n, c, h * w), dy.reshape(n, c, h * w),
+                                  scale.reshape(n, c, h * w), self.size,
+                                  2.0 * self.alpha * self.beta / self.size, self.beta,
+                                  dx.reshape(n, c, h * w))
+            return
+        pw = scale ** -self.beta
+        ratio = dy * x * pw / scale
+        inner = np.empty_like(ratio)
+        K.box_sum_2d(ratio.reshape(n * c, h, w), (self.size - 1) // 2,
+                     inner.reshape(n * c, h, w))
+        coef = 2.0 * self.alpha * self.beta / (self.size * self.size)
+        dx[...] = dy * pw - coef * x * inner
 
 
 @register_layer("BatchNorm", "batch_norm_param")
 class BatchNormLayer(Layer):
-    """Normalise per channel with batch statistics (TRAIN) or the stored ones (TEST); blobs are
-    mean, variance and the moving-average normaliser, never learned."""
+    """Normalise every channel (axis 1; all other axes pooled) to zero mean and unit variance.
+
+    Blobs (never learned): [0] mean accumulator (C,), [1] variance accumulator (C,),
+    [2] moving-average normaliser (1,).  With batch statistics (``use_global_stats`` false;
+    the default in TRAIN) the batch mean and biased variance normalise the data, and in TRAIN
+    the accumulators are updated: ``s = maf*s + 1``, ``mean_acc = maf*mean_acc + mean``,
+    ``var_acc = maf*var_acc + m/(m-1) * var`` (m = elements per channel).  With global
+    statistics (default in TEST) ``mean = mean_acc/s`` and ``var = var_acc/s`` (0 when s == 0).
+    Output ``(x - mean) / sqrt(var + eps)``."""
     exact_num_bottom = 1
     exact_num_top = 1
     allow_in_place = True
@@ -81,110 +109,143 @@ class BatchNormLayer(Layer):
             else self.phase == TEST
         self.maf = float(p.moving_average_fraction)
         self.eps = float(p.eps)
+        if self.eps < 0:
+            raise self.config_error(f"eps must not be negative, got {self.eps:g}",
+                                    field="batch_norm_param.eps")
         for j, spec in enumerate(self.param.param):
             if spec.lr_mult != 0:
-                raise self.config_error("BatchNorm's blobs are statistics, not parameters: "
-                                        "set lr_mult: 0 or drop the param entries",
-                                        field=f"param[{j}].lr_mult")
-        if bottom[0].num_axes < 2:
-            raise self.shape_error(f"needs a bottom with a channel axis, got "
-                                   f"{list(bottom[0].shape)}")
-        c = bottom[0].shape[1]
-        self.channels = c
+                raise self.config_error(
+                    "BatchNorm's blobs are running statistics, not learnable parameters: set "
+                    "lr_mult: 0 or drop the param entries", field=f"param[{j}].lr_mult")
+        if bottom[0].num_axes == 0:
+            raise self.shape_error("needs a bottom with at least one axis (num), got a scalar")
+        self.channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
         if not self.blobs:
+            c = self.channels
             self.blobs = [self.make_blob((c,)), self.make_blob((c,)), self.make_blob((1,))]
-            if self.init_params:
-                for b in self.blobs:
-                    b.data = np.zeros(b.shape)
-        self.param_propagate_down = [False, False, False]
+            for b in self.blobs:
+                self.fill(b, None, default={"type": "constant", "value": 0.0})
+        self.param_propagate_down = [False] * 3
+        self._x_norm = None
+        self._std = None
 
     def reshape(self, bottom, top):
-        if bottom[0].num_axes < 2 or bottom[0].shape[1] != self.channels:
-            raise self.shape_error(f"bottom {list(bottom[0].shape)} does not have the "
-                                   f"{self.channels} channels the layer was set up for")
-        top[0].reshape(bottom[0].shape)
+        shape = bottom[0].shape
+        c = 1 if len(shape) == 1 else (shape[1] if shape else -1)
+        if c != self.channels:
+            raise self.shape_error(f"bottom {list(shape)} has {c} channels (axis 1) but the "
+                                   f"layer was set up for {self.channels}")
+        top[0].reshape(shape)
 
     def flops(self, bottom, top):
+        # batch statistics: mean (1), variance (3), normalise (2); global: normalise only
         return bottom[0].count * (2 if self.use_global else 6)
 
-    def _axes(self, x):
-        return (0,) + tuple(range(2, x.ndim))
-
-    def _bshape(self, x):
-        return (1, self.channels) + (1,) * (x.ndim - 2)
+    def _view(self, a):
+        n = a.shape[0]
+        c = self.channels
+        s = a.size // (n * c) if n * c else 0
+        return a.reshape(n, c, s)
 
     def forward(self, bottom, top):
-        x = bottom[0].data
-        axes, bs = self._axes(x), self._bshape(x)
+        dt = bottom[0].dtype
+        x = self._view(bottom[0].data)
         if self.use_global:
-            sf = float(self.blobs[2].data[0])
+            sf = float(self.blobs[2].data.reshape(-1)[0])
             f = 0.0 if sf == 0 else 1.0 / sf
-            mean = self.blobs[0].data * f
-            var = self.blobs[1].data * f
+            mean = (self.blobs[0].data * f).astype(dt)
+            var = (self.blobs[1].data * f).astype(dt)
         else:
-            mean = x.mean(axis=axes, dtype=np.float64)
-            var = ((x - mean.reshape(bs)) ** 2).mean(axis=axes, dtype=np.float64)
-            m = x.size // self.channels
-            self.blobs[2].data = self.blobs[2].data * self.maf + 1
-            self.blobs[0].data = self.maf * self.blobs[0].data + mean
-            corr = m / (m - 1) if m > 1 else 1.0
-            self.blobs[1].data = self.maf * self.blobs[1].data + corr * var
-        self.inv_std = (1.0 / np.sqrt(np.asarray(var, np.float64) + self.eps)).astype(x.dtype)
-        top[0].data = (x - np.asarray(mean, x.dtype).reshape(bs)) * self.inv_std.reshape(bs)
+            mean64 = x.mean(axis=(0, 2), dtype=np.float64)
+            cen = x - mean64[None, :, None]
+            var64 = np.einsum("ncs,ncs->c", cen, cen) / max(x.shape[0] * x.shape[2], 1)
+            del cen
+            if self.phase == TRAIN:
+                m = x.shape[0] * x.shape[2]
+                corr = m / (m - 1) if m > 1 else 1.0
+                b0, b1, b2 = (b.data for b in self.blobs)
+                b2[...] = b2 * self.maf + 1
+                b0[...] = self.maf * b0 + mean64
+                b1[...] = self.maf * b1 + corr * var64
+            mean = mean64.astype(dt)
+            var = var64.astype(dt)
+        std = np.sqrt(var + np.asarray(self.eps, dt))
+        y = (x - mean[None, :, None]) / std[None, :, None]
+        self._std = std
+        self._x_norm = None if self.use_global else y      # later in-place layers may clobber top
+        self._view(top[0].data)[...] = y
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        y, dy = top[0].data, top[0].diff
-        bs = self._bshape(y)
-        inv = self.inv_std.reshape(bs)
+        dy = self._view(top[0].diff)
+        std = self._std[None, :, None]
         if self.use_global:
-            bottom[0].diff = dy * inv
-            return
-        axes = self._axes(y)
-        g = dy - dy.mean(axis=axes, keepdims=True) - \
-            y * (dy * y).mean(axis=axes, keepdims=True)
-        bottom[0].diff = g * inv
+            dx = dy / std
+        else:
+            y = self._x_norm
+            m = max(dy.shape[0] * dy.shape[2], 1)
+            mdy = dy.sum(axis=(0, 2), keepdims=True) / m
+            mdyy = np.einsum("ncs,ncs->c", dy, y)[None, :, None] / m
+            dx = (dy - mdy - y * mdyy) / std
+        self._view(bottom[0].diff)[...] = dx
 
 
 @register_layer("MVN", "mvn_param")
 class MVNLayer(Layer):
-    """Subtract the mean (and divide by sqrt(variance) + eps) per channel, or per item
-    across channels."""
+    """Mean-variance normalisation per (item, channel), or per item with across_channels:
+    ``y = x - mean`` and, with normalize_variance (default), ``y = (x - mean) / (sqrt(var) +
+    eps)`` with the biased variance (eps added to the standard deviation, as Caffe)."""
     exact_num_bottom = 1
     exact_num_top = 1
 
+    def layer_setup(self, bottom, top):
+        p = self.param.mvn_param
+        self.normalize_variance = bool(p.normalize_variance)
+        self.across = bool(p.across_channels)
+        self.eps = float(p.eps)
+        if self.eps < 0:
+            raise self.config_error(f"eps must not be negative, got {self.eps:g}",
+                                    field="mvn_param.eps")
+        self._mean = self._sigma = None
+
     def reshape(self, bottom, top):
-        if bottom[0].num_axes < 2:
-            raise self.shape_error(f"needs at least 2 axes, got {list(bottom[0].shape)}")
+        if bottom[0].num_axes < 1:
+            raise self.shape_error("needs a bottom with at least one axis (num), got a scalar")
         top[0].reshape(bottom[0].shape)
 
     def flops(self, bottom, top):
-        return 6 * bottom[0].count
+        return bottom[0].count * (5 if self.normalize_variance else 2)
 
     def _rows(self, a):
-        p = self.param.mvn_param
         n = a.shape[0]
-        return a.reshape(n, -1) if p.across_channels else a.reshape(n * a.shape[1], -1)
+        rows = n if self.across or a.ndim < 2 else n * a.shape[1]
+        return a.reshape(rows, a.size // rows if rows else 0)
 
     def forward(self, bottom, top):
-        p = self.param.mvn_param
         x = self._rows(bottom[0].data)
-        c = x - x.mean(axis=1, keepdims=True)
-        if p.normalize_variance:
-            self.std = np.sqrt((c * c).mean(axis=1, keepdims=True)) + p.eps
-            c = c / self.std
-        top[0].data = c.reshape(top[0].shape)
+        mean = x.mean(axis=1, keepdims=True, dtype=np.float64)
+        y = x - mean
+        if self.normalize_variance:
+            sigma = np.sqrt((y * y).mean(axis=1, keepdims=True))
+            y /= sigma + self.eps
+            self._sigma = sigma
+        self._mean = mean
+        self._rows(top[0].data)[...] = y
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        p = self.param.mvn_param
         dy = self._rows(top[0].diff)
-        if p.normalize_variance:
-            y = self._rows(top[0].data)
-            g = (dy - dy.mean(axis=1, keepdims=True) -
-                 y * (dy * y).mean(axis=1, keepdims=True)) / self.std
-        else:
-            g = dy - dy.mean(axis=1, keepdims=True)
-        bottom[0].diff = g.reshape(bottom[0].shape)
+        mdy = dy.mean(axis=1, keepdims=True, dtype=np.float64)
+        if not self.normalize_variance:
+            self._rows(bottom[0].diff)[...] = dy - mdy
+            return
+        # recompute y from the bottom (the top may have been changed by a later in-place layer)
+        d = self._sigma + self.eps
+        y = (self._rows(bottom[0].data) - self._mean) / d
+        mdyy = np.einsum("rd,rd->r", dy, y)[:, None] / max(dy.shape[1], 1)
+        with np.errstate(divide="ignore"):
+            inv_sigma = np.where(self._sigma > 0, 1.0 / self._sigma, 0.0)
+        # exact gradient of (x - mean) / (sigma + eps): the eps shows in the first term only
+        self._rows(bottom[0].diff)[...] = (dy - mdy) / d - y * (mdyy * inv_sigma)

@@ -1,5 +1,10 @@
 """Utility layers: Softmax, Concat, Slice, Split, Eltwise, Flatten, Reshape, Crop, Tile,
-Reduction, Silence, ArgMax."""
+Reduction, Silence, ArgMax.
+
+Most of these only move data (numpy slicing/concatenation); Softmax runs a Numba kernel on the
+bottom viewed as ``(outer, channels, inner)``.  Flatten, Reshape, Split, and Concat/Slice with a
+single bottom/top make the top a view of the bottom (Caffe's ShareData/ShareDiff).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -8,139 +13,196 @@ from .base import Layer, canonical_axis
 from .registry import register_layer
 
 
+def _kernels():
+    from ..backend.cpu import utility as K
+    return K
+
+
+def _prod(dims) -> int:
+    return int(np.prod(dims, dtype=np.int64)) if len(dims) else 1
+
+
+def _axis_slice(ndim: int, axis: int, start: int, stop: int) -> tuple:
+    idx = [slice(None)] * ndim
+    idx[axis] = slice(start, stop)
+    return tuple(idx)
+
+
 def softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    """Max-subtracted softmax along ``axis`` (same dtype as x)."""
-    z = x - x.max(axis=axis, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=axis, keepdims=True)
-    return z
+    """Max-subtracted softmax of ``x`` along ``axis`` (a new array of x's dtype)."""
+    x = np.ascontiguousarray(x)
+    axis = axis + x.ndim if axis < 0 else axis
+    shape = x.shape
+    x3 = x.reshape(_prod(shape[:axis]), shape[axis], _prod(shape[axis + 1:]))
+    y3 = np.empty_like(x3)
+    _kernels().softmax_forward(x3, y3)
+    return y3.reshape(shape)
 
 
+# ---------------------------------------------------------------------------------------------
 @register_layer("Softmax", "softmax_param")
 class SoftmaxLayer(Layer):
-    """y = exp(x - max) / sum exp(x - max) along ``axis``."""
+    """y = exp(x - max) / sum exp(x - max) along ``axis`` (default 1, channels)."""
     exact_num_bottom = 1
     exact_num_top = 1
 
     def reshape(self, bottom, top):
-        self.axis = canonical_axis(self, self.param.softmax_param.axis, bottom[0].num_axes,
+        s = bottom[0].shape
+        self.axis = canonical_axis(self, self.param.softmax_param.axis, len(s),
                                    "softmax_param.axis")
-        top[0].reshape(bottom[0].shape)
+        self.view = (_prod(s[:self.axis]), s[self.axis], _prod(s[self.axis + 1:]))
+        top[0].reshape(s)
 
     def flops(self, bottom, top):
-        return 4 * bottom[0].count
+        # max, subtract, exp, sum, divide per element
+        return 5 * bottom[0].count
 
     def forward(self, bottom, top):
-        top[0].data = softmax(bottom[0].data, self.axis)
+        _kernels().softmax_forward(bottom[0].data.reshape(self.view),
+                                   top[0].data.reshape(self.view))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            y, dy = top[0].data, top[0].diff
-            bottom[0].diff = y * (dy - (dy * y).sum(axis=self.axis, keepdims=True))
+            _kernels().softmax_backward(top[0].data.reshape(self.view),
+                                        top[0].diff.reshape(self.view),
+                                        bottom[0].diff.reshape(self.view))
 
 
+# ---------------------------------------------------------------------------------------------
 @register_layer("Concat", "concat_param")
 class ConcatLayer(Layer):
-    """Concatenate bottoms along ``axis`` (legacy concat_dim)."""
+    """Concatenate the bottoms along ``axis`` (legacy ``concat_dim``)."""
     min_bottom = 1
     exact_num_top = 1
 
+    def layer_setup(self, bottom, top):
+        p = self.param.concat_param
+        if p.HasField("axis") and p.HasField("concat_dim"):
+            raise self.config_error("give either axis or concat_dim (deprecated), not both",
+                                    field="concat_param.concat_dim")
+
     def _axis(self, bottom):
         p = self.param.concat_param
-        if p.HasField("concat_dim") and not p.HasField("axis"):
-            if p.concat_dim >= bottom[0].num_axes:
-                raise self.config_error(f"concat_dim {p.concat_dim} is out of range",
-                                        field="concat_param.concat_dim")
+        n = bottom[0].num_axes
+        if p.HasField("concat_dim"):
+            if p.concat_dim >= n:
+                raise self.config_error(f"concat_dim {p.concat_dim} is out of range for a "
+                                        f"{n}-axis bottom", field="concat_param.concat_dim")
             return int(p.concat_dim)
-        return canonical_axis(self, p.axis, bottom[0].num_axes, "concat_param.axis")
+        return canonical_axis(self, p.axis, n, "concat_param.axis")
 
     def reshape(self, bottom, top):
         a = self.axis = self._axis(bottom)
         s0 = bottom[0].shape
-        total = 0
-        for i, b in enumerate(bottom):
+        total = s0[a]
+        for i, b in enumerate(bottom[1:], 1):
             s = b.shape
             if len(s) != len(s0) or s[:a] != s0[:a] or s[a + 1:] != s0[a + 1:]:
-                raise self.shape_error(f"bottom {i} has shape {list(s)} but bottom 0 has "
-                                       f"{list(s0)}: all dimensions except axis {a} must agree")
+                raise self.shape_error(
+                    f"bottom {i} has shape {list(s)} but bottom 0 has {list(s0)}: all "
+                    f"dimensions except the concatenation axis {a} must agree")
             total += s[a]
         top[0].reshape(s0[:a] + (total,) + s0[a + 1:])
+        if len(bottom) == 1:
+            top[0].share_data(bottom[0])
+            top[0].share_diff(bottom[0])
 
     def forward(self, bottom, top):
-        if len(bottom) == 1:
-            top[0].data = bottom[0].data
-        else:
-            top[0].data = np.concatenate([b.data for b in bottom], axis=self.axis)
+        if len(bottom) > 1:
+            np.concatenate([b.data for b in bottom], axis=self.axis, out=top[0].data)
 
     def backward(self, top, propagate_down, bottom):
-        off = 0
+        if len(bottom) == 1:
+            return                      # the diff is shared
         dy = top[0].diff
+        off = 0
         for i, b in enumerate(bottom):
             n = b.shape[self.axis]
             if propagate_down[i]:
-                idx = [slice(None)] * dy.ndim
-                idx[self.axis] = slice(off, off + n)
-                b.diff = dy[tuple(idx)]
+                b.diff[...] = dy[_axis_slice(dy.ndim, self.axis, off, off + n)]
             off += n
 
 
+# ---------------------------------------------------------------------------------------------
 @register_layer("Slice", "slice_param")
 class SliceLayer(Layer):
-    """Split bottom along ``axis`` at slice_point (or into equal parts)."""
+    """Cut the bottom along ``axis`` at ``slice_point``s (or into equal parts)."""
     exact_num_bottom = 1
     min_top = 1
 
-    def reshape(self, bottom, top):
+    def layer_setup(self, bottom, top):
         p = self.param.slice_param
-        if p.HasField("slice_dim") and not p.HasField("axis"):
-            self.axis = int(p.slice_dim)
-        else:
-            self.axis = canonical_axis(self, p.axis, bottom[0].num_axes, "slice_param.axis")
-        dim = bottom[0].shape[self.axis]
-        pts = list(p.slice_point)
+        if p.HasField("axis") and p.HasField("slice_dim"):
+            raise self.config_error("give either axis or slice_dim (deprecated), not both",
+                                    field="slice_param.slice_dim")
+        pts = [int(q) for q in p.slice_point]
         if pts:
             if len(pts) != len(top) - 1:
-                raise self.config_error(f"{len(pts)} slice_points for {len(top)} tops: give "
-                                        f"one fewer than the tops", field="slice_param.slice_point")
-            prev = 0
-            for q in pts:
-                if q <= prev or q >= dim:
-                    raise self.config_error(f"slice_points {pts} must increase strictly inside "
-                                            f"(0, {dim})", field="slice_param.slice_point")
-                prev = q
-            bounds = [0] + pts + [dim]
+                raise self.config_error(
+                    f"{len(pts)} slice_point values for {len(top)} tops: give exactly one "
+                    f"fewer slice_point than tops ({len(top) - 1})",
+                    field="slice_param.slice_point")
+            for a, b in zip([0] + pts, pts):
+                if b <= a:
+                    raise self.config_error(
+                        f"slice_point values {pts} must be positive and strictly increasing",
+                        field="slice_param.slice_point")
+        self.points = pts
+
+    def reshape(self, bottom, top):
+        p = self.param.slice_param
+        s = bottom[0].shape
+        if p.HasField("slice_dim"):
+            if p.slice_dim >= len(s):
+                raise self.config_error(f"slice_dim {p.slice_dim} is out of range for a "
+                                        f"{len(s)}-axis bottom", field="slice_param.slice_dim")
+            self.axis = int(p.slice_dim)
+        else:
+            self.axis = canonical_axis(self, p.axis, len(s), "slice_param.axis")
+        dim = s[self.axis]
+        if self.points:
+            if self.points[-1] >= dim:
+                raise self.config_error(
+                    f"slice_point {self.points[-1]} is not inside axis {self.axis} of size "
+                    f"{dim} (bottom {list(s)}): every point must be < {dim}",
+                    field="slice_param.slice_point")
+            bounds = [0] + self.points + [dim]
         else:
             if dim % len(top):
-                raise self.shape_error(f"axis {self.axis} has {dim} entries, which do not split "
-                                       f"into {len(top)} equal parts; give slice_point")
+                raise self.shape_error(
+                    f"axis {self.axis} has {dim} entries (bottom {list(s)}), which do not "
+                    f"split into {len(top)} equal parts; give slice_point values")
             step = dim // len(top)
             bounds = [k * step for k in range(len(top) + 1)]
         self.bounds = bounds
-        s = bottom[0].shape
         for k, t in enumerate(top):
             t.reshape(s[:self.axis] + (bounds[k + 1] - bounds[k],) + s[self.axis + 1:])
+        if len(top) == 1:
+            top[0].share_data(bottom[0])
+            top[0].share_diff(bottom[0])
 
     def _idx(self, k, ndim):
-        idx = [slice(None)] * ndim
-        idx[self.axis] = slice(self.bounds[k], self.bounds[k + 1])
-        return tuple(idx)
+        return _axis_slice(ndim, self.axis, self.bounds[k], self.bounds[k + 1])
 
     def forward(self, bottom, top):
+        if len(top) == 1:
+            return
         x = bottom[0].data
         for k, t in enumerate(top):
-            t.data = x[self._idx(k, x.ndim)]
+            t.data[...] = x[self._idx(k, x.ndim)]
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            dx = np.empty(bottom[0].shape, dtype=bottom[0].dtype)
-            for k, t in enumerate(top):
-                dx[self._idx(k, dx.ndim)] = t.diff
-            bottom[0].diff = dx
+        if not propagate_down[0] or len(top) == 1:
+            return
+        dx = bottom[0].diff
+        for k, t in enumerate(top):
+            dx[self._idx(k, dx.ndim)] = t.diff
 
 
+# ---------------------------------------------------------------------------------------------
 @register_layer("Split", None)
 class SplitLayer(Layer):
-    """One bottom to several tops sharing its data; backward sums the top diffs."""
+    """One bottom to several tops that share its data; backward sums the top diffs."""
     exact_num_bottom = 1
     min_top = 1
 
@@ -150,94 +212,132 @@ class SplitLayer(Layer):
             t.share_data(bottom[0])
 
     def forward(self, bottom, top):
-        pass
+        pass                            # the tops view the bottom's data
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            acc = top[0].diff.copy()
-            for t in top[1:]:
-                acc += t.diff
-            bottom[0].diff = acc
+        if not propagate_down[0]:
+            return
+        dx = bottom[0].diff
+        if len(top) == 1:
+            dx[...] = top[0].diff
+            return
+        np.add(top[0].diff, top[1].diff, out=dx)
+        for t in top[2:]:
+            dx += t.diff
 
 
+# ---------------------------------------------------------------------------------------------
 @register_layer("Eltwise", "eltwise_param")
 class EltwiseLayer(Layer):
-    """PROD, SUM (with coeffs) or MAX of equally shaped bottoms."""
+    """Elementwise PROD, SUM (with per-bottom coeffs) or MAX of equally shaped bottoms."""
     min_bottom = 2
     exact_num_top = 1
 
     def layer_setup(self, bottom, top):
         p = self.param.eltwise_param
-        self.op = p.operation
-        if len(p.coeff) and self.op != p.SUM:
-            raise self.config_error("coeff is only for operation: SUM", field="eltwise_param.coeff")
-        if len(p.coeff) and len(p.coeff) != len(bottom):
-            raise self.config_error(f"{len(p.coeff)} coeffs for {len(bottom)} bottoms: give one "
-                                    f"per bottom", field="eltwise_param.coeff")
-        self.coeff = list(p.coeff) or [1.0] * len(bottom)
+        self.op = {p.PROD: "PROD", p.SUM: "SUM", p.MAX: "MAX"}.get(p.operation)
+        if self.op is None:
+            raise self.config_error(f"unknown operation {p.operation}",
+                                    field="eltwise_param.operation")
+        nc = len(p.coeff)
+        if nc and nc != len(bottom):
+            raise self.config_error(f"{nc} coeff values for {len(bottom)} bottoms: give one "
+                                    f"coeff per bottom, or none", field="eltwise_param.coeff")
+        # Caffe rejects coefficients for PROD and ignores them for MAX
+        if nc and self.op == "PROD":
+            raise self.config_error("coeff is only used with operation: SUM; remove it",
+                                    field="eltwise_param.coeff")
+        self.coeff = [float(c) for c in p.coeff] if nc else [1.0] * len(bottom)
         self.stable = bool(p.stable_prod_grad)
 
     def reshape(self, bottom, top):
+        s0 = bottom[0].shape
         for i, b in enumerate(bottom[1:], 1):
-            if b.shape != bottom[0].shape:
+            if b.shape != s0:
                 raise self.shape_error(f"bottom {i} has shape {list(b.shape)} but bottom 0 has "
-                                       f"{list(bottom[0].shape)}; Eltwise needs equal shapes")
-        top[0].reshape(bottom[0].shape)
+                                       f"{list(s0)}: Eltwise needs equal shapes")
+        top[0].reshape(s0)
 
     def flops(self, bottom, top):
-        return top[0].count * (len(bottom) - 1) * (2 if self.op == 1 and
-                                                   any(c != 1 for c in self.coeff) else 1)
+        n, nb = top[0].count, len(bottom)
+        if self.op == "SUM":
+            return n * (nb - 1) + n * sum(1 for c in self.coeff if c != 1.0)
+        return n * (nb - 1)
 
     def forward(self, bottom, top):
-        p = self.param.eltwise_param
-        if self.op == p.PROD:
-            y = bottom[0].data * bottom[1].data
+        y = top[0].data
+        if self.op == "PROD":
+            np.multiply(bottom[0].data, bottom[1].data, out=y)
             for b in bottom[2:]:
-                y = y * b.data
-        elif self.op == p.SUM:
-            y = self.coeff[0] * bottom[0].data if self.coeff[0] != 1 else bottom[0].data.copy()
+                y *= b.data
+        elif self.op == "SUM":
+            c0 = self.coeff[0]
+            if c0 == 1.0:
+                y[...] = bottom[0].data
+            else:
+                np.multiply(bottom[0].data, c0, out=y)
             for c, b in zip(self.coeff[1:], bottom[1:]):
-                y += c * b.data if c != 1 else b.data
+                if c == 1.0:
+                    y += b.data
+                else:
+                    y += c * b.data
         else:
-            stack = np.stack([b.data for b in bottom])
-            self.argmax = stack.argmax(axis=0)          # first max wins, as Caffe
-            y = np.take_along_axis(stack, self.argmax[None], 0)[0]
-        top[0].data = y
+            # Caffe's order: bottom 1 wins a tie against bottom 0; later bottoms must be
+            # strictly larger to take over
+            a, b = bottom[0].data, bottom[1].data
+            first = a > b
+            np.copyto(y, np.where(first, a, b))
+            mask = np.where(first, 0, 1).astype(np.int32)
+            for k, blob in enumerate(bottom[2:], 2):
+                x = blob.data
+                gt = x > y
+                y[gt] = x[gt]
+                mask[gt] = k
+            self.mask = mask
 
     def backward(self, top, propagate_down, bottom):
-        p = self.param.eltwise_param
         dy = top[0].diff
         for i, b in enumerate(bottom):
             if not propagate_down[i]:
                 continue
-            if self.op == p.PROD:
+            dx = b.diff
+            if self.op == "PROD":
                 if self.stable:
-                    g = dy.copy()
-                    for j, o in enumerate(bottom):
-                        if j != i:
-                            g *= o.data
+                    others = [o for j, o in enumerate(bottom) if j != i]
+                    np.multiply(dy, others[0].data, out=dx)
+                    for o in others[1:]:
+                        dx *= o.data
                 else:
-                    g = dy * top[0].data / b.data
-            elif self.op == p.SUM:
-                g = self.coeff[i] * dy
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        np.divide(top[0].data, b.data, out=dx)
+                    dx *= dy
+            elif self.op == "SUM":
+                c = self.coeff[i]
+                if c == 1.0:
+                    dx[...] = dy
+                else:
+                    np.multiply(dy, c, out=dx)
             else:
-                g = np.where(self.argmax == i, dy, 0)
-            b.diff = g
+                np.copyto(dx, np.where(self.mask == i, dy, 0))
 
 
+# ---------------------------------------------------------------------------------------------
 @register_layer("Flatten", "flatten_param")
 class FlattenLayer(Layer):
-    """Merge axes [axis, end_axis] into one; shares data and diff with the bottom."""
+    """Merge axes [axis, end_axis] into one; the top views the bottom's data and diff."""
     exact_num_bottom = 1
     exact_num_top = 1
 
     def reshape(self, bottom, top):
         p = self.param.flatten_param
-        n = bottom[0].num_axes
-        a = canonical_axis(self, p.axis, n, "flatten_param.axis")
-        e = canonical_axis(self, p.end_axis, n, "flatten_param.end_axis")
         s = bottom[0].shape
-        top[0].reshape(s[:a] + (int(np.prod(s[a:e + 1], dtype=np.int64)),) + s[e + 1:])
+        a = canonical_axis(self, p.axis, len(s), "flatten_param.axis")
+        e = canonical_axis(self, p.end_axis, len(s), "flatten_param.end_axis")
+        if e < a:
+            raise self.config_error(f"end_axis {p.end_axis} (axis {e}) comes before axis "
+                                    f"{p.axis} (axis {a}) for bottom {list(s)}",
+                                    field="flatten_param.end_axis")
+        top[0].reshape(s[:a] + (_prod(s[a:e + 1]),) + s[e + 1:])
         top[0].share_data(bottom[0])
         top[0].share_diff(bottom[0])
 
@@ -245,51 +345,64 @@ class FlattenLayer(Layer):
         pass
 
     def backward(self, top, propagate_down, bottom):
-        pass
+        pass                            # the diff is shared
 
 
+# ---------------------------------------------------------------------------------------------
 @register_layer("Reshape", "reshape_param")
 class ReshapeLayer(Layer):
-    """New shape (0 copies a dimension, one -1 is inferred); shares data and diff."""
+    """New shape for axes [axis, axis + num_axes): 0 copies a bottom dimension, one -1 is
+    inferred.  The top views the bottom's data and diff."""
     exact_num_bottom = 1
     exact_num_top = 1
 
+    def layer_setup(self, bottom, top):
+        dims = [int(d) for d in self.param.reshape_param.shape.dim]
+        if dims.count(-1) > 1:
+            raise self.config_error(f"shape {dims} has {dims.count(-1)} dimensions of -1: at "
+                                    f"most one may be inferred", field="reshape_param.shape")
+        if any(d < -1 for d in dims):
+            raise self.config_error(f"shape {dims}: dimensions must be positive, 0 (copy) or "
+                                    f"-1 (infer)", field="reshape_param.shape")
+        if self.param.reshape_param.num_axes < -1:
+            raise self.config_error("num_axes must be >= 0, or -1 for all remaining axes",
+                                    field="reshape_param.num_axes")
+        self.dims = dims
+
     def reshape(self, bottom, top):
         p = self.param.reshape_param
-        dims = list(p.shape.dim)
-        if dims.count(-1) > 1:
-            raise self.config_error("at most one dimension may be -1 (inferred)",
-                                    field="reshape_param.shape")
-        if any(d < -1 for d in dims):
-            raise self.config_error("dimensions must be >= -1", field="reshape_param.shape")
         s = bottom[0].shape
         n = len(s)
-        start = p.axis + n + 1 if p.axis < 0 else p.axis
+        start = p.axis if p.axis >= 0 else n + p.axis + 1
         if not 0 <= start <= n:
-            raise self.config_error(f"axis {p.axis} out of range", field="reshape_param.axis")
+            raise self.config_error(f"axis {p.axis} is out of range for a {n}-axis bottom",
+                                    field="reshape_param.axis")
         end = n if p.num_axes == -1 else start + p.num_axes
-        if p.num_axes < -1 or end > n:
-            raise self.config_error(f"num_axes {p.num_axes} out of range",
-                                    field="reshape_param.num_axes")
+        if end > n:
+            raise self.config_error(f"axis {p.axis} + num_axes {p.num_axes} goes past the "
+                                    f"{n} axes of the bottom", field="reshape_param.num_axes")
         new = []
-        for k, d in enumerate(dims):
+        for k, d in enumerate(self.dims):
             if d == 0:
                 if start + k >= n:
-                    raise self.config_error(f"dim {k} is 0 (copy) but the bottom has no axis "
-                                            f"{start + k}", field="reshape_param.shape")
+                    raise self.config_error(
+                        f"shape dim {k} is 0 (copy), but the bottom {list(s)} has no axis "
+                        f"{start + k} to copy", field="reshape_param.shape")
                 new.append(s[start + k])
             else:
                 new.append(d)
         shape = list(s[:start]) + new + list(s[end:])
-        known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+        count = bottom[0].count
         if -1 in shape:
-            if known == 0 or bottom[0].count % known:
-                raise self.shape_error(f"cannot infer -1: {bottom[0].count} elements do not "
-                                       f"divide into {shape}")
-            shape[shape.index(-1)] = bottom[0].count // known
-        if int(np.prod(shape, dtype=np.int64)) != bottom[0].count:
-            raise self.shape_error(f"shape {shape} has {int(np.prod(shape))} elements but the "
-                                   f"bottom {list(s)} has {bottom[0].count}")
+            known = _prod([d for d in shape if d != -1])
+            if known == 0 or count % known:
+                raise self.shape_error(f"cannot infer the -1 dimension of {shape}: the bottom "
+                                       f"{list(s)} has {count} elements, not a multiple of "
+                                       f"{known}")
+            shape[shape.index(-1)] = count // known
+        if _prod(shape) != count:
+            raise self.shape_error(f"shape {shape} has {_prod(shape)} elements but the bottom "
+                                   f"{list(s)} has {count}")
         top[0].reshape(shape)
         top[0].share_data(bottom[0])
         top[0].share_diff(bottom[0])
@@ -298,12 +411,14 @@ class ReshapeLayer(Layer):
         pass
 
     def backward(self, top, propagate_down, bottom):
-        pass
+        pass                            # the diff is shared
 
 
+# ---------------------------------------------------------------------------------------------
 @register_layer("Crop", "crop_param")
 class CropLayer(Layer):
-    """Crop bottom[0] to bottom[1]'s shape from ``axis`` on, at ``offset``."""
+    """Crop bottom[0] to bottom[1]'s shape on the axes from ``axis`` on, starting at
+    ``offset`` (none: 0; one: every cropped axis; else one per cropped axis)."""
     exact_num_bottom = 2
     exact_num_top = 1
 
@@ -312,114 +427,147 @@ class CropLayer(Layer):
 
     def reshape(self, bottom, top):
         p = self.param.crop_param
-        n = bottom[0].num_axes
-        if bottom[1].num_axes != n:
-            raise self.shape_error(f"bottoms have {n} and {bottom[1].num_axes} axes")
+        s0, s1 = bottom[0].shape, bottom[1].shape
+        n = len(s0)
         a = canonical_axis(self, p.axis, n, "crop_param.axis")
-        offs = list(p.offset)
-        if len(offs) not in (0, 1, n - a):
-            raise self.config_error(f"offset takes 0, 1 or {n - a} values", field="crop_param.offset")
-        shape = list(bottom[0].shape)
-        self.slices = [slice(None)] * n
+        offs = [int(o) for o in p.offset]
+        if len(offs) > 1 and len(offs) != n - a:
+            raise self.config_error(
+                f"{len(offs)} offset values: give none, one, or one per cropped axis "
+                f"({n - a} axes from axis {a} on)", field="crop_param.offset")
+        if len(s1) < n:
+            raise self.shape_error(f"bottom 1 {list(s1)} has fewer axes than bottom 0 "
+                                   f"{list(s0)}")
+        shape = list(s0)
+        sl = [slice(None)] * n
         for i in range(a, n):
             o = offs[0] if len(offs) == 1 else offs[i - a] if offs else 0
-            size = bottom[1].shape[i]
-            if o + size > bottom[0].shape[i]:
-                raise self.shape_error(f"crop of axis {i}: offset {o} + size {size} exceeds "
-                                       f"{bottom[0].shape[i]}")
+            size = s1[i]
+            if o + size > s0[i]:
+                raise self.shape_error(
+                    f"crop of axis {i} out of range: offset {o} + size {size} exceeds "
+                    f"bottom 0's {s0[i]} (bottoms {list(s0)} and {list(s1)})")
             shape[i] = size
-            self.slices[i] = slice(o, o + size)
-        self.slices = tuple(self.slices)
+            sl[i] = slice(o, o + size)
+        self.slices = tuple(sl)
         top[0].reshape(shape)
 
     def forward(self, bottom, top):
-        top[0].data = bottom[0].data[self.slices]
+        top[0].data[...] = bottom[0].data[self.slices]
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            dx = np.zeros(bottom[0].shape, dtype=bottom[0].dtype)
+            dx = bottom[0].diff
+            dx.fill(0)
             dx[self.slices] = top[0].diff
-            bottom[0].diff = dx
+        if propagate_down[1]:           # bottom 1 only supplies a shape
+            bottom[1].diff.fill(0)
 
 
+# ---------------------------------------------------------------------------------------------
 @register_layer("Tile", "tile_param")
 class TileLayer(Layer):
-    """Repeat the bottom ``tiles`` times along ``axis``."""
+    """Repeat the bottom ``tiles`` times along ``axis`` (whole blocks from ``axis`` on)."""
     exact_num_bottom = 1
     exact_num_top = 1
 
-    def reshape(self, bottom, top):
+    def layer_setup(self, bottom, top):
         p = self.param.tile_param
-        if not p.HasField("tiles") or p.tiles <= 0:
-            raise self.config_error("tiles must be given and positive", field="tile_param.tiles")
-        self.axis = canonical_axis(self, p.axis, bottom[0].num_axes, "tile_param.axis")
+        if not p.HasField("tiles"):
+            raise self.config_error("tiles is required (number of copies, > 0)",
+                                    field="tile_param.tiles")
+        if p.tiles <= 0:
+            raise self.config_error(f"tiles must be positive, got {p.tiles}",
+                                    field="tile_param.tiles")
         self.tiles = int(p.tiles)
+
+    def reshape(self, bottom, top):
         s = bottom[0].shape
-        top[0].reshape(s[:self.axis] + (s[self.axis] * self.tiles,) + s[self.axis + 1:])
+        a = self.axis = canonical_axis(self, self.param.tile_param.axis, len(s),
+                                       "tile_param.axis")
+        self.outer = _prod(s[:a])
+        self.inner = _prod(s[a:])
+        top[0].reshape(s[:a] + (s[a] * self.tiles,) + s[a + 1:])
 
     def forward(self, bottom, top):
-        x = bottom[0].data
-        outer = int(np.prod(x.shape[:self.axis], dtype=np.int64))
-        inner = x.reshape(outer, -1)
-        top[0].data = np.tile(inner, (1, self.tiles)).reshape(top[0].shape)
+        y = top[0].data.reshape(self.outer, self.tiles, self.inner)
+        y[...] = bottom[0].data.reshape(self.outer, 1, self.inner)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            outer = int(np.prod(bottom[0].shape[:self.axis], dtype=np.int64))
-            dy = top[0].diff.reshape(outer, self.tiles, -1)
-            bottom[0].diff = dy.sum(axis=1).reshape(bottom[0].shape)
+            dy = top[0].diff.reshape(self.outer, self.tiles, self.inner)
+            np.sum(dy, axis=1, out=bottom[0].diff.reshape(self.outer, self.inner))
 
 
+# ---------------------------------------------------------------------------------------------
 @register_layer("Reduction", "reduction_param")
 class ReductionLayer(Layer):
-    """SUM / ASUM / SUMSQ / MEAN over all axes from ``axis``, times coeff."""
+    """SUM / ASUM / SUMSQ / MEAN over all axes from ``axis`` on, times ``coeff``; the top has
+    the bottom's leading axes (a scalar for axis 0)."""
     exact_num_bottom = 1
     exact_num_top = 1
 
-    def reshape(self, bottom, top):
+    def layer_setup(self, bottom, top):
         p = self.param.reduction_param
-        self.axis = canonical_axis(self, p.axis, bottom[0].num_axes, "reduction_param.axis") \
-            if bottom[0].num_axes else 0
-        top[0].reshape(bottom[0].shape[:self.axis])
+        self.op = int(p.operation)
+        if self.op not in (p.SUM, p.ASUM, p.SUMSQ, p.MEAN):
+            raise self.config_error(f"unknown operation {self.op}",
+                                    field="reduction_param.operation")
+
+    def reshape(self, bottom, top):
+        s = bottom[0].shape
+        self.axis = canonical_axis(self, self.param.reduction_param.axis, len(s),
+                                   "reduction_param.axis") if s else 0
+        self.num = _prod(s[:self.axis])
+        self.dim = _prod(s[self.axis:])
+        top[0].reshape(s[:self.axis])
+
+    def _coeff(self):
+        p = self.param.reduction_param
+        c = float(p.coeff)
+        if self.op == p.MEAN:
+            c = c / self.dim if self.dim else 0.0
+        return c
 
     def flops(self, bottom, top):
-        return 2 * bottom[0].count
+        p = self.param.reduction_param
+        per = 2 if self.op in (p.ASUM, p.SUMSQ) else 1
+        return per * bottom[0].count + top[0].count
 
     def forward(self, bottom, top):
         p = self.param.reduction_param
-        x = bottom[0].data.reshape(top[0].count, -1)
-        op = p.operation
-        if op == p.SUM:
-            r = x.sum(axis=1)
-        elif op == p.ASUM:
+        x = bottom[0].data.reshape(self.num, self.dim)
+        if self.op == p.ASUM:
             r = np.abs(x).sum(axis=1)
-        elif op == p.SUMSQ:
-            r = (x * x).sum(axis=1)
+        elif self.op == p.SUMSQ:
+            r = np.einsum("ij,ij->i", x, x)
         else:
-            r = x.mean(axis=1) if x.shape[1] else np.zeros(x.shape[0], x.dtype)
-        top[0].data = (p.coeff * r).reshape(top[0].shape)
+            r = x.sum(axis=1)
+        c = self._coeff()
+        y = top[0].data.reshape(self.num)
+        if c == 1.0:
+            y[...] = r
+        else:
+            np.multiply(r, c, out=y)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         p = self.param.reduction_param
-        x = bottom[0].data.reshape(top[0].count, -1)
-        g = (p.coeff * top[0].diff).reshape(-1, 1)
-        op = p.operation
-        if op == p.SUM:
-            dx = np.broadcast_to(g, x.shape)
-        elif op == p.ASUM:
-            dx = np.sign(x) * g
-        elif op == p.SUMSQ:
-            dx = 2 * x * g
+        g = (top[0].diff.reshape(self.num, 1) * self._coeff()).astype(bottom[0].dtype)
+        dx = bottom[0].diff.reshape(self.num, self.dim)
+        if self.op == p.ASUM:
+            np.multiply(np.sign(bottom[0].data.reshape(self.num, self.dim)), g, out=dx)
+        elif self.op == p.SUMSQ:
+            np.multiply(bottom[0].data.reshape(self.num, self.dim), 2 * g, out=dx)
         else:
-            dx = np.broadcast_to(g / max(x.shape[1], 1), x.shape)
-        bottom[0].diff = np.asarray(dx).reshape(bottom[0].shape)
+            dx[...] = g
 
 
+# ---------------------------------------------------------------------------------------------
 @register_layer("Silence", None)
 class SilenceLayer(Layer):
-    """Consumes its bottoms (so they are not net outputs); no output."""
+    """Consumes its bottoms (so they are not net outputs); no output, zero gradient."""
     min_bottom = 1
     exact_num_top = 0
 
@@ -432,54 +580,70 @@ class SilenceLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         for i, b in enumerate(bottom):
             if propagate_down[i]:
-                b.diff = np.zeros(b.shape, dtype=b.dtype)
+                b.diff.fill(0)
 
 
+# ---------------------------------------------------------------------------------------------
 @register_layer("ArgMax", "argmax_param")
 class ArgMaxLayer(Layer):
-    """Indices (and optionally values) of the top_k largest entries, per item or along axis."""
+    """Indices (and optionally values) of the ``top_k`` largest entries of each item
+    (over C*H*W) or along ``axis``.  Ties: the larger index first, as Caffe's sort of
+    (value, index) pairs in descending order.  No gradient."""
     exact_num_bottom = 1
     exact_num_top = 1
 
-    def reshape(self, bottom, top):
+    def layer_setup(self, bottom, top):
         p = self.param.argmax_param
         self.k = int(p.top_k)
         if self.k < 1:
             raise self.config_error("top_k must be at least 1", field="argmax_param.top_k")
+
+    def reshape(self, bottom, top):
+        p = self.param.argmax_param
         s = bottom[0].shape
+        if not s:
+            raise self.shape_error("the bottom must have at least one axis")
         if p.HasField("axis"):
-            self.axis = canonical_axis(self, p.axis, len(s), "argmax_param.axis")
-            if self.k > s[self.axis]:
-                raise self.config_error(f"top_k {self.k} exceeds axis size {s[self.axis]}",
-                                        field="argmax_param.top_k")
+            a = self.axis = canonical_axis(self, p.axis, len(s), "argmax_param.axis")
+            if self.k > s[a]:
+                raise self.config_error(f"top_k {self.k} exceeds the size {s[a]} of axis {a} "
+                                        f"(bottom {list(s)})", field="argmax_param.top_k")
+            self.view = (_prod(s[:a]), s[a], _prod(s[a + 1:]))
             shape = list(s)
-            shape[self.axis] = self.k
+            shape[a] = self.k
         else:
             self.axis = None
-            if self.k > bottom[0].count_range(1):
-                raise self.config_error(f"top_k {self.k} exceeds the {bottom[0].count_range(1)} "
-                                        f"values per item", field="argmax_param.top_k")
-            shape = [s[0], 2 if p.out_max_val else 1, self.k]
+            per = _prod(s[1:])
+            if self.k > per:
+                raise self.config_error(f"top_k {self.k} exceeds the {per} values per item "
+                                        f"(bottom {list(s)})", field="argmax_param.top_k")
+            self.view = (s[0], per, 1)
+            shape = [1] * max(3, len(s))
+            shape[0] = s[0]
+            shape[1] = 2 if p.out_max_val else 1
+            shape[2] = self.k
         top[0].reshape(shape)
 
     def allow_force_backward(self, bottom_index):
         return False
 
+    def flops(self, bottom, top):
+        return bottom[0].count          # comparisons
+
     def forward(self, bottom, top):
         p = self.param.argmax_param
-        x = bottom[0].data
-        if self.axis is None:
-            v = x.reshape(x.shape[0], -1)
-            ax = 1
+        outer, dim, inner = self.view
+        v = np.swapaxes(bottom[0].data.reshape(self.view), 1, 2)    # (outer, inner, dim)
+        if self.k == 1:
+            # the last maximum, i.e. the larger index among ties
+            idx = (dim - 1 - np.argmax(v[..., ::-1], axis=-1))[..., None]
         else:
-            v = np.moveaxis(x, self.axis, -1)
-            ax = -1
-        # ties: the larger index first (Caffe sorts (value, index) pairs descending)
-        # descending (value, index): ties put the larger index first
-        idx = np.flip(np.argsort(v, axis=ax, kind="stable"), axis=ax)[..., :self.k]
-        vals = np.take_along_axis(v, idx, axis=ax)
+            # stable ascending sort, reversed: descending values, larger index first on ties
+            idx = np.argsort(v, axis=-1, kind="stable")[..., ::-1][..., :self.k]
+        vals = np.take_along_axis(v, idx, axis=-1)                   # (outer, inner, k)
         if self.axis is None:
+            idx, vals = idx[:, 0, :], vals[:, 0, :]                  # (N, k)
             out = np.stack([idx, vals], axis=1) if p.out_max_val else idx[:, None, :]
         else:
-            out = np.moveaxis(vals if p.out_max_val else idx, -1, self.axis)
-        top[0].data = out.astype(top[0].dtype)
+            out = np.swapaxes(vals if p.out_max_val else idx, 1, 2)  # (outer, k, inner)
+        top[0].data[...] = out.reshape(top[0].shape)

@@ -1,0 +1,110 @@
+"""CPU kernels for the normalisation layers (LRN).
+
+ACROSS_CHANNELS works on the bottom viewed as ``(N, C, S)`` (``S = H*W``): every position sums
+the squares of the ``size`` channels centred on its own (channels outside ``[0, C)`` count as
+zero).  Work is split into tasks of one image and up to ``_BLOCK`` consecutive spatial positions,
+so that both large batches and single large images parallelise.  Window sums are formed directly
+(no running add/subtract), in float64, so a zero window gives exactly zero.
+
+WITHIN_CHANNEL uses :func:`box_sum_2d`: the sum over the ``(2h+1) x (2h+1)`` patch centred on
+each position, clipped to the plane (zero padding).  The window is symmetric, so the same sum is
+also its own adjoint (used by the backward pass).
+
+All kernels accept float32 or float64 arrays (C-contiguous) and accumulate in float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_BLOCK = 128
+
+
+@njit(cache=True, parallel=True)
+def lrn_across_forward(x, size, alpha_over_n, k, beta, scale, y):
+    """scale = k + alpha/n * sum_window x^2 ; y = x * scale^-beta.  Arrays are (N, C, S)."""
+    n_img, ch, sp = x.shape
+    if n_img == 0 or ch == 0 or sp == 0:
+        return
+    half = (size - 1) // 2
+    nblk = (sp + _BLOCK - 1) // _BLOCK
+    for t in prange(n_img * nblk):
+        n = t // nblk
+        s0 = (t % nblk) * _BLOCK
+        m = min(_BLOCK, sp - s0)
+        sq = np.empty((ch, m), np.float64)
+        for c in range(ch):
+            for j in range(m):
+                v = np.float64(x[n, c, s0 + j])
+                sq[c, j] = v * v
+        acc = np.empty(m, np.float64)
+        for c in range(ch):
+            lo = max(0, c - half)
+            hi = min(ch, c + half + 1)
+            for j in range(m):
+                acc[j] = 0.0
+            for cc in range(lo, hi):
+                for j in range(m):
+                    acc[j] += sq[cc, j]
+            for j in range(m):
+                sc = k + alpha_over_n * acc[j]
+                scale[n, c, s0 + j] = sc
+                y[n, c, s0 + j] = np.float64(x[n, c, s0 + j]) * sc ** (-beta)
+
+
+@njit(cache=True, parallel=True)
+def lrn_across_backward(x, dy, scale, size, coef, beta, dx):
+    """dx = dy * scale^-beta - coef * x * sum_window(dy * x * scale^(-beta-1)),
+    ``coef = 2 alpha beta / n``.  Arrays are (N, C, S); ``dx`` may alias ``dy``."""
+    n_img, ch, sp = x.shape
+    if n_img == 0 or ch == 0 or sp == 0:
+        return
+    half = (size - 1) // 2
+    nblk = (sp + _BLOCK - 1) // _BLOCK
+    for t in prange(n_img * nblk):
+        n = t // nblk
+        s0 = (t % nblk) * _BLOCK
+        m = min(_BLOCK, sp - s0)
+        ratio = np.empty((ch, m), np.float64)
+        for c in range(ch):
+            for j in range(m):
+                sc = np.float64(scale[n, c, s0 + j])
+                p = sc ** (-beta)
+                g = np.float64(dy[n, c, s0 + j])
+                ratio[c, j] = g * np.float64(x[n, c, s0 + j]) * p / sc
+                dx[n, c, s0 + j] = g * p
+        acc = np.empty(m, np.float64)
+        for c in range(ch):
+            lo = max(0, c - half)
+            hi = min(ch, c + half + 1)
+            for j in range(m):
+                acc[j] = 0.0
+            for cc in range(lo, hi):
+                for j in range(m):
+                    acc[j] += ratio[cc, j]
+            for j in range(m):
+                dx[n, c, s0 + j] -= coef * np.float64(x[n, c, s0 + j]) * acc[j]
+
+
+@njit(cache=True, parallel=True)
+def box_sum_2d(a, half, out):
+    """out[p, i, j] = sum of a[p, i', j'] over |i'-i| <= half, |j'-j| <= half inside the plane.
+    Arrays are (P, H, W); ``out`` must not alias ``a``."""
+    planes, h, w = a.shape
+    for p in prange(planes):
+        rows = np.empty((h, w), np.float64)
+        for i in range(h):
+            for j in range(w):
+                s = 0.0
+                for jj in range(max(0, j - half), min(w, j + half + 1)):
+                    s += a[p, i, jj]
+                rows[i, j] = s
+        acc = np.empty(w, np.float64)
+        for i in range(h):
+            for j in range(w):
+                acc[j] = 0.0
+            for ii in range(max(0, i - half), min(h, i + half + 1)):
+                for j in range(w):
+                    acc[j] += rows[ii, j]
+            for j in range(w):
+                out[p, i, j] = acc[j]
