@@ -426,7 +426,7 @@ def data_get(dataset, src, out):
     """Write Caffe-layout LMDBs of DATASET (keys %08d) from its official files."""
     import os
 
-    from netdef.data.mnist import convert_mnist
+    from netdef.data.mnist import convert_mnist_folder
     from netdef.errors import ConfigError
 
     if src is None:
@@ -437,7 +437,7 @@ def data_get(dataset, src, out):
         if os.path.exists(p):
             click.echo(f"{p} exists already; remove it to convert again", err=True)
             return
-    counts = convert_mnist(src, out)
+    counts = convert_mnist_folder(src, out)
     click.echo(f"wrote {out}/mnist_train_lmdb ({counts['train']} images) and "
                f"{out}/mnist_test_lmdb ({counts['test']} images)", err=True)
 

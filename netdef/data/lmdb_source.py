@@ -1,13 +1,33 @@
-"""LMDB databases of Caffe Datum records: read in key order with a wrap-around cursor whose
-position can be saved and restored (bit-exact resume), and written like Caffe's tools."""
+"""LMDB databases of Caffe Datum records.
+
+Reading (:class:`LMDBSource`) follows Caffe's Data layer: records in key order (LMDB's
+byte-wise key order), a cursor that wraps around to the first record after the last; the
+cursor ``position`` is a plain integer index in ``[0, len)`` that can be saved and restored
+for bit-exact resume, and ``skip(n)`` moves it (rand_skip).
+
+Writing (:func:`write_lmdb`) follows Caffe's tools (convert_mnist_data, convert_imageset):
+keys ``"%08d"`` of the record index, one serialized Datum per key, a commit every 1000
+records, and the map size doubled whenever it is full (LMDBTransaction::DoubleMapSize).
+
+Also here, for callers of the original module: ``datum_to_array``/``array_to_datum``
+(defined in :mod:`netdef.data.datum`).
+"""
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
 from ..errors import ConfigError, FileFormatError
 from ..proto import pb
+from .datum import array_to_datum, datum_to_array
+
+__all__ = ["LMDBSource", "write_lmdb", "datum_to_array", "array_to_datum", "CREATE_HINT"]
+
+CREATE_HINT = ("create one with `netdef data get mnist --from MNIST_DIR --out FOLDER`, "
+               "netdef.data.mnist.convert_mnist(...), netdef.data.lmdb_source.write_lmdb(...) "
+               "or Caffe's convert_imageset")
 
 
 def _lmdb():
@@ -19,92 +39,252 @@ def _lmdb():
     return lmdb
 
 
-def datum_to_array(d) -> tuple[np.ndarray, int]:
-    if d.encoded:
-        import io
-
-        from PIL import Image
-        img = np.asarray(Image.open(io.BytesIO(d.data)))
-        arr = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)[::-1]  # RGB -> BGR
-        return np.ascontiguousarray(arr), d.label
-    shape = (d.channels, d.height, d.width)
-    if d.data:
-        arr = np.frombuffer(d.data, np.uint8)
-    else:
-        arr = np.asarray(d.float_data, np.float32)
-    if arr.size != d.channels * d.height * d.width:
-        raise FileFormatError(f"Datum holds {arr.size} values for shape {list(shape)}")
-    return arr.reshape(shape), d.label
+# py-lmdb refuses to open one environment twice in a process ("already open in this
+# process"), yet a train and a test net may read the same LMDB: sources share one read-only
+# environment per real path, closed when the last source using it is closed.
+_ENVS: dict[str, list] = {}
+_ENVS_LOCK = threading.Lock()
 
 
-def array_to_datum(arr: np.ndarray, label: int):
-    arr = np.asarray(arr)
-    c, h, w = arr.shape
-    d = pb.Datum(channels=c, height=h, width=w, label=int(label))
-    if arr.dtype == np.uint8:
-        d.data = arr.tobytes()
-    else:
-        d.float_data.extend(arr.astype(np.float32).reshape(-1).tolist())
-    return d
+def _acquire_env(path: str):
+    lmdb = _lmdb()
+    key = os.path.realpath(path)
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is None:
+            # As Caffe: read-only; no lock file (works on read-only media), no readahead.
+            env = lmdb.open(path, readonly=True, lock=False, readahead=False,
+                            max_readers=126, subdir=True)
+            entry = _ENVS[key] = [env, 0]
+        entry[1] += 1
+        return key, entry[0]
+
+
+def _release_env(key: str) -> None:
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _ENVS[key]
+            entry[0].close()
+
+
+class _Keys:
+    """The keys of an LMDB in order, compact when they all have the same length (the usual
+    "%08d" keys): one bytes object instead of a million small ones."""
+
+    def __init__(self, keys: list[bytes]):
+        self.n = len(keys)
+        width = len(keys[0]) if keys else 0
+        if keys and all(len(k) == width for k in keys):
+            self.width, self.blob, self.list = width, b"".join(keys), None
+        else:
+            self.width, self.blob, self.list = 0, b"", keys
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i: int) -> bytes:
+        if self.list is not None:
+            return self.list[i]
+        return self.blob[i * self.width:(i + 1) * self.width]
 
 
 class LMDBSource:
-    """Records of an LMDB in key order; ``read(n)`` wraps around at the end, as Caffe does."""
+    """Datum records of an LMDB in key order, read through a wrap-around cursor.
 
-    def __init__(self, path: str):
+    ``read(n)`` returns ``n`` ``(array C×H×W, label)`` pairs starting at ``position`` and
+    advances it, wrapping to the first record after the last (Caffe's behaviour).  Arrays are
+    uint8 (``data`` payload, read-only views), float32 (``float_data``) or decoded images
+    (``encoded`` datums; ``force_color`` / ``force_gray`` as in TransformationParameter)."""
+
+    def __init__(self, path: str, *, force_color: bool = False, force_gray: bool = False,
+                 field: str = "data_param.source"):
         lmdb = _lmdb()
-        if not os.path.isdir(path):
-            raise ConfigError(f"data source '{path}' does not exist (an LMDB folder); for MNIST "
-                              f"create it with: netdef data mnist MNIST_DIR -o "
-                              f"{os.path.dirname(path) or '.'}", field="data_param.source")
-        try:
-            self.env = lmdb.open(path, readonly=True, lock=False, readahead=False,
-                                 max_readers=64)
-        except lmdb.Error as e:
-            raise FileFormatError(f"not an LMDB database ({e})", file=path) from None
-        with self.env.begin() as txn:
-            self.keys = [k for k, _ in txn.cursor()]
-        if not self.keys:
-            raise FileFormatError("the LMDB database is empty", file=path)
+        path = os.fspath(path)
         self.path = path
-        self.position = 0
+        self.force_color = bool(force_color)
+        self.force_gray = bool(force_gray)
+        if force_color and force_gray:
+            raise ConfigError("cannot set both force_color and force_gray",
+                              field="transform_param.force_color")
+        if not path:
+            raise ConfigError(f"no data source given (an LMDB folder): {CREATE_HINT}",
+                              field=field)
+        if not os.path.exists(path):
+            raise ConfigError(f"data source '{path}' does not exist (an LMDB folder): "
+                              f"{CREATE_HINT}", field=field)
+        if not os.path.isdir(path):
+            raise FileFormatError(f"not an LMDB: an LMDB is a folder holding data.mdb, this is "
+                                  f"a file; {CREATE_HINT}", file=path)
+        if not os.path.exists(os.path.join(path, "data.mdb")):
+            names = set(os.listdir(path))
+            if "CURRENT" in names and any(n.endswith((".ldb", ".log")) for n in names):
+                raise FileFormatError(f"this is a LevelDB, not an LMDB: netdef reads LMDB "
+                                      f"only (backend: LMDB); convert the data again to "
+                                      f"LMDB — {CREATE_HINT}", file=path)
+            raise FileFormatError(f"not an LMDB (no data.mdb in the folder); {CREATE_HINT}",
+                                  file=path)
+        self.env = None
+        try:
+            self._env_key, self.env = _acquire_env(path)
+            with self.env.begin() as txn:
+                keys = list(txn.cursor().iternext(keys=True, values=False))
+        except lmdb.Error as e:
+            self.close()
+            raise FileFormatError(f"not a readable LMDB ({e}); {CREATE_HINT}",
+                                  file=path) from None
+        if not keys:
+            self.close()
+            raise FileFormatError(f"the LMDB holds no records; {CREATE_HINT}", file=path)
+        self._keys = _Keys(keys)
+        self._pos = 0
 
-    def __len__(self):
-        return len(self.keys)
+    # -- cursor ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @property
+    def position(self) -> int:
+        """Index (in key order) of the record the next ``read`` returns, in ``[0, len)``."""
+        return self._pos
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self._pos = int(value) % len(self._keys)
 
     def skip(self, n: int) -> None:
-        self.position = (self.position + n) % len(self.keys)
+        """Advance the cursor by ``n`` records, wrapping around (Caffe's rand_skip)."""
+        self.position = self._pos + int(n)
+
+    def key(self, index: int) -> bytes:
+        """The key of the record at ``index`` (key order)."""
+        return self._keys[index % len(self._keys)]
+
+    def _decode(self, value, key: bytes):
+        d = pb.Datum()
+        try:
+            d.ParseFromString(bytes(value))
+            return datum_to_array(d, force_color=self.force_color, force_gray=self.force_gray)
+        except FileFormatError as e:
+            raise FileFormatError(f"record {key!r}: {e.message}", file=self.path) from None
+        except Exception as e:
+            raise FileFormatError(f"record {key!r} is not a serialized Datum ({e})",
+                                  file=self.path) from None
 
     def read(self, n: int) -> list[tuple[np.ndarray, int]]:
+        """The next ``n`` records as ``(array, label)``, advancing (and wrapping) the cursor."""
         out = []
-        with self.env.begin() as txn:
-            for _ in range(n):
-                d = pb.Datum()
-                d.ParseFromString(txn.get(self.keys[self.position]))
-                out.append(datum_to_array(d))
-                self.position = (self.position + 1) % len(self.keys)
+        if n <= 0:
+            return out
+        count = len(self._keys)
+        with self.env.begin(buffers=False) as txn:
+            cur = txn.cursor()
+            for _ in range(int(n)):
+                key = self._keys[self._pos]
+                if not (cur.key() == key or cur.set_key(key)):
+                    raise FileFormatError(f"record {key!r} vanished: the LMDB changed while "
+                                          f"it was being read", file=self.path)
+                out.append(self._decode(cur.value(), key))
+                self._pos += 1
+                if self._pos == count:
+                    self._pos = 0
+                    cur.first()
+                else:
+                    cur.next()
         return out
 
+    def peek(self) -> tuple[np.ndarray, int]:
+        """The record at the cursor, without advancing it (Caffe's DataLayerSetUp peek)."""
+        key = self._keys[self._pos]
+        with self.env.begin(buffers=False) as txn:
+            value = txn.get(key)
+        if value is None:
+            raise FileFormatError(f"record {key!r} vanished: the LMDB changed while it was "
+                                  f"being read", file=self.path)
+        return self._decode(value, key)
+
     def peek_shape(self) -> tuple[int, ...]:
-        with self.env.begin() as txn:
-            d = pb.Datum()
-            d.ParseFromString(txn.get(self.keys[0]))
-        return datum_to_array(d)[0].shape
+        """C×H×W of the record at the cursor (what the Data layer's top is shaped from)."""
+        return tuple(self.peek()[0].shape)
+
+    def close(self) -> None:
+        """Release the database (shared with other sources of the same path)."""
+        if getattr(self, "env", None) is not None:
+            self.env = None
+            _release_env(self._env_key)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"LMDBSource({self.path!r}, {len(self)} records, position {self._pos})"
 
 
-def write_lmdb(path: str, records) -> int:
-    """Write (array C×H×W, label) records with Caffe's "%08d" keys; returns the count."""
+def write_lmdb(path: str, records, *, map_size: int = 16 << 20, commit_every: int = 1000,
+               encode: str | None = None, overwrite: bool = False) -> int:
+    """Write ``records`` — ``(array C×H×W, label)`` pairs (uint8 -> ``data``, other dtypes ->
+    ``float_data``; ``encode='png'|'jpg'`` stores compressed images) or ready ``pb.Datum``
+    messages — to a new LMDB at ``path`` with Caffe's ``"%08d"`` index keys.
+
+    The map starts at ``map_size`` bytes and doubles whenever it is full.  ``path`` must not
+    exist or be an empty folder, unless ``overwrite`` (which replaces data.mdb/lock.mdb).
+    Returns the number of records written."""
     lmdb = _lmdb()
+    path = os.fspath(path)
+    if os.path.realpath(path) in _ENVS:
+        raise ConfigError(f"cannot write an LMDB at '{path}': it is open for reading (close "
+                          f"its LMDBSource first)")
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ConfigError(f"cannot write an LMDB at '{path}': a file of that name exists")
+        names = os.listdir(path)
+        if names and not overwrite:
+            raise ConfigError(f"cannot write an LMDB at '{path}': the folder exists and is not "
+                              f"empty (remove it first, or pass overwrite=True)")
+        for name in ("data.mdb", "lock.mdb"):
+            if name in names:
+                os.remove(os.path.join(path, name))
     os.makedirs(path, exist_ok=True)
-    env = lmdb.open(path, map_size=1 << 40)
+    env = lmdb.open(path, map_size=int(map_size), subdir=True, meminit=False)
+    pending: list[tuple[bytes, bytes]] = []
+
+    def commit():
+        while True:
+            try:
+                with env.begin(write=True) as txn:
+                    for k, v in pending:
+                        txn.put(k, v)
+                break
+            except lmdb.MapFullError:
+                env.set_mapsize(env.info()["map_size"] * 2)
+        pending.clear()
+
     n = 0
-    txn = env.begin(write=True)
-    for arr, label in records:
-        txn.put(f"{n:08d}".encode(), array_to_datum(arr, label).SerializeToString())
-        n += 1
-        if n % 1000 == 0:
-            txn.commit()
-            txn = env.begin(write=True)
-    txn.commit()
-    env.close()
+    try:
+        for rec in records:
+            if isinstance(rec, pb.Datum):
+                value = rec.SerializeToString()
+            else:
+                arr, label = rec
+                value = array_to_datum(arr, label, encode=encode).SerializeToString()
+            pending.append((b"%08d" % n, value))
+            n += 1
+            if len(pending) >= commit_every:
+                commit()
+        if pending:
+            commit()
+    finally:
+        env.close()
     return n
