@@ -1,10 +1,19 @@
-"""Data layers: Input and DummyData, and the source-reading types (Data, ImageData, HDF5Data,
-WindowData, MemoryData), whose shapes come from their parameters or ``--input-shape``.
-Reading their sources belongs to the data pipeline (training)."""
+"""Data layers (no bottoms): Input and DummyData, and the types that read a source (Data,
+ImageData, HDF5Data, WindowData, MemoryData).
+
+The source-reading types know their top shapes from ``--input-shape`` (``self.input_shapes``,
+top name -> shape) or from their parameters where those determine them (MemoryData's
+dimensions, ImageData's resize or crop, WindowData's crop); Data also peeks at a readable LMDB.
+Only Data reads its source so far (LMDB of Datum records); the others' forward is a
+NotImplementedError until the data pipeline grows them.
+"""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
+from ..fillers import FILLER_TYPES, fill_blob
 from .base import Layer
 from .registry import register_layer
 
@@ -13,31 +22,35 @@ def _shape_of(bs) -> tuple[int, ...]:
     return tuple(int(d) for d in bs.dim)
 
 
+def _top_names(layer, top) -> list[str]:
+    names = list(layer.param.top)
+    return [names[j] if j < len(names) else t.name for j, t in enumerate(top)]
+
+
 @register_layer("Input", "input_param")
 class InputLayer(Layer):
-    """Placeholder tops with fixed shapes (one shape per top, or one for all)."""
+    """Placeholder tops with fixed shapes, set by the user before forward (which does nothing).
+    input_param.shape: one BlobShape per top, or one for all; ``--input-shape`` overrides."""
     exact_num_bottom = 0
     min_top = 1
     is_data = True
 
     def layer_setup(self, bottom, top):
         shapes = list(self.param.input_param.shape)
-        if len(shapes) not in (0, 1, len(top)) and not self.input_shapes:
+        if len(shapes) not in (0, 1, len(top)):
             raise self.config_error(
                 f"input_param gives {len(shapes)} shapes for {len(top)} tops: give one shape "
                 f"per top, or one for all", field="input_param.shape")
         self.shapes = []
-        for j, name in enumerate(self.param.top):
+        for j, name in enumerate(_top_names(self, top)):
             if name in self.input_shapes:
-                self.shapes.append(tuple(self.input_shapes[name]))
-            elif len(shapes) == 1:
-                self.shapes.append(_shape_of(shapes[0]))
-            elif j < len(shapes):
-                self.shapes.append(_shape_of(shapes[j]))
+                self.shapes.append(tuple(int(d) for d in self.input_shapes[name]))
+            elif shapes:
+                self.shapes.append(_shape_of(shapes[0 if len(shapes) == 1 else j]))
             else:
-                raise self.config_error(f"no shape for top '{name}': add input_param "
-                                        f"{{ shape {{ dim: ... }} }} or pass --input-shape "
-                                        f"{name}=N,C,H,W", field="input_param")
+                raise self.config_error(
+                    f"no shape for top '{name}': add input_param {{ shape {{ dim: ... }} }} or "
+                    f"pass --input-shape {name}=N,C,H,W", field="input_param.shape")
 
     def reshape(self, bottom, top):
         for t, s in zip(top, self.shapes):
@@ -49,7 +62,10 @@ class InputLayer(Layer):
 
 @register_layer("DummyData", "dummy_data_param")
 class DummyDataLayer(Layer):
-    """Tops filled by fillers (constant 0 by default); refilled each forward unless constant."""
+    """Tops filled by dummy_data_param.data_filler (none: constant 0; one for all tops, or one
+    per top).  Shapes: dummy_data_param.shape (one, or one per top) or the legacy
+    num/channels/height/width.  As in Caffe, tops with a constant filler are filled once (so a
+    program may overwrite them); the others are refilled on every forward."""
     exact_num_bottom = 0
     min_top = 1
     is_data = True
@@ -57,80 +73,123 @@ class DummyDataLayer(Layer):
     def layer_setup(self, bottom, top):
         p = self.param.dummy_data_param
         n = len(top)
-        legacy = len(p.num) or len(p.channels) or len(p.height) or len(p.width)
-        if len(p.shape) and legacy:
-            raise self.config_error("give either shape or num/channels/height/width, not both",
-                                    field="dummy_data_param.shape")
-        if legacy:
-            dims = [list(p.num), list(p.channels), list(p.height), list(p.width)]
-            for name, d in zip(("num", "channels", "height", "width"), dims):
-                if len(d) not in (1, n):
-                    raise self.config_error(f"{name} must be given once or once per top",
-                                            field=f"dummy_data_param.{name}")
-            self.shapes = [tuple(int(d[j if len(d) > 1 else 0]) for d in dims)
-                           for j in range(n)]
-        else:
-            if len(p.shape) not in (1, n):
-                raise self.config_error(f"{len(p.shape)} shapes for {n} tops: give one, or one "
-                                        f"per top", field="dummy_data_param.shape")
-            self.shapes = [_shape_of(p.shape[j if len(p.shape) > 1 else 0]) for j in range(n)]
-        self.shapes = [tuple(self.input_shapes.get(t, s)) for t, s in zip(self.param.top,
-                                                                         self.shapes)]
+        legacy = bool(len(p.num) or len(p.channels) or len(p.height) or len(p.width))
         if len(p.data_filler) not in (0, 1, n):
             raise self.config_error(f"{len(p.data_filler)} data_fillers for {n} tops: give "
-                                    f"none, one, or one per top", field="dummy_data_param.data_filler")
+                                    f"none, one for all tops, or one per top",
+                                    field="dummy_data_param.data_filler")
+        if legacy:
+            if len(p.shape):
+                raise self.config_error("give either shape or num/channels/height/width, not "
+                                        "both", field="dummy_data_param.shape")
+            dims = []
+            for fname in ("num", "channels", "height", "width"):
+                d = list(getattr(p, fname))
+                if len(d) not in (1, n):
+                    raise self.config_error(f"{fname} must be given once, or once per top ({n}); "
+                                            f"got {len(d)}", field=f"dummy_data_param.{fname}")
+                dims.append(d)
+            shapes = [tuple(int(d[0 if len(d) == 1 else j]) for d in dims) for j in range(n)]
+        else:
+            if len(p.shape) not in (1, n):
+                raise self.config_error(f"{len(p.shape)} shapes for {n} tops: give one shape "
+                                        f"for all tops, or one per top",
+                                        field="dummy_data_param.shape")
+            shapes = [_shape_of(p.shape[0 if len(p.shape) == 1 else j]) for j in range(n)]
+        names = _top_names(self, top)
+        self.shapes = [tuple(int(d) for d in self.input_shapes.get(name, s))
+                       for name, s in zip(names, shapes)]
         fillers = list(p.data_filler)
-        self.fillers = [fillers[j if len(fillers) > 1 else 0] if fillers else None
+        self.fillers = [fillers[0 if len(fillers) == 1 else j] if fillers else None
                         for j in range(n)]
+        for f in self.fillers:
+            if f is not None and f.type not in FILLER_TYPES:
+                raise self.config_error(f"unknown filler type '{f.type}' (one of "
+                                        f"{', '.join(FILLER_TYPES)})",
+                                        field="dummy_data_param.data_filler")
         self.refill = [f is not None and f.type != "constant" for f in self.fillers]
-        self._filled = False
+        self._constant_arrays: list = [None] * n   # storage last filled with a constant
 
     def reshape(self, bottom, top):
         for t, s in zip(top, self.shapes):
             t.reshape(s)
 
+    def _fill(self, j, t) -> None:
+        fill_blob(t, self.fillers[j], self.rng, default={"type": "constant", "value": 0.0},
+                  layer=self)
+
     def forward(self, bottom, top):
-        from ..fillers import fill_blob
         for j, t in enumerate(top):
-            if self.refill[j] or not self._filled:
-                fill_blob(t, self.fillers[j], self.rng, default={"type": "constant", "value": 0})
-        self._filled = True
+            if self.refill[j]:
+                self._fill(j, t)
+            elif self._constant_arrays[j] is None or self._constant_arrays[j] is not t.data:
+                # constant tops: once per storage (a reshape drops the storage)
+                self._fill(j, t)
+                self._constant_arrays[j] = t.data
 
 
 class DataLayerBase(Layer):
-    """A layer reading a source; here only its top shapes are known."""
+    """A layer that reads its tops from a source (a file, a database, program memory).
+
+    Top shapes: every top named in ``self.input_shapes`` takes that shape; otherwise the first
+    top's shape comes from :meth:`derived_shape` (parameters alone, or a peek at the source)
+    and the second (the label) defaults to ``(N,)``.  When nothing determines a shape the layer
+    raises a config error that asks for ``--input-shape``."""
     exact_num_bottom = 0
     min_top = 1
     max_top = 2
     is_data = True
-    source_field = "data_param.source"
+    #: the LayerParameter field holding this type's parameters
+    param_name = "data_param"
+
+    @property
+    def type_param(self):
+        return getattr(self.param, self.param_name)
 
     def source(self) -> str:
-        msg, field = self.source_field.split(".")
-        return getattr(getattr(self.param, msg), field)
-
-    def batch_size(self) -> int:
-        msg = self.source_field.split(".")[0]
-        return int(getattr(getattr(self.param, msg), "batch_size", 0))
+        return self.type_param.source
 
     def derived_shape(self) -> tuple[int, ...] | None:
-        """Shape of the first top from the parameters alone, or None."""
+        """The first top's shape from the parameters alone, or None when unknown."""
         return None
 
-    def layer_setup(self, bottom, top):
-        names = list(self.param.top)
-        first = self.input_shapes.get(names[0]) or self.derived_shape()
-        if first is None:
-            raise self.config_error(
-                f"cannot infer the shape of top '{names[0]}' without reading source "
-                f"'{self.source()}': pass --input-shape {names[0]}=N,C,H,W",
-                field=self.source_field)
-        self.shapes = [tuple(first)]
-        for name in names[1:]:
-            self.shapes.append(tuple(self.input_shapes.get(name, (first[0],))))
+    def check_batch_size(self, n: int) -> int:
+        if n <= 0:
+            raise self.config_error(f"batch_size must be positive, got {n}",
+                                    field=f"{self.param_name}.batch_size")
+        return int(n)
+
+    def _cannot_infer(self, name: str, example: str = "N,C,H,W"):
+        return self.config_error(
+            f"cannot infer the shape of top '{name}' without reading source "
+            f"'{self.source()}': pass --input-shape {name}={example}",
+            field=f"{self.param_name}.source")
+
+    def top_shapes(self, top) -> list[tuple[int, ...]]:
+        names = _top_names(self, top)
+        given = {k: tuple(int(d) for d in v) for k, v in self.input_shapes.items()}
+        if all(n in given for n in names):
+            return [given[n] for n in names]
+        if names[0] in given:
+            first = given[names[0]]
+        else:
+            if getattr(self, "_derived", None) is None:
+                self._derived = self.derived_shape()
+            first = self._derived
+            if first is None:
+                raise self._cannot_infer(names[0])
+        shapes = [tuple(first)]
+        for j, name in enumerate(names[1:], start=1):
+            if name in given:
+                shapes.append(given[name])
+            elif j == 1:       # the label: one value per item
+                shapes.append((first[0],) if first else (0,))
+            else:
+                raise self._cannot_infer(name, "N,...")
+        return shapes
 
     def reshape(self, bottom, top):
-        for t, s in zip(top, self.shapes):
+        for t, s in zip(top, self.top_shapes(top)):
             t.reshape(s)
 
     def allow_force_backward(self, bottom_index):
@@ -140,40 +199,43 @@ class DataLayerBase(Layer):
         raise NotImplementedError(f"reading {self.type} sources is not implemented yet")
 
 
-def _crop(param):
+def _crop(param) -> int:
     return int(param.transform_param.crop_size)
 
 
 @register_layer("Data", "data_param")
 class DataLayer(DataLayerBase):
-    """LMDB of Datum records, transformed by transform_param (Caffe's DataTransformer)."""
+    """An LMDB of Datum records, transformed by transform_param (Caffe's DataTransformer).
+    The shape comes from the first record when the source is readable."""
 
     def _open(self):
         src = getattr(self, "_source", None)
         if src is None:
             from ..data.lmdb_source import LMDBSource
             p = self.param.data_param
-            if p.backend == p.LEVELDB and p.HasField("backend"):
+            if p.HasField("backend") and p.backend == p.LEVELDB:
                 raise self.config_error("LevelDB sources are not supported: convert the data "
                                         "to LMDB (backend: LMDB)", field="data_param.backend")
-            src = self._source = LMDBSource(p.source)
+            tp = self.param.transform_param
+            src = self._source = LMDBSource(p.source, force_color=tp.force_color,
+                                            force_gray=tp.force_gray)
             if p.rand_skip and self.phase == 0:
                 src.skip(int(self.rng.integers(0, p.rand_skip)))
         return src
 
     def derived_shape(self):
-        import os
         p = self.param.data_param
         if not p.source or not os.path.isdir(p.source):
             return None
-        from ..data.transform import DataTransformer
-        shape = self._open().peek_shape()
-        t = DataTransformer(self.param.transform_param, self.phase, self.rng) \
-            if not self.param.transform_param.mean_file or self.init_params else None
-        out = t.output_shape(shape) if t is not None else shape
-        if p.batch_size <= 0:
-            raise self.config_error("batch_size must be positive", field="data_param.batch_size")
-        return (int(p.batch_size),) + tuple(out)
+        n = self.check_batch_size(p.batch_size)
+        c, h, w = self._open().peek_shape()
+        crop = _crop(self.param)
+        if crop:
+            if crop > h or crop > w:
+                raise self.config_error(f"crop_size {crop} exceeds the {h}x{w} data",
+                                        field="transform_param.crop_size")
+            h = w = crop
+        return (n, c, h, w)
 
     def forward(self, bottom, top):
         from ..data.transform import DataTransformer
@@ -184,6 +246,11 @@ class DataLayer(DataLayerBase):
         out = top[0].data
         labels = np.empty(n, dtype=top[0].dtype)
         for i, (arr, label) in enumerate(src.read(n)):
+            want = self._transformer.output_shape(arr.shape)
+            if tuple(out.shape[1:]) != tuple(want):
+                raise self.shape_error(f"top '{top[0].name}' has shape {list(out.shape)} but "
+                                       f"the records give items of shape {list(want)}: fix "
+                                       f"--input-shape")
             self._transformer.transform(arr, out[i])
             labels[i] = label
         if len(top) > 1:
@@ -198,46 +265,76 @@ class DataLayer(DataLayerBase):
 
 @register_layer("ImageData", "image_data_param")
 class ImageDataLayer(DataLayerBase):
-    """A text file of "path label" lines."""
-    source_field = "image_data_param.source"
+    """A text file of "path label" lines; shape known when the images are resized
+    (new_height/new_width) or cropped (transform_param.crop_size)."""
+    exact_num_top = 2
+    min_top = max_top = -1
+    param_name = "image_data_param"
+
+    def layer_setup(self, bottom, top):
+        p = self.param.image_data_param
+        if (p.new_height > 0) != (p.new_width > 0):
+            raise self.config_error("set new_height and new_width together (or neither)",
+                                    field="image_data_param.new_height")
 
     def derived_shape(self):
         p = self.param.image_data_param
         c = 3 if p.is_color else 1
         crop = _crop(self.param)
-        if crop:
-            return (p.batch_size, c, crop, crop)
-        if p.new_height and p.new_width:
-            return (p.batch_size, c, p.new_height, p.new_width)
+        if crop > 0:
+            if p.new_height > 0 and (crop > p.new_height or crop > p.new_width):
+                raise self.config_error(f"crop_size {crop} exceeds the {p.new_height}x"
+                                        f"{p.new_width} resized images",
+                                        field="transform_param.crop_size")
+            return (self.check_batch_size(p.batch_size), c, crop, crop)
+        if p.new_height > 0 and p.new_width > 0:
+            return (self.check_batch_size(p.batch_size), c, int(p.new_height), int(p.new_width))
         return None
 
 
 @register_layer("HDF5Data", "hdf5_data_param")
 class HDF5DataLayer(DataLayerBase):
-    """A list of HDF5 files with datasets named like the tops."""
-    source_field = "hdf5_data_param.source"
+    """A list of HDF5 files with one dataset per top, named like the top.  Until sources are
+    read every shape comes from --input-shape, except that a second top not given there is
+    taken to be a label of shape (N,)."""
     max_top = -1
+    param_name = "hdf5_data_param"
 
 
 @register_layer("WindowData", "window_data_param")
 class WindowDataLayer(DataLayerBase):
-    """R-CNN style windows file."""
-    source_field = "window_data_param.source"
+    """R-CNN style windows file; items are (3, crop, crop) windows, crop from
+    transform_param.crop_size (Caffe requires it)."""
+    exact_num_top = 2
+    min_top = max_top = -1
+    param_name = "window_data_param"
 
     def derived_shape(self):
         p = self.param.window_data_param
-        crop = _crop(self.param) or int(getattr(p, "crop_size", 0) or 0)
-        return (p.batch_size, 3, crop, crop) if crop else None
+        crop = _crop(self.param) or int(p.crop_size)
+        if crop <= 0:
+            raise self.config_error("WindowData needs transform_param { crop_size: ... } (the "
+                                    "size windows are warped to)",
+                                    field="transform_param.crop_size")
+        return (self.check_batch_size(p.batch_size), 3, crop, crop)
 
 
 @register_layer("MemoryData", "memory_data_param")
 class MemoryDataLayer(DataLayerBase):
-    """Arrays handed in by the program."""
-    source_field = "memory_data_param.batch_size"
+    """Arrays handed in by the program: (batch_size, channels, height, width) and labels."""
+    exact_num_top = 2
+    min_top = max_top = -1
+    param_name = "memory_data_param"
 
     def source(self):
-        return "memory"
+        return "(program memory)"
 
     def derived_shape(self):
         p = self.param.memory_data_param
-        return (p.batch_size, p.channels, p.height, p.width)
+        dims = (int(p.batch_size), int(p.channels), int(p.height), int(p.width))
+        if min(dims) <= 0:
+            raise self.config_error(
+                f"memory_data_param needs positive batch_size, channels, height and width "
+                f"(got {dims[0]}, {dims[1]}, {dims[2]}, {dims[3]})",
+                field="memory_data_param.batch_size")
+        return dims
