@@ -1,7 +1,10 @@
-"""CPU kernels for convolution (im2col/col2im, depthwise) and pooling.
+"""CPU kernels for depthwise convolution and pooling (NCHW, C-contiguous, float32 or float64).
 
-Arrays are NCHW, C-contiguous; ``col`` is (N, C*kh*kw, oh*ow).  Every kernel is parallel over
-(image, channel) pairs, which are independent.
+im2col / col2im and the GEMM layout changes live in :mod:`netdef.backend.cpu.im2col`.
+
+Depthwise convolution (group == input channels, ``mult`` outputs per channel; output ``o``
+reads channel ``o // mult`` with weight ``wt[o, 0]``) is computed directly: for every kernel
+column the valid output-column range is precomputed so the inner loop is branch-free.
 """
 from __future__ import annotations
 
@@ -10,78 +13,44 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
-    n_img, c_in, h, w = x.shape
-    for nc in prange(n_img * c_in):
-        n = nc // c_in
-        c = nc % c_in
-        for ki in range(kh):
-            for kj in range(kw):
-                row = (c * kh + ki) * kw + kj
-                for oy in range(oh):
-                    iy = oy * sh - ph + ki * dh
-                    base = oy * ow
-                    if iy < 0 or iy >= h:
-                        for ox in range(ow):
-                            col[n, row, base + ox] = 0.0
-                    else:
-                        for ox in range(ow):
-                            ix = ox * sw - pw + kj * dw
-                            if ix >= 0 and ix < w:
-                                col[n, row, base + ox] = x[n, c, iy, ix]
-                            else:
-                                col[n, row, base + ox] = 0.0
-
-
-@njit(cache=True, parallel=True)
-def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, x):
-    """x[n, c] = sum of the col entries that im2col would have read from it (x is overwritten)."""
-    n_img, c_in, h, w = x.shape
-    for nc in prange(n_img * c_in):
-        n = nc // c_in
-        c = nc % c_in
-        for iy in range(h):
-            for ix in range(w):
-                x[n, c, iy, ix] = 0.0
-        for ki in range(kh):
-            for kj in range(kw):
-                row = (c * kh + ki) * kw + kj
-                for oy in range(oh):
-                    iy = oy * sh - ph + ki * dh
-                    if iy < 0 or iy >= h:
-                        continue
-                    base = oy * ow
-                    for ox in range(ow):
-                        ix = ox * sw - pw + kj * dw
-                        if ix >= 0 and ix < w:
-                            x[n, c, iy, ix] += col[n, row, base + ox]
-
-
-@njit(cache=True, parallel=True)
-def depthwise_forward(x, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, y):
-    """y[n, o] = conv(x[n, o // mult], wt[o, 0]) for group == channels."""
+def depthwise_forward(x, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bias, y):
+    """Overwrite y (N, O, oh, ow) with the depthwise convolution of x (N, C, H, W), plus
+    bias[o] when ``bias`` is not empty."""
     n_img, c_out, oh, ow = y.shape
     h, w = x.shape[2], x.shape[3]
+    has_bias = bias.shape[0] > 0
     for no in prange(n_img * c_out):
         n = no // c_out
         o = no % c_out
         c = o // mult
+        b0 = bias[o] if has_bias else 0.0
         for oy in range(oh):
+            yr = y[n, o, oy]
             for ox in range(ow):
-                acc = 0.0
-                for ki in range(kh):
-                    iy = oy * sh - ph + ki * dh
-                    if iy < 0 or iy >= h:
-                        continue
-                    for kj in range(kw):
-                        ix = ox * sw - pw + kj * dw
-                        if ix >= 0 and ix < w:
-                            acc += x[n, c, iy, ix] * wt[o, 0, ki, kj]
-                y[n, o, oy, ox] = acc
+                yr[ox] = b0
+            for ki in range(kh):
+                iy = oy * sh - ph + ki * dh
+                if iy < 0 or iy >= h:
+                    continue
+                for kj in range(kw):
+                    off = kj * dw - pw
+                    lo = min(ow, max(0, (sw - 1 - off) // sw))
+                    hi = max(lo, min(ow, (w - 1 - off) // sw + 1))
+                    wv = wt[o, 0, ki, kj]
+                    if sw == 1:
+                        ys = yr[lo:hi]
+                        xs = x[n, c, iy, lo + off:hi + off]
+                        for i in range(hi - lo):
+                            ys[i] += wv * xs[i]
+                    else:
+                        xr = x[n, c, iy]
+                        for ox in range(lo, hi):
+                            yr[ox] += wv * xr[ox * sw + off]
 
 
 @njit(cache=True, parallel=True)
 def depthwise_backward_data(dy, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, dx):
+    """Overwrite dx (N, C, H, W) with the input gradient of :func:`depthwise_forward`."""
     n_img, c_in, h, w = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
     for nc in prange(n_img * c_in):
@@ -97,38 +66,73 @@ def depthwise_backward_data(dy, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, dx):
                     iy = oy * sh - ph + ki * dh
                     if iy < 0 or iy >= h:
                         continue
-                    for ox in range(ow):
-                        g = dy[n, o, oy, ox]
-                        for kj in range(kw):
-                            ix = ox * sw - pw + kj * dw
-                            if ix >= 0 and ix < w:
-                                dx[n, c, iy, ix] += g * wt[o, 0, ki, kj]
+                    for kj in range(kw):
+                        off = kj * dw - pw
+                        lo = min(ow, max(0, (sw - 1 - off) // sw))
+                        hi = max(lo, min(ow, (w - 1 - off) // sw + 1))
+                        wv = wt[o, 0, ki, kj]
+                        if sw == 1:
+                            xs = dx[n, c, iy, lo + off:hi + off]
+                            gs = dy[n, o, oy, lo:hi]
+                            for i in range(hi - lo):
+                                xs[i] += wv * gs[i]
+                        else:
+                            xr = dx[n, c, iy]
+                            gr = dy[n, o, oy]
+                            for ox in range(lo, hi):
+                                xr[ox * sw + off] += wv * gr[ox]
 
 
-@njit(cache=True, parallel=True)
-def depthwise_backward_weight(x, dy, kh, kw, ph, pw, sh, sw, dh, dw, mult, dwt):
-    """dwt[o, 0] += correlation of dy[:, o] with x[:, o // mult]."""
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+def depthwise_backward_weight(x, dy, kh, kw, ph, pw, sh, sw, dh, dw, mult, partial):
+    """partial[n, o, ki, kj] = sum over positions of dy[n, o] * x[n, o // mult] (shifted);
+    the caller sums over n.  Accumulates in float64; reassociation lets it vectorise."""
     n_img, c_out, oh, ow = dy.shape
     h, w = x.shape[2], x.shape[3]
-    for o in prange(c_out):
+    for no in prange(n_img * c_out):
+        n = no // c_out
+        o = no % c_out
         c = o // mult
         for ki in range(kh):
             for kj in range(kw):
+                off = kj * dw - pw
+                lo = min(ow, max(0, (sw - 1 - off) // sw))
+                hi = max(lo, min(ow, (w - 1 - off) // sw + 1))
                 acc = 0.0
-                for n in range(n_img):
-                    for oy in range(oh):
-                        iy = oy * sh - ph + ki * dh
-                        if iy < 0 or iy >= h:
-                            continue
-                        for ox in range(ow):
-                            ix = ox * sw - pw + kj * dw
-                            if ix >= 0 and ix < w:
-                                acc += dy[n, o, oy, ox] * x[n, c, iy, ix]
-                dwt[o, 0, ki, kj] += acc
+                for oy in range(oh):
+                    iy = oy * sh - ph + ki * dh
+                    if iy < 0 or iy >= h:
+                        continue
+                    if sw == 1:
+                        gs = dy[n, o, oy, lo:hi]
+                        xs = x[n, c, iy, lo + off:hi + off]
+                        for i in range(hi - lo):
+                            acc += gs[i] * xs[i]
+                    else:
+                        gr = dy[n, o, oy]
+                        xr = x[n, c, iy]
+                        for ox in range(lo, hi):
+                            acc += gr[ox] * xr[ox * sw + off]
+                partial[n, o, ki, kj] = acc
+
+
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+def channel_sum(x, out):
+    """out[c] = sum over n, i of x[n, c, i] (float64 accumulation) -- bias gradients."""
+    n_img, ch, size = x.shape
+    for c in prange(ch):
+        acc = 0.0
+        for n in range(n_img):
+            row = x[n, c]
+            for i in range(size):
+                acc += row[i]
+        out[c] = acc
 
 
 @njit(cache=True, parallel=True)
 def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
+    """Caffe's MAX pooling: windows clipped to the image; mask = h*W + w of the first maximum
+    in scan order (-1 and output 0 for a window that misses the image entirely)."""
     n_img, ch, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
     for nc in prange(n_img * ch):
@@ -147,15 +151,19 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
                 for iy in range(hs, he):
                     for ix in range(ws, we):
                         v = x[n, c, iy, ix]
-                        if v > best:
+                        if v > best or idx < 0:
                             best = v
                             idx = iy * w + ix
-                y[n, c, py, px] = best if idx >= 0 else 0.0
+                if idx >= 0:
+                    y[n, c, py, px] = best
+                else:
+                    y[n, c, py, px] = 0.0
                 mask[n, c, py, px] = idx
 
 
 @njit(cache=True, parallel=True)
 def max_pool_backward(dy, mask, dx):
+    """Overwrite dx with dy routed to each window's argmax."""
     n_img, ch, h, w = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
     for nc in prange(n_img * ch):
@@ -173,6 +181,7 @@ def max_pool_backward(dy, mask, dx):
 
 @njit(cache=True, parallel=True)
 def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
+    """Caffe's AVE pooling: the divisor is the window clipped to the *padded* input."""
     n_img, ch, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
     for nc in prange(n_img * ch):
@@ -189,11 +198,15 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
                 for iy in range(max(hs, 0), min(he, h)):
                     for ix in range(max(ws, 0), min(we, w)):
                         acc += x[n, c, iy, ix]
-                y[n, c, py, px] = acc / size
+                if size > 0:
+                    y[n, c, py, px] = acc / size
+                else:
+                    y[n, c, py, px] = 0.0
 
 
 @njit(cache=True, parallel=True)
 def ave_pool_backward(dy, kh, kw, ph, pw, sh, sw, dx):
+    """Overwrite dx with each dy / pool_size spread over its window."""
     n_img, ch, h, w = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
     for nc in prange(n_img * ch):
@@ -208,7 +221,10 @@ def ave_pool_backward(dy, kh, kw, ph, pw, sh, sw, dx):
             for px in range(ow):
                 ws = px * sw - pw
                 we = min(ws + kw, w + pw)
-                g = dy[n, c, py, px] / ((he - hs) * (we - ws))
+                size = (he - hs) * (we - ws)
+                if size <= 0:
+                    continue
+                g = dy[n, c, py, px] / size
                 for iy in range(max(hs, 0), min(he, h)):
                     for ix in range(max(ws, 0), min(we, w)):
                         dx[n, c, iy, ix] += g
