@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from shared_paths import CORPUS, DATA
+from shared_paths import CORPUS
 
 from netdef.analysis import analyze
 from netdef.config import load_net, load_solver

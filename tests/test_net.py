@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from netdef.config import net_from_text
-from netdef.errors import ConfigError, NetdefError
+from netdef.errors import NetdefError
 from netdef.net import Net
 from netdef.layers import TEST, TRAIN
 

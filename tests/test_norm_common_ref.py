@@ -178,7 +178,6 @@ def test_scale_learned(shape, params, sshape):
     top = run_forward(layer, bottom)
     s = layer.blobs[0].data
     assert s.shape == sshape
-    axis = {"(3,)": 1}.get(str(sshape), None)
     x = bottom[0].data
     ax = [i for i in range(x.ndim) if x.shape[i:i + len(sshape)] == sshape][0] \
         if "axis: -2" not in params else 2
@@ -188,7 +187,6 @@ def test_scale_learned(shape, params, sshape):
         ref = ref + layer.blobs[1].data.reshape(bshape)
     np.testing.assert_allclose(top[0].data, ref)
     GradientChecker().check(layer, bottom, top)
-    del axis
 
 
 def test_scale_second_bottom_and_in_place():

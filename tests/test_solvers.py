@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from netdef.config import load_solver, parse_text
-from netdef.config.loader import Definition
 from netdef.errors import ConfigError
 from netdef.proto import pb
 from netdef.solvers import get_update_rule, learning_rate, validate_solver

@@ -5,7 +5,7 @@ import pytest
 
 from netdef.blob import Blob
 from netdef.errors import NetdefError
-from netdef.testing import GradientChecker, TRAIN, make_blobs, make_layer, run_forward
+from netdef.testing import GradientChecker, make_blobs, make_layer, run_forward
 
 RNG = np.random.default_rng(5)
 
