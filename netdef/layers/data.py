@@ -277,10 +277,32 @@ class ImageDataLayer(DataLayerBase):
             raise self.config_error("set new_height and new_width together (or neither)",
                                     field="image_data_param.new_height")
 
+    def _open(self):
+        src = getattr(self, "_source", None)
+        if src is None:
+            from ..data.image_list import ImageListSource
+            p = self.param.image_data_param
+            src = self._source = ImageListSource.from_param(p, rng=self.rng)
+            if p.rand_skip:
+                src.skip(int(self.rng.integers(0, p.rand_skip)))
+        return src
+
+    forward = DataLayer.forward
+
+    def data_position(self) -> int:
+        return self._open().position
+
+    def set_data_position(self, pos: int) -> None:
+        self._open().position = int(pos)   # the source keeps pass and index together
+
     def derived_shape(self):
         p = self.param.image_data_param
         c = 3 if p.is_color else 1
         crop = _crop(self.param)
+        if not (p.new_height > 0 and p.new_width > 0) and not crop and p.source \
+                and os.path.isfile(p.source):
+            c, h, w = self._open().peek_shape()       # Caffe reads the first image
+            return (self.check_batch_size(p.batch_size), c, h, w)
         if crop > 0:
             if p.new_height > 0 and (crop > p.new_height or crop > p.new_width):
                 raise self.config_error(f"crop_size {crop} exceeds the {p.new_height}x"
