@@ -224,3 +224,16 @@ def test_iter_size_accumulates(tmp_path):
     b.solve()
     for x, y in zip(final_weights(a), final_weights(b)):
         np.testing.assert_allclose(x, y, rtol=1e-6)
+
+
+def test_metrics_jsonl_beside_snapshots(tmp_path):
+    import json
+    from netdef.solvers.solver import Solver
+    s = Solver(solver_def(tmp_path, "max_iter: 10"))
+    s.param.display = 5
+    s.solve()
+    lines = [json.loads(l) for l in (tmp_path / "snap_metrics.jsonl").read_text().splitlines()]
+    assert [l["iter"] for l in lines] == [0, 5]
+    assert all(l["phase"] == "train" and l["outputs"]["loss"] == pytest.approx(l["loss"])
+               for l in lines)
+    assert lines[1]["lr"] == pytest.approx(0.05)   # step policy: gamma^(5 // 7) = 1

@@ -60,6 +60,7 @@ class Solver:
         self.losses: deque = deque(maxlen=max(1, p.average_loss))
         self.last_snapshot_iter = -1
         self.on_iteration = None      # callback(solver) after each update (tests, MPI)
+        self.t_start = time.time()
 
     # -- nets -----------------------------------------------------------------------------
     def _resolve(self, path: str) -> str:
@@ -170,6 +171,7 @@ class Solver:
             self.losses.append(loss)
             smoothed = float(np.mean(self.losses))
             display = p.display and self.iter % p.display == 0
+            rate = self.rate()
             if display:
                 dt = time.perf_counter() - t0
                 n = max(self.iter - t_iter, 1)
@@ -177,7 +179,9 @@ class Solver:
                          f"{dt:.4g}s/{p.display} iters), loss = {smoothed:.6g}")
                 t0, t_iter = time.perf_counter(), self.iter
                 self._log_outputs(self.net, "Train")
-            self.apply_update(display)
+                self.record({"phase": "train", "loss": smoothed, "lr": rate,
+                             "outputs": self._outputs(self.net)})
+            self.apply_update(display, rate)
             self.iter += 1
             if self.on_iteration is not None:
                 self.on_iteration(self)
@@ -200,9 +204,9 @@ class Solver:
                     log.info(f"    {kind} net output #{k}: {name} = {x:.6g}{extra}")
                     k += 1
 
-    def apply_update(self, display: bool = False) -> None:
+    def apply_update(self, display: bool = False, rate: float | None = None) -> None:
         p = self.param
-        rate = self.rate()
+        rate = self.rate() if rate is None else rate
         if display:
             log.info(f"Iteration {self.iter}, lr = {rate:.6g}")
         diffs = [pi.blob.diff for pi in self.params]
@@ -214,6 +218,27 @@ class Solver:
             U.regularize(diff, data, p.weight_decay, pi.decay_mult, p.regularization_type)
             self.rule.compute_update(i, diff, data, rate * pi.lr_mult, self.history, self.iter)
             data -= diff
+
+    # -- metrics ---------------------------------------------------------------------------
+    def metrics_path(self) -> str:
+        return f"{self.prefix()}_metrics.jsonl"
+
+    def record(self, entry: dict) -> None:
+        """Append one JSON line to ``<snapshot_prefix>_metrics.jsonl``."""
+        path = self.metrics_path()
+        d = os.path.dirname(os.path.abspath(path))
+        os.makedirs(d, exist_ok=True)
+        entry = {"iter": self.iter, "time": round(time.time() - self.t_start, 3), **entry}
+        with open(path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def _outputs(self, net, values=None) -> dict:
+        out = {}
+        for name in net.output_names:
+            v = np.asarray(values[name] if values is not None else net.blobs[name].data,
+                           dtype=np.float64)
+            out[name] = float(v) if v.size == 1 else v.reshape(-1).tolist()
+        return out
 
     # -- testing ---------------------------------------------------------------------------
     def test_all(self) -> list[dict]:
@@ -237,6 +262,7 @@ class Solver:
         if p.test_compute_loss:
             log.info(f"Test loss: {loss / p.test_iter[k]:.6g}")
         self._log_outputs(net, "Test", means)
+        self.record({"phase": "test", "net": k, "outputs": self._outputs(net, means)})
         return means
 
     # -- snapshots -------------------------------------------------------------------------
