@@ -53,3 +53,26 @@ def test_image_data_layer_reads_png_list(tmp_path):
         ref = np.asarray(Image.open(root + samples[k]).convert("L"), dtype=np.float32)
         np.testing.assert_array_equal(net.blobs["data"].data[k, 0], ref)
     np.testing.assert_array_equal(net.blobs["label"].data, [int(l.split()[1]) for l in lines[:3]])
+
+
+def test_convert_imageset_and_compute_mean(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from netdef.data.binaryproto import read_mean
+    from netdef.data.lmdb_source import LMDBSource
+    from netdef_cli.main import cli
+    root = os.path.join(DATA, "samples")
+    names = sorted(f for f in os.listdir(root) if f.startswith("mnist_"))[:5]
+    (tmp_path / "list.txt").write_text("".join(f"{n} {k}\n" for k, n in enumerate(names)))
+    r = CliRunner().invoke(cli, ["data", "convert-imageset", root, str(tmp_path / "list.txt"),
+                                 str(tmp_path / "db"), "--gray"])
+    assert r.exit_code == 0, r.output
+    src = LMDBSource(str(tmp_path / "db"))
+    assert len(src) == 5 and src.key(0) == f"00000000_{names[0]}".encode()
+    imgs = [np.asarray(Image.open(os.path.join(root, n)).convert("L"), np.float64) for n in names]
+    r = CliRunner().invoke(cli, ["data", "compute-mean", str(tmp_path / "db"),
+                                 str(tmp_path / "mean.binaryproto")])
+    assert r.exit_code == 0, r.output
+    np.testing.assert_allclose(read_mean(str(tmp_path / "mean.binaryproto"))[0],
+                               np.mean(imgs, axis=0), rtol=1e-6)
