@@ -185,8 +185,8 @@ def test_image_data_shapes(params, expect):
     layer = make_layer("ImageData", tops_decl("d", "l") + " " + params)
     tops = setup_tops(layer, 2)
     assert [t.shape for t in tops] == [expect, (expect[0],)]
-    with pytest.raises(NotImplementedError, match="reading ImageData sources"):
-        layer.forward([], tops)
+    with pytest.raises(ConfigError, match="image list 'l.txt' does not exist"):
+        layer.forward([], tops)          # the source is read at the first forward
 
 
 def test_image_data_errors():

@@ -220,7 +220,7 @@ class DataLayer(DataLayerBase):
             src = self._source = LMDBSource(p.source, force_color=tp.force_color,
                                             force_gray=tp.force_gray)
             if p.rand_skip and self.phase == 0:
-                src.skip(int(self.rng.integers(0, p.rand_skip)))
+                src.skip(int(self._drng.integers(0, p.rand_skip)))
         return src
 
     def derived_shape(self):
@@ -237,30 +237,74 @@ class DataLayer(DataLayerBase):
             h = w = crop
         return (n, c, h, w)
 
-    def forward(self, bottom, top):
+    def layer_setup(self, bottom, top):
+        # the data path draws from its own generator (seeded from the net's), used only by
+        # the prefetch worker, so batches do not depend on timing
+        self._drng = np.random.default_rng(int(self.rng.integers(2 ** 63)))
+        self._prefetch = None
+        self._state = None
+
+    def prefetch_depth(self) -> int:
+        return int(getattr(self.type_param, "prefetch", 4) or 1)
+
+    def _start(self, top):
+        from ..data.prefetch import Prefetcher, rng_state
         from ..data.transform import DataTransformer
         src = self._open()
-        if getattr(self, "_transformer", None) is None:
-            self._transformer = DataTransformer(self.param.transform_param, self.phase, self.rng)
-        n = top[0].shape[0]
-        out = top[0].data
-        labels = np.empty(n, dtype=top[0].dtype)
-        for i, (arr, label) in enumerate(src.read(n)):
-            want = self._transformer.output_shape(arr.shape)
-            if tuple(out.shape[1:]) != tuple(want):
-                raise self.shape_error(f"top '{top[0].name}' has shape {list(out.shape)} but "
-                                       f"the records give items of shape {list(want)}: fix "
-                                       f"--input-shape")
-            self._transformer.transform(arr, out[i])
-            labels[i] = label
+        transformer = DataTransformer(self.param.transform_param, self.phase, self._drng)
+        shape, dtype = tuple(top[0].shape), top[0].dtype
+        name = top[0].name
+
+        def make_batch():
+            out = np.empty(shape, dtype=dtype)
+            labels = np.empty(shape[0], dtype=dtype)
+            for i, (arr, label) in enumerate(src.read(shape[0])):
+                want = transformer.output_shape(arr.shape)
+                if tuple(shape[1:]) != tuple(want):
+                    raise self.shape_error(
+                        f"top '{name}' has shape {list(shape)} but the records give items of "
+                        f"shape {list(want)}: fix --input-shape")
+                transformer.transform(arr, out[i])
+                labels[i] = label
+            return out, labels
+
+        def state():
+            return src.position, rng_state(self._drng)
+
+        if self._state is None:
+            self._state = state()
+        self._prefetch = Prefetcher(make_batch, state, self.prefetch_depth())
+
+    def forward(self, bottom, top):
+        if self._prefetch is None:
+            self._start(top)
+        (out, labels), self._state = self._prefetch.get()
+        top[0].data = out
         if len(top) > 1:
             top[1].data = labels.reshape(top[1].shape)
 
+    def data_state(self) -> tuple[int, bytes]:
+        """Reader position and generator state after the last batch consumed."""
+        from ..data.prefetch import rng_state
+        if self._state is None:
+            return self._open().position, rng_state(self._drng)
+        return self._state
+
+    def set_data_state(self, position: int, rng: bytes | None = None) -> None:
+        from ..data.prefetch import set_rng_state
+        if self._prefetch is not None:
+            self._prefetch.close()
+            self._prefetch = None
+        self._open().position = int(position)
+        if rng:
+            set_rng_state(self._drng, rng)
+        self._state = None
+
     def data_position(self) -> int:
-        return self._open().position
+        return self.data_state()[0]
 
     def set_data_position(self, pos: int) -> None:
-        self._open().position = int(pos) % len(self._open())
+        self.set_data_state(pos)
 
 
 @register_layer("ImageData", "image_data_param")
@@ -272,6 +316,7 @@ class ImageDataLayer(DataLayerBase):
     param_name = "image_data_param"
 
     def layer_setup(self, bottom, top):
+        DataLayer.layer_setup(self, bottom, top)
         p = self.param.image_data_param
         if (p.new_height > 0) != (p.new_width > 0):
             raise self.config_error("set new_height and new_width together (or neither)",
@@ -282,18 +327,18 @@ class ImageDataLayer(DataLayerBase):
         if src is None:
             from ..data.image_list import ImageListSource
             p = self.param.image_data_param
-            src = self._source = ImageListSource.from_param(p, rng=self.rng)
+            src = self._source = ImageListSource.from_param(p, rng=self._drng)
             if p.rand_skip:
-                src.skip(int(self.rng.integers(0, p.rand_skip)))
+                src.skip(int(self._drng.integers(0, p.rand_skip)))
         return src
 
+    prefetch_depth = DataLayer.prefetch_depth
+    _start = DataLayer._start
     forward = DataLayer.forward
-
-    def data_position(self) -> int:
-        return self._open().position
-
-    def set_data_position(self, pos: int) -> None:
-        self._open().position = int(pos)   # the source keeps pass and index together
+    data_state = DataLayer.data_state
+    set_data_state = DataLayer.set_data_state
+    data_position = DataLayer.data_position
+    set_data_position = DataLayer.set_data_position
 
     def derived_shape(self):
         p = self.param.image_data_param

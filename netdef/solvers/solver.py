@@ -295,9 +295,10 @@ class Solver:
         for k, net in enumerate([self.net] + self.test_nets):
             tag = "train" if k == 0 else f"test{k - 1}"
             for name, layer in zip(net.layer_names, net.layers):
-                pos = getattr(layer, "data_position", None)
-                if pos is not None:
-                    ext.data_cursor.add(layer=f"{tag}/{name}", position=int(pos()))
+                st = getattr(layer, "data_state", None)
+                if st is not None:
+                    pos, rng = st()
+                    ext.data_cursor.add(layer=f"{tag}/{name}", position=int(pos), rng_state=rng)
         sfile = base + ".solverstate"
         log.info(f"Snapshotting solver state to binary proto file {sfile}")
         write_atomic(sfile, state.SerializeToString())
@@ -329,13 +330,14 @@ class Solver:
         ext = state.netdef_resume
         if ext.HasField("rng_state"):
             _set_rng_state(self.rng, ext.rng_state)
-        cursors = {c.layer: c.position for c in ext.data_cursor}
+        cursors = {c.layer: c for c in ext.data_cursor}
         for k, net in enumerate([self.net] + self.test_nets):
             tag = "train" if k == 0 else f"test{k - 1}"
             for name, layer in zip(net.layer_names, net.layers):
-                setter = getattr(layer, "set_data_position", None)
-                if setter is not None and f"{tag}/{name}" in cursors:
-                    setter(cursors[f"{tag}/{name}"])
+                setter = getattr(layer, "set_data_state", None)
+                c = cursors.get(f"{tag}/{name}")
+                if setter is not None and c is not None:
+                    setter(c.position, c.rng_state or None)
         log.info(f"Restored solver state from {path} (iteration {self.iter})")
 
     # -- the whole run -----------------------------------------------------------------------
