@@ -1,0 +1,244 @@
+"""Commands that run nets: train, test, time."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .app import PHASE, cli, parse_input_shapes, user_errors
+
+
+EFFECT = click.Choice(["snapshot", "stop", "none"])
+
+
+def _stages(values) -> list[str]:
+    out = []
+    for v in values:
+        out += [x for x in v.split(",") if x]
+    return out
+
+
+def _check_gpu(gpu) -> None:
+    if gpu not in (None, "", "-1"):
+        from netdef.errors import ConfigError
+        raise ConfigError(f"--gpu {gpu}: the CUDA backend is not available in this build yet; "
+                          f"train on the CPU (leave out --gpu)")
+
+
+@cli.command()
+@click.option("--solver", "solver_file", required=True, type=click.Path(dir_okay=False),
+              help="solver definition (prototxt or YAML)")
+@click.option("--weights", default="", help="initialise from these .caffemodel files (a,b)")
+@click.option("--snapshot", "resume", default="", help="resume from this .solverstate")
+@click.option("--gpu", default=None, help="GPU id (not available yet)")
+@click.option("--level", type=int, default=None, help="train_state level")
+@click.option("--stage", "stages", multiple=True, help="train_state stages (comma list)")
+@click.option("--input-shape", "input_shapes", multiple=True, callback=parse_input_shapes,
+              metavar="BLOB=N,C,H,W", help="shape of a data top (repeatable)")
+@click.option("--sigint_effect", "--sigint-effect", "sigint", type=EFFECT, default="stop",
+              show_default=True, help="what Ctrl-C does")
+@click.option("--sighup_effect", "--sighup-effect", "sighup", type=EFFECT, default="snapshot",
+              show_default=True, help="what SIGHUP does")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
+              help="override a solver field, e.g. --set max_iter=100 (repeatable)")
+@user_errors
+def train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint, sighup,
+          dtype, overrides):
+    """Train a net with a solver (Caffe's `caffe train`)."""
+    import signal
+
+    from netdef.config import load_solver
+    from netdef.errors import ConfigError
+    from netdef.io.weights import load_weights
+    from netdef.solvers.solver import Solver
+    from netdef_cli.logfmt import setup_logging
+
+    setup_logging()
+    if weights and resume:
+        raise ConfigError("give either --weights (fine-tune) or --snapshot (resume), not both")
+    _check_gpu(gpu)
+    d = load_solver(solver_file)
+    apply_overrides(d.message, overrides)
+    if d.message.solver_mode == d.message.GPU and d.message.HasField("solver_mode"):
+        _check_gpu(str(d.message.device_id))
+    solver = Solver(d, dtype=dtype, input_shapes=input_shapes, level=level,
+                    stages=_stages(stages))
+    if weights:
+        load_weights(solver.net, weights)
+
+    def handler(effect):
+        def h(signum, frame):
+            if effect == "snapshot":
+                solver.requested_snapshot = True
+            elif effect == "stop":
+                solver.requested_stop = True
+        return h
+
+    if sigint != "none":
+        signal.signal(signal.SIGINT, handler(sigint))
+    else:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, handler(sighup) if sighup != "none" else signal.SIG_IGN)
+    solver.solve(resume or None)
+
+
+def apply_overrides(message, overrides) -> None:
+    """``--set field=value``: typed and checked like the file's own fields."""
+    from netdef.config.build import build_message
+    from netdef.config.yamlfmt import parse_yaml
+    from netdef.errors import ConfigError
+
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
+        tmp = type(message)()
+        build_message(parse_yaml(f"{key}: {value}", f"--set {key}"), tmp, f"--set {key}",
+                      prototxt=False)
+        for fd, _ in tmp.ListFields():
+            message.ClearField(fd.name)
+        message.MergeFrom(tmp)
+
+
+def _model_net(model, weights, phase, level, stages, input_shapes, dtype):
+    from netdef.config import load_net
+    from netdef.io.weights import load_weights
+    from netdef.net import Net
+
+    net = Net(load_net(model), phase, level=level, stages=_stages(stages), dtype=dtype,
+              input_shapes=input_shapes)
+    if weights:
+        load_weights(net, weights)
+    return net
+
+
+@cli.command()
+@click.option("--model", required=True, type=click.Path(dir_okay=False))
+@click.option("--weights", default="", help=".caffemodel file(s) (a,b)")
+@click.option("--iterations", type=int, default=50, show_default=True)
+@click.option("--gpu", default=None)
+@click.option("--level", type=int, default=None)
+@click.option("--stage", "stages", multiple=True)
+@click.option("--input-shape", "input_shapes", multiple=True, callback=parse_input_shapes,
+              metavar="BLOB=N,C,H,W")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON object of the means")
+@user_errors
+def test(model, weights, iterations, gpu, level, stages, input_shapes, as_json):
+    """Score a model: forward passes in the TEST phase, per-batch and mean outputs."""
+    import logging
+
+    import numpy as np
+
+    from netdef.layers import TEST as TEST_PHASE
+    from netdef_cli.logfmt import setup_logging
+
+    setup_logging()
+    log = logging.getLogger("netdef.test")
+    _check_gpu(gpu)
+    if not weights:
+        log.warning("no --weights given: testing an untrained net")
+    net = _model_net(model, weights, TEST_PHASE, level, stages, input_shapes, "float32")
+    sums: dict = {}
+    total_loss = 0.0
+    for it in range(iterations):
+        total_loss += net.forward()
+        for name in net.output_names:
+            v = np.asarray(net.blobs[name].data, dtype=np.float64).reshape(-1)
+            sums[name] = sums.get(name, 0) + v
+            for x in v:
+                log.info(f"Batch {it}, {name} = {x:.6g}")
+    log.info(f"Loss: {total_loss / max(iterations, 1):.6g}")
+    weights_of = {}
+    for i, names in enumerate(net.top_names):
+        for j, name in enumerate(names):
+            weights_of[name] = net.loss_weights[i][j]
+    means = {}
+    for name, v in sums.items():
+        m = v / max(iterations, 1)
+        means[name] = float(m[0]) if m.size == 1 else m.tolist()
+        for x in m:
+            w = weights_of.get(name, 0)
+            extra = f" (* {w:g} = {w * x:.6g} loss)" if w else ""
+            log.info(f"{name} = {x:.6g}{extra}")
+    if as_json:
+        click.echo(json.dumps(means))
+
+
+@cli.command("time")
+@click.option("--model", required=True, type=click.Path(dir_okay=False))
+@click.option("--phase", type=PHASE, default="TRAIN", show_default=True)
+@click.option("--iterations", type=int, default=50, show_default=True)
+@click.option("--gpu", default=None)
+@click.option("--level", type=int, default=None)
+@click.option("--stage", "stages", multiple=True)
+@click.option("--input-shape", "input_shapes", multiple=True, callback=parse_input_shapes,
+              metavar="BLOB=N,C,H,W")
+@click.option("--weights", default="")
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON object of the times")
+@user_errors
+def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights, as_json):
+    """Benchmark per-layer forward and backward times (data layers are fed random data)."""
+    import logging
+    import time as _time
+
+    import numpy as np
+
+    from netdef.net import PHASES
+    from netdef_cli.logfmt import setup_logging
+
+    setup_logging()
+    log = logging.getLogger("netdef.time")
+    _check_gpu(gpu)
+    net = _model_net(model, weights, PHASES[phase.upper()], level, stages, input_shapes,
+                     "float32")
+    rng = np.random.default_rng(0)
+    data_layers = set()
+    for i, layer in enumerate(net.layers):
+        if getattr(layer, "is_data", False):
+            data_layers.add(i)
+            for k, t in enumerate(net.tops[i]):
+                t.data = rng.standard_normal(t.shape) if k == 0 else np.zeros(t.shape)
+    n = len(net.layers)
+    fwd, bwd = np.zeros(n), np.zeros(n)
+
+    def run(record):
+        for i in range(n):
+            if i in data_layers:
+                continue
+            t = _time.perf_counter()
+            net.layers[i].forward(net.bottoms[i], net.tops[i])
+            if record:
+                fwd[i] += _time.perf_counter() - t
+        net.seed_loss_diffs()
+        for i in range(n - 1, -1, -1):
+            if net.layer_need_backward[i] and i not in data_layers:
+                t = _time.perf_counter()
+                net.layers[i].backward(net.tops[i], net.bottom_need_backward[i], net.bottoms[i])
+                if record:
+                    bwd[i] += _time.perf_counter() - t
+
+    log.info("Performing Forward")
+    run(False)   # warm-up (compiles kernels)
+    t0 = _time.perf_counter()
+    for _ in range(iterations):
+        run(True)
+    total = _time.perf_counter() - t0
+    for i in range(n):
+        log.info(f"{net.layer_names[i]:>20}\tforward: {1e3 * fwd[i] / iterations:.4f} ms.")
+        log.info(f"{net.layer_names[i]:>20}\tbackward: {1e3 * bwd[i] / iterations:.4f} ms.")
+    log.info(f"Average Forward pass: {1e3 * fwd.sum() / iterations:.4f} ms.")
+    log.info(f"Average Backward pass: {1e3 * bwd.sum() / iterations:.4f} ms.")
+    log.info(f"Average Forward-Backward: {1e3 * (fwd.sum() + bwd.sum()) / iterations:.4f} ms.")
+    log.info(f"Total Time: {1e3 * total:.4f} ms.")
+    if as_json:
+        it = max(iterations, 1)
+        click.echo(json.dumps({
+            "forward_ms": 1e3 * fwd.sum() / it, "backward_ms": 1e3 * bwd.sum() / it,
+            "forward_backward_ms": 1e3 * (fwd.sum() + bwd.sum()) / it,
+            "iterations": iterations,
+            "layers": [{"name": net.layer_names[i], "type": net.layers[i].type,
+                        "forward_ms": 1e3 * fwd[i] / it, "backward_ms": 1e3 * bwd[i] / it}
+                       for i in range(n)]}))
