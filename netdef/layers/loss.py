@@ -125,8 +125,42 @@ def _scores3(blob, outer, c, inner) -> np.ndarray:
     return np.ascontiguousarray(blob.data).reshape(outer, c, inner)
 
 
+class _SoftmaxNLL(LossLayer):
+    """Softmax over the class axis, then -log max(p[label], floor) — weighted by a row of an
+    infogain matrix H when ``infogain(bottom)`` returns one — normalised by loss_param."""
+    log_floor = FLT_MIN
+
+    def infogain(self, bottom):
+        return None
+
+    def forward(self, bottom, top):
+        x = _scores3(bottom[0], self.outer, self.c, self.inner)
+        self.prob = np.empty_like(x)
+        K.softmax(x, self.prob)
+        self.labels = self.class_labels(bottom[1], self.c, self.has_ignore, self.ignore) \
+            .reshape(self.outer, self.inner)
+        h = self.infogain(bottom)
+        self.h = _NO_H if h is None else h
+        loss, valid = K.nll_forward(self.prob, self.labels, h is not None, self.h,
+                                    self.has_ignore, self.ignore, self.log_floor)
+        self.norm = self.normalizer(self.mode, self.outer, self.inner, int(valid))
+        top[0].data = np.array(loss / self.norm)
+        if len(top) == 2:
+            top[1].data = self.prob.reshape(bottom[0].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        self.check_no_label_gradient(propagate_down, bottom)
+        if not propagate_down[0]:
+            return
+        g = bottom[0].diff.reshape(self.prob.shape)   # a view: diffs are C-contiguous
+        use_h = self.h is not _NO_H
+        K.nll_backward(self.prob, self.labels, use_h, self.h,
+                       self.h.sum(axis=1) if use_h else _NO_HSUM, self.has_ignore,
+                       self.ignore, self.weight(top) / self.norm, g)
+
+
 @register_layer("SoftmaxWithLoss", "softmax_param")
-class SoftmaxWithLossLayer(LossLayer):
+class SoftmaxWithLossLayer(_SoftmaxNLL):
     """-sum log max(softmax(x)[label], FLT_MIN) / normalizer over the softmax_param.axis classes;
     loss_param: ignore_label, normalization (VALID by default).  Optional 2nd top: the
     probabilities."""
@@ -156,27 +190,6 @@ class SoftmaxWithLossLayer(LossLayer):
     def flops(self, bottom, top):
         # softmax (max, subtract, exp, sum, scale) + one log per position
         return 5 * bottom[0].count + self.outer * self.inner
-
-    def forward(self, bottom, top):
-        x = _scores3(bottom[0], self.outer, self.c, self.inner)
-        self.prob = np.empty_like(x)
-        K.softmax(x, self.prob)
-        self.labels = self.class_labels(bottom[1], self.c, self.has_ignore, self.ignore) \
-            .reshape(self.outer, self.inner)
-        loss, valid = K.nll_forward(self.prob, self.labels, False, _NO_H, self.has_ignore,
-                                    self.ignore, FLT_MIN)
-        self.norm = self.normalizer(self.mode, self.outer, self.inner, int(valid))
-        top[0].data = np.array(loss / self.norm)
-        if len(top) == 2:
-            top[1].data = self.prob.reshape(bottom[0].shape)
-
-    def backward(self, top, propagate_down, bottom):
-        self.check_no_label_gradient(propagate_down, bottom)
-        if not propagate_down[0]:
-            return
-        g = bottom[0].diff.reshape(self.prob.shape)   # a view: diffs are C-contiguous
-        K.nll_backward(self.prob, self.labels, False, _NO_H, _NO_HSUM, self.has_ignore,
-                       self.ignore, self.weight(top) / self.norm, g)
 
 
 @register_layer("EuclideanLoss", None)
@@ -392,7 +405,7 @@ class MultinomialLogisticLossLayer(LossLayer):
 
 
 @register_layer("InfogainLoss", "infogain_loss_param")
-class InfogainLossLayer(LossLayer):
+class InfogainLossLayer(_SoftmaxNLL):
     """Softmax over infogain_loss_param.axis, then
     -sum_positions sum_k H[label, k] log max(p_k, 1e-20) / normalizer (loss_param's
     ignore_label and normalization, as SoftmaxWithLoss).  H (C x C) comes from a 3rd bottom
@@ -403,6 +416,7 @@ class InfogainLossLayer(LossLayer):
     max_bottom = 3
     max_top = 2
     label_bottoms = (1, 2)
+    log_floor = LOG_THRESHOLD
 
     def layer_setup(self, bottom, top):
         self.has_ignore, self.ignore = self.ignore_label()
@@ -455,7 +469,7 @@ class InfogainLossLayer(LossLayer):
     def flops(self, bottom, top):
         return 5 * bottom[0].count + 3 * bottom[0].count
 
-    def _h(self, bottom) -> np.ndarray:
+    def infogain(self, bottom) -> np.ndarray:
         if len(bottom) == 3:
             h = bottom[2].data
         elif self.H is None:
@@ -464,28 +478,6 @@ class InfogainLossLayer(LossLayer):
         else:
             h = self.H
         return np.ascontiguousarray(h, dtype=np.float64).reshape(self.c, self.c)
-
-    def forward(self, bottom, top):
-        x = _scores3(bottom[0], self.outer, self.c, self.inner)
-        self.prob = np.empty_like(x)
-        K.softmax(x, self.prob)
-        self.labels = self.class_labels(bottom[1], self.c, self.has_ignore, self.ignore) \
-            .reshape(self.outer, self.inner)
-        self.h = self._h(bottom)
-        loss, valid = K.nll_forward(self.prob, self.labels, True, self.h, self.has_ignore,
-                                    self.ignore, LOG_THRESHOLD)
-        self.norm = self.normalizer(self.mode, self.outer, self.inner, int(valid))
-        top[0].data = np.array(loss / self.norm)
-        if len(top) == 2:
-            top[1].data = self.prob.reshape(bottom[0].shape)
-
-    def backward(self, top, propagate_down, bottom):
-        self.check_no_label_gradient(propagate_down, bottom)
-        if not propagate_down[0]:
-            return
-        g = bottom[0].diff.reshape(self.prob.shape)   # a view: diffs are C-contiguous
-        K.nll_backward(self.prob, self.labels, True, self.h, self.h.sum(axis=1),
-                       self.has_ignore, self.ignore, self.weight(top) / self.norm, g)
 
 
 @register_layer("Accuracy", "accuracy_param")
