@@ -333,8 +333,11 @@ def contrastive_ref(a, b, y, margin, legacy):
 @pytest.mark.parametrize("legacy", [False, True])
 @pytest.mark.parametrize("margin", [None, 2.0])
 def test_contrastive_loss(legacy, margin):
-    a = RNG.standard_normal((6, 3)) * 0.5
-    b = RNG.standard_normal((6, 3)) * 0.5
+    # its own generator: the shared RNG's state depends on which tests ran before (xdist), and
+    # some draws put a pair on the hinge's kink, where central differences are meaningless
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((6, 3)) * 0.5
+    b = rng.standard_normal((6, 3)) * 0.5
     y = np.array([1, 0, 0, 1, 0, 0.0])
     p = f"legacy_version: {str(legacy).lower()}" + (f" margin: {margin}" if margin else "")
     layer = make_layer("ContrastiveLoss", f"contrastive_loss_param {{ {p} }}")
