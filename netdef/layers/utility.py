@@ -322,8 +322,24 @@ class EltwiseLayer(Layer):
 
 
 # ---------------------------------------------------------------------------------------------
+def _view(top, bottom) -> None:
+    """Make ``top`` (already reshaped) a view of ``bottom``'s data and diff."""
+    top.share_data(bottom)
+    top.share_diff(bottom)
+
+
+class _ViewLayer(Layer):
+    """Flatten and Reshape: the top is a view, so forward and backward have nothing to do."""
+
+    def forward(self, bottom, top):
+        pass
+
+    def backward(self, top, propagate_down, bottom):
+        pass                            # the diff is shared
+
+
 @register_layer("Flatten", "flatten_param")
-class FlattenLayer(Layer):
+class FlattenLayer(_ViewLayer):
     """Merge axes [axis, end_axis] into one; the top views the bottom's data and diff."""
     exact_num_bottom = 1
     exact_num_top = 1
@@ -338,19 +354,12 @@ class FlattenLayer(Layer):
                                     f"{p.axis} (axis {a}) for bottom {list(s)}",
                                     field="flatten_param.end_axis")
         top[0].reshape(s[:a] + (_prod(s[a:e + 1]),) + s[e + 1:])
-        top[0].share_data(bottom[0])
-        top[0].share_diff(bottom[0])
-
-    def forward(self, bottom, top):
-        pass
-
-    def backward(self, top, propagate_down, bottom):
-        pass                            # the diff is shared
+        _view(top[0], bottom[0])
 
 
 # ---------------------------------------------------------------------------------------------
 @register_layer("Reshape", "reshape_param")
-class ReshapeLayer(Layer):
+class ReshapeLayer(_ViewLayer):
     """New shape for axes [axis, axis + num_axes): 0 copies a bottom dimension, one -1 is
     inferred.  The top views the bottom's data and diff."""
     exact_num_bottom = 1
@@ -404,14 +413,7 @@ class ReshapeLayer(Layer):
             raise self.shape_error(f"shape {shape} has {_prod(shape)} elements but the bottom "
                                    f"{list(s)} has {count}")
         top[0].reshape(shape)
-        top[0].share_data(bottom[0])
-        top[0].share_diff(bottom[0])
-
-    def forward(self, bottom, top):
-        pass
-
-    def backward(self, top, propagate_down, bottom):
-        pass                            # the diff is shared
+        _view(top[0], bottom[0])
 
 
 # ---------------------------------------------------------------------------------------------
