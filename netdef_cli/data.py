@@ -12,30 +12,38 @@ def data():
 
 
 @data.command("get")
-@click.argument("dataset", type=click.Choice(["mnist"]))
-@click.option("--from", "src", type=click.Path(file_okay=False), default=None,
-              help="folder holding the official files (train-images-idx3-ubyte[.gz] ...)")
-@click.option("--out", default="examples/mnist", show_default=True,
-              help="folder for <name>_train_lmdb and <name>_test_lmdb")
+@click.argument("dataset", type=click.Choice(["mnist", "fashion-mnist", "cifar10"]))
+@click.option("--from", "src", type=click.Path(), default=None,
+              help="folder holding the official files (MNIST-style: train-images-idx3-ubyte"
+                   "[.gz] ...; CIFAR-10: cifar-10-binary.tar.gz or cifar-10-batches-bin/)")
+@click.option("--out", default=None,
+              help="folder for <name>_train_lmdb and <name>_test_lmdb  [default: "
+                   "examples/mnist, examples/fashion_mnist, examples/cifar10]")
+@click.option("--no-verify", is_flag=True, help="skip the MD5 check of the official files")
 @user_errors
-def data_get(dataset, src, out):
-    """Write Caffe-layout LMDBs of DATASET (keys %08d) from its official files."""
+def data_get(dataset, src, out, no_verify):
+    """Write Caffe-layout LMDBs of DATASET from its official files.
+
+    The files come from --from DIR, else from a system copy (Debian's
+    /usr/share/datasets/...), else from the canonical mirrors (checked against the published
+    MD5); Fashion-MNIST falls back to the Debian package dataset-fashion-mnist.  CIFAR-10
+    also gets mean.binaryproto (Caffe's create_cifar10.sh)."""
     import os
 
-    from netdef.data.mnist import convert_mnist_folder
-    from netdef.errors import ConfigError
+    from netdef.data.datasets import DATASETS, get_dataset, lmdb_paths
 
-    if src is None:
-        raise ConfigError(f"downloading {dataset} is not available yet: pass --from DIR with "
-                          f"the official files (e.g. --from ../shared/data/mnist)")
-    for split in ("train", "test"):
-        p = os.path.join(out, f"{dataset}_{split}_lmdb")
-        if os.path.exists(p):
-            click.echo(f"{p} exists already; remove it to convert again", err=True)
-            return
-    counts = convert_mnist_folder(src, out)
-    click.echo(f"wrote {out}/mnist_train_lmdb ({counts['train']} images) and "
-               f"{out}/mnist_test_lmdb ({counts['test']} images)", err=True)
+    ds = DATASETS[dataset]
+    out = out or ds.default_out
+    paths = lmdb_paths(ds, out)
+    if all(os.path.exists(p) for p in paths.values()):
+        click.echo(f"{paths['train']} and {paths['test']} exist already; remove them to "
+                   f"convert again", err=True)
+        return
+    counts = get_dataset(dataset, out, src, check=not no_verify,
+                         log=lambda m: click.echo(m, err=True))
+    extra = f" and {out}/mean.binaryproto" if ds.kind == "cifar10" else ""
+    click.echo(f"wrote {paths['train']} ({counts['train']} images), {paths['test']} "
+               f"({counts['test']} images){extra}", err=True)
 
 
 @data.command("compute-mean")

@@ -233,10 +233,12 @@ class LMDBSource:
 
 
 def write_lmdb(path: str, records, *, map_size: int = 16 << 20, commit_every: int = 1000,
-               encode: str | None = None, overwrite: bool = False) -> int:
+               encode: str | None = None, overwrite: bool = False,
+               key_format: str = "%08d") -> int:
     """Write ``records`` — ``(array C×H×W, label)`` pairs (uint8 -> ``data``, other dtypes ->
     ``float_data``; ``encode='png'|'jpg'`` stores compressed images) or ready ``pb.Datum``
-    messages — to a new LMDB at ``path`` with Caffe's ``"%08d"`` index keys.
+    messages — to a new LMDB at ``path`` with Caffe's ``"%08d"`` index keys (``key_format``:
+    another printf format of the index, e.g. ``"%05d"`` as Caffe's convert_cifar_data).
 
     The map starts at ``map_size`` bytes and doubles whenever it is full.  ``path`` must not
     exist or be an empty folder, unless ``overwrite`` (which replaces data.mdb/lock.mdb).
@@ -279,7 +281,7 @@ def write_lmdb(path: str, records, *, map_size: int = 16 << 20, commit_every: in
             else:
                 arr, label = rec
                 value = array_to_datum(arr, label, encode=encode).SerializeToString()
-            pending.append((b"%08d" % n, value))
+            pending.append(((key_format % n).encode(), value))
             n += 1
             if len(pending) >= commit_every:
                 commit()

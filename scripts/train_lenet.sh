@@ -1,0 +1,19 @@
+#!/bin/sh
+# The quickstart: LeNet from the zoo on MNIST, trained with BVLC Caffe's recipe, printing the
+# test accuracy.  MNIST comes from ../shared/data/mnist when that folder exists, else from the
+# canonical mirrors; when neither is reachable (a machine that sees only the package
+# registries), it falls back to Fashion-MNIST from the Debian package dataset-fashion-mnist
+# and trains the same LeNet on it (model_zoo/lenet_fashion).  Run from the repository root
+# with netdef on the PATH.  Extra arguments go to `netdef train` (e.g. --set max_iter=1000).
+set -e
+FROM=""
+[ -d ../shared/data/mnist ] && FROM="--from ../shared/data/mnist"
+if netdef data get mnist $FROM --out examples/mnist; then
+    SOLVER=model_zoo/lenet/lenet_solver.prototxt
+else
+    echo "train_lenet.sh: MNIST is not reachable here; falling back to Fashion-MNIST" \
+         "(Debian package dataset-fashion-mnist) with model_zoo/lenet_fashion" >&2
+    netdef data get fashion-mnist --out examples/fashion_mnist
+    SOLVER=model_zoo/lenet_fashion/lenet_solver.prototxt
+fi
+netdef train --solver "$SOLVER" "$@" 2>&1 | grep -E "Solving|Testing net|Test net output|Optimization Done|error"
