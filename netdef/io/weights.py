@@ -52,7 +52,11 @@ def to_blob_proto(array: np.ndarray, double: bool = False):
 
 
 def load_caffemodel(path: str):
-    """The upgraded NetParameter of a (possibly legacy) .caffemodel."""
+    """The upgraded NetParameter of a (possibly legacy) .caffemodel, or of Caffe's HDF5
+    ``.caffemodel.h5``."""
+    from .hdf5_snapshot import is_hdf5, load_caffemodel_h5
+    if is_hdf5(path):
+        return load_caffemodel_h5(path)
     d = load_net(path, fmt="binary")
     return d.message
 

@@ -16,7 +16,9 @@ from collections import deque
 import numpy as np
 
 from ..config.loader import Definition, load_net
-from ..errors import ConfigError, FileFormatError
+from ..errors import ConfigError, FileFormatError, NetdefError
+from ..io.hdf5_snapshot import (is_hdf5, load_solverstate_h5, save_caffemodel_h5,
+                                save_solverstate_h5)
 from ..io.weights import (blob_proto_array, copy_trained_layers, load_caffemodel,
                           save_caffemodel, to_blob_proto)
 from ..config.writer import write_atomic
@@ -276,15 +278,16 @@ class Solver:
 
     def snapshot(self) -> tuple[str, str]:
         p = self.param
-        if p.snapshot_format != pb.SolverParameter.BINARYPROTO:
-            raise ConfigError("snapshot_format HDF5 is not supported; use BINARYPROTO",
-                              file=self.file)
+        h5 = p.snapshot_format == pb.SolverParameter.HDF5
         base = f"{self.prefix()}_iter_{self.iter}"
-        model = base + ".caffemodel"
+        model = base + (".caffemodel.h5" if h5 else ".caffemodel")
         d = os.path.dirname(os.path.abspath(model))
         os.makedirs(d, exist_ok=True)
-        log.info(f"Snapshotting to binary proto file {model}")
-        save_caffemodel(self.net, model, double=self.dtype == np.float64)
+        log.info(f"Snapshotting to {'HDF5' if h5 else 'binary proto'} file {model}")
+        if h5:
+            save_caffemodel_h5(self.net, model, double=self.dtype == np.float64)
+        else:
+            save_caffemodel(self.net, model, double=self.dtype == np.float64)
         state = pb.SolverState(iter=self.iter, learned_net=model,
                                current_step=self.current_step)
         for h in self.history:
@@ -299,19 +302,28 @@ class Solver:
                 if st is not None:
                     pos, rng = st()
                     ext.data_cursor.add(layer=f"{tag}/{name}", position=int(pos), rng_state=rng)
-        sfile = base + ".solverstate"
-        log.info(f"Snapshotting solver state to binary proto file {sfile}")
-        write_atomic(sfile, state.SerializeToString())
+        sfile = base + (".solverstate.h5" if h5 else ".solverstate")
+        log.info(f"Snapshotting solver state to {'HDF5' if h5 else 'binary proto'} file "
+                 f"{sfile}")
+        if h5:
+            save_solverstate_h5(state, self.history, sfile)
+        else:
+            write_atomic(sfile, state.SerializeToString())
         self.last_snapshot_iter = self.iter
         return model, sfile
 
     def restore(self, path: str) -> None:
         state = pb.SolverState()
         try:
-            with open(path, "rb") as f:
-                state.ParseFromString(f.read())
+            if is_hdf5(path):
+                state = load_solverstate_h5(path)
+            else:
+                with open(path, "rb") as f:
+                    state.ParseFromString(f.read())
         except FileNotFoundError:
             raise ConfigError("snapshot file not found", file=path) from None
+        except NetdefError:
+            raise
         except Exception as e:  # DecodeError
             raise FileFormatError(f"not a valid .solverstate ({e})", file=path) from None
         learned = state.learned_net
