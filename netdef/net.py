@@ -93,6 +93,8 @@ class Net:
         self.in_place: list[list[bool]] = []
         self.params: list[ParamInfo] = []           # learnable (owner) params
         self.layer_param_owner: list[list[int]] = []  # per layer blob: index into self.params
+        #: called with each layer's index once its backward is done (data-parallel sync)
+        self.on_layer_backward = None
         blob_need_backward: dict[str, bool] = {}
         bottom_need_backward: list[list[bool]] = []
         layer_need_backward: list[bool] = []
@@ -325,7 +327,10 @@ class Net:
         loss = 0.0
         for i in range(start, end + 1):
             layer, bottoms, tops = self.layers[i], self.bottoms[i], self.tops[i]
-            layer.forward(bottoms, tops)
+            try:
+                layer.forward(bottoms, tops)
+            except NetdefError as e:      # e.g. a data source that cannot be read
+                raise self._layer_error(e, self.layer_refs[i], layer.param) from None
             for j, w in enumerate(self.loss_weights[i]):
                 if w:
                     loss += w * float(np.sum(tops[j].data, dtype=np.float64))
@@ -334,10 +339,13 @@ class Net:
     def backward(self, start: int | None = None, end: int = 0) -> None:
         start = len(self.layers) - 1 if start is None else start
         self.seed_loss_diffs()
+        hook = self.on_layer_backward
         for i in range(start, end - 1, -1):
             if self.layer_need_backward[i]:
                 self.layers[i].backward(self.tops[i], self.bottom_need_backward[i],
                                         self.bottoms[i])
+            if hook is not None:
+                hook(i)
 
     def seed_loss_diffs(self) -> None:
         """Top diffs of loss outputs = their loss weights (the objective's gradient)."""
@@ -355,6 +363,18 @@ class Net:
     def clear_param_diffs(self) -> None:
         for p in self.params:
             p.blob.zero_diff()
+
+    def set_input_arrays(self, data, labels, layer: str | None = None) -> None:
+        """pycaffe's ``Net.set_input_arrays``: hand ``data`` (K, C, H, W) and ``labels`` (K,)
+        to the MemoryData layer named ``layer`` (default: the first one)."""
+        if layer is None:
+            target = next((lay for lay in self.layers if lay.type == "MemoryData"), None)
+        else:
+            target = self.layers[self.layer_index[layer]] if layer in self.layer_index else None
+        if target is None or not hasattr(target, "set_input_arrays"):
+            what = f"no MemoryData layer named '{layer}'" if layer else "no MemoryData layer"
+            raise ConfigError(f"set_input_arrays: the net has {what}", file=self.loc.file)
+        target.set_input_arrays(data, labels)
 
     # -- queries ------------------------------------------------------------------------------
     def layer_by_name(self, name: str):

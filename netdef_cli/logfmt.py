@@ -6,10 +6,12 @@ import logging
 import os
 import sys
 import time
+from typing import ClassVar
 
 
 class GlogFormatter(logging.Formatter):
-    LEVELS = {"DEBUG": "I", "INFO": "I", "WARNING": "W", "ERROR": "E", "CRITICAL": "F"}
+    LEVELS: ClassVar[dict] = {"DEBUG": "I", "INFO": "I", "WARNING": "W", "ERROR": "E",
+                              "CRITICAL": "F"}
 
     def format(self, record):
         t = time.localtime(record.created)
@@ -20,11 +22,43 @@ class GlogFormatter(logging.Formatter):
         return head + record.getMessage()
 
 
+class GlogHandler(logging.StreamHandler):
+    """A stream handler that lets a live status line (``status``: an object with ``clear()``
+    and ``redraw()``, e.g. :class:`netdef_cli.progress.ProgressBar`) get out of the way of
+    each record, so the log holds the same lines with or without it."""
+
+    status = None
+
+    def __init__(self, stream=None):
+        logging.Handler.__init__(self)
+        self._stream = stream
+
+    @property
+    def stream(self):
+        """The given stream, else whatever ``sys.stderr`` is now (so a second command run in
+        the same process, as in tests, logs to its own stderr)."""
+        return self._stream if self._stream is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        self._stream = value
+
+    def emit(self, record):
+        status = self.status
+        if status is None:
+            return super().emit(record)
+        status.clear()
+        try:
+            super().emit(record)
+        finally:
+            status.redraw()
+
+
 def setup_logging(level=logging.INFO) -> None:
     root = logging.getLogger("netdef")
     if any(getattr(h, "_netdef", False) for h in root.handlers):
         return
-    h = logging.StreamHandler(sys.stderr)
+    h = GlogHandler()
     h.setFormatter(GlogFormatter())
     h._netdef = True
     root.addHandler(h)

@@ -2,11 +2,11 @@
 
 User errors (:class:`netdef.errors.NetdefError`) print one line and exit with status 2;
 anything else is a bug and keeps its traceback.  Commands live in ``defs`` (summary, convert,
-upgrade, layers), ``run`` (train, test, time) and ``data``.
+upgrade, layers), ``run`` (train, test, time), ``plot`` and ``data``.
 """
 from __future__ import annotations
 
-from . import data, defs, run  # noqa: F401  (register the commands)
+from . import data, defs, plot, run  # noqa: F401  (register the commands)
 from .app import EXIT_USER_ERROR, cli, parse_input_shapes, user_errors  # noqa: F401
 
 

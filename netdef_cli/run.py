@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 
 import click
 
 from .app import PHASE, cli, parse_input_shapes, user_errors
-
+from .progress import for_command
 
 EFFECT = click.Choice(["snapshot", "stop", "none"])
+
+progress_option = click.option(
+    "--progress/--no-progress", "progress", default=None,
+    help="one updating progress line on stderr (default: only when stderr is a terminal)")
 
 
 def _stages(values) -> list[str]:
@@ -43,9 +48,10 @@ def _check_gpu(gpu) -> None:
               show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
               help="override a solver field, e.g. --set max_iter=100 (repeatable)")
+@progress_option
 @user_errors
 def train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint, sighup,
-          dtype, overrides):
+          dtype, overrides, progress):
     """Train a net with a solver (Caffe's `caffe train`)."""
     import signal
 
@@ -82,7 +88,20 @@ def train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, handler(sighup) if sighup != "none" else signal.SIG_IGN)
-    solver.solve(resume or None)
+    bar = for_command(progress, d.message.max_iter)
+    if bar is None:
+        solver.solve(resume or None)
+        return
+    chained = solver.on_iteration
+
+    def on_iteration(s):
+        bar.update(s.iter, sum(s.losses) / len(s.losses) if s.losses else None)
+        if chained is not None:
+            chained(s)
+
+    solver.on_iteration = on_iteration
+    with bar:
+        solver.solve(resume or None)
 
 
 def apply_overrides(message, overrides) -> None:
@@ -125,8 +144,9 @@ def _model_net(model, weights, phase, level, stages, input_shapes, dtype):
 @click.option("--input-shape", "input_shapes", multiple=True, callback=parse_input_shapes,
               metavar="BLOB=N,C,H,W")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON object of the means")
+@progress_option
 @user_errors
-def test(model, weights, iterations, gpu, level, stages, input_shapes, as_json):
+def test(model, weights, iterations, gpu, level, stages, input_shapes, as_json, progress):
     """Score a model: forward passes in the TEST phase, per-batch and mean outputs."""
     import logging
 
@@ -143,13 +163,16 @@ def test(model, weights, iterations, gpu, level, stages, input_shapes, as_json):
     net = _model_net(model, weights, TEST_PHASE, level, stages, input_shapes, "float32")
     sums: dict = {}
     total_loss = 0.0
-    for it in range(iterations):
-        total_loss += net.forward()
-        for name in net.output_names:
-            v = np.asarray(net.blobs[name].data, dtype=np.float64).reshape(-1)
-            sums[name] = sums.get(name, 0) + v
-            for x in v:
-                log.info(f"Batch {it}, {name} = {x:.6g}")
+    with for_command(progress, iterations, label="batch") or nullcontext() as bar:
+        for it in range(iterations):
+            total_loss += net.forward()
+            for name in net.output_names:
+                v = np.asarray(net.blobs[name].data, dtype=np.float64).reshape(-1)
+                sums[name] = sums.get(name, 0) + v
+                for x in v:
+                    log.info(f"Batch {it}, {name} = {x:.6g}")
+            if bar is not None:
+                bar.update(it + 1, total_loss / (it + 1))
     log.info(f"Loss: {total_loss / max(iterations, 1):.6g}")
     weights_of = {}
     for i, names in enumerate(net.top_names):

@@ -3,9 +3,12 @@ ImageData, HDF5Data, WindowData, MemoryData).
 
 The source-reading types know their top shapes from ``--input-shape`` (``self.input_shapes``,
 top name -> shape) or from their parameters where those determine them (MemoryData's
-dimensions, ImageData's resize or crop, WindowData's crop); Data also peeks at a readable LMDB.
-Only Data reads its source so far (LMDB of Datum records); the others' forward is a
-NotImplementedError until the data pipeline grows them.
+dimensions, ImageData's resize or crop, WindowData's crop); Data, ImageData and HDF5Data also
+peek at a readable source.  Reading: Data (LMDB of Datum records), ImageData (image list) and
+WindowData (R-CNN windows file) prepare batches in a prefetch worker; HDF5Data (list of .h5
+files, needs h5py) and MemoryData (arrays from the program, ``set_input_arrays``) read in
+forward.  Each keeps its randomness in its own generator (``self._drng``, seeded from the
+net's) and reports ``data_state()`` (cursor, generator state) for the solver's snapshots.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import os
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..fillers import FILLER_TYPES, fill_blob
 from .base import Layer
 from .registry import register_layer
@@ -359,42 +363,200 @@ class ImageDataLayer(DataLayerBase):
         return None
 
 
+def _peek_seed(rng: np.random.Generator) -> int:
+    """A seed drawn from a copy of ``rng`` (``rng`` itself does not move), so that what it
+    seeds is a function of the generator state that snapshots save."""
+    g = np.random.Generator(type(rng.bit_generator)())
+    g.bit_generator.state = rng.bit_generator.state
+    return int(g.integers(2 ** 63))
+
+
 @register_layer("HDF5Data", "hdf5_data_param")
 class HDF5DataLayer(DataLayerBase):
-    """A list of HDF5 files with one dataset per top, named like the top.  Until sources are
-    read every shape comes from --input-shape, except that a second top not given there is
-    taken to be a label of shape (N,)."""
+    """A text file listing HDF5 files with one dataset per top, named like the top (see
+    :mod:`netdef.data.hdf5_source`; needs h5py).  Each top is ``batch_size`` rows of its
+    dataset, cast to the net's dtype; shuffle permutes the files and the rows of each file
+    every pass.  transform_param is ignored, as in Caffe.
+
+    Shapes come from the first file's datasets (metadata only) when the list is readable;
+    otherwise from --input-shape, with a second top not given there taken to be a label of
+    shape (N,)."""
     max_top = -1
     param_name = "hdf5_data_param"
+
+    def layer_setup(self, bottom, top):
+        # the shuffle order is seeded from this generator, which nothing else draws from
+        self._drng = np.random.default_rng(int(self.rng.integers(2 ** 63)))
+        self._source = None
+        self._names = _top_names(self, top)
+
+    def _readable(self) -> bool:
+        src = self.param.hdf5_data_param.source
+        return bool(src) and os.path.isfile(src)
+
+    def _open(self):
+        if getattr(self, "_source", None) is None:
+            from ..data.hdf5_source import HDF5Source
+            p = self.param.hdf5_data_param
+            if not p.source:
+                raise self.config_error("no source given: hdf5_data_param { source: "
+                                        "\"files.txt\" } names a text file listing .h5 files",
+                                        field="hdf5_data_param.source")
+            self._source = HDF5Source(p.source, self._names, shuffle=p.shuffle,
+                                      shuffle_seed=_peek_seed(self._drng), dtype=self.dtype)
+        return self._source
+
+    def top_shapes(self, top):
+        names = _top_names(self, top)
+        given = {k: tuple(int(d) for d in v) for k, v in self.input_shapes.items()}
+        if all(n in given for n in names) or not self._readable():
+            return super().top_shapes(top)
+        src = self._open()
+        n = given[names[0]][0] if names[0] in given else \
+            self.check_batch_size(self.param.hdf5_data_param.batch_size)
+        return [given.get(name, (n,) + src.shapes[name]) for name in names]
+
+    def forward(self, bottom, top):
+        src = self._open()
+        n = top[0].shape[0]
+        for name, t in zip(self._names, top):
+            want = (n,) + src.shapes[name]
+            if tuple(t.shape) != want:
+                raise self.shape_error(
+                    f"top '{name}' has shape {list(t.shape)} but dataset '{name}' gives "
+                    f"batches of shape {list(want)}: fix --input-shape")
+        batch = src.read(n)
+        for name, t in zip(self._names, top):
+            t.data = batch[name]
+
+    def data_state(self) -> tuple[int, bytes]:
+        """Row cursor and generator state (the generator seeds the shuffle order)."""
+        from ..data.prefetch import rng_state
+        pos = self._source.position if getattr(self, "_source", None) is not None else 0
+        return pos, rng_state(self._drng)
+
+    def set_data_state(self, position: int, rng: bytes | None = None) -> None:
+        from ..data.prefetch import set_rng_state
+        if rng:
+            set_rng_state(self._drng, rng)
+        src = self._open()
+        src.shuffle_seed = _peek_seed(self._drng)
+        src.position = int(position)
+
+    def data_position(self) -> int:
+        return self.data_state()[0]
+
+    def set_data_position(self, pos: int) -> None:
+        self.set_data_state(pos)
+
+
+def _window_transform(param) -> dict:
+    """WindowData's transformation: transform_param, or the legacy window_data_param fields
+    (scale, mean_file, crop_size, mirror) where transform_param leaves them unset."""
+    tp, wp = param.transform_param, param.window_data_param
+    return {"crop_size": int(tp.crop_size) or int(wp.crop_size),
+            "mirror": bool(tp.mirror or wp.mirror),
+            "scale": float(tp.scale if tp.HasField("scale") or not wp.HasField("scale")
+                           else wp.scale),
+            "mean_file": tp.mean_file or wp.mean_file,
+            "mean_values": [float(v) for v in tp.mean_value]}
 
 
 @register_layer("WindowData", "window_data_param")
 class WindowDataLayer(DataLayerBase):
-    """R-CNN style windows file; items are (3, crop, crop) windows, crop from
-    transform_param.crop_size (Caffe requires it)."""
+    """R-CNN style windows file (see :mod:`netdef.data.window_source`): batches of
+    (3, crop, crop) windows warped out of their images, ``int(batch_size * fg_fraction)``
+    foreground windows after the background ones; labels are the foreground classes and 0.
+    crop from transform_param.crop_size (Caffe requires it)."""
     exact_num_top = 2
     min_top = max_top = -1
     param_name = "window_data_param"
 
+    def layer_setup(self, bottom, top):
+        DataLayer.layer_setup(self, bottom, top)
+
     def derived_shape(self):
         p = self.param.window_data_param
-        crop = _crop(self.param) or int(p.crop_size)
+        crop = _window_transform(self.param)["crop_size"]
         if crop <= 0:
             raise self.config_error("WindowData needs transform_param { crop_size: ... } (the "
                                     "size windows are warped to)",
                                     field="transform_param.crop_size")
         return (self.check_batch_size(p.batch_size), 3, crop, crop)
 
+    def _open(self):
+        src = getattr(self, "_source", None)
+        if src is None:
+            from ..data.binaryproto import read_mean
+            from ..data.window_source import WindowSource
+            p = self.param.window_data_param
+            if not p.source:
+                raise self.config_error("no windows file given: window_data_param { source: "
+                                        "\"windows.txt\" }", field="window_data_param.source")
+            t = _window_transform(self.param)
+            if t["crop_size"] <= 0:
+                raise self.config_error("WindowData needs transform_param { crop_size: ... }",
+                                        field="transform_param.crop_size")
+            mean = read_mean(t["mean_file"]) if t["mean_file"] else None
+            src = self._source = WindowSource(
+                p.source, crop_size=t["crop_size"], root_folder=p.root_folder,
+                fg_threshold=p.fg_threshold, bg_threshold=p.bg_threshold,
+                fg_fraction=p.fg_fraction, context_pad=p.context_pad, crop_mode=p.crop_mode,
+                mirror=t["mirror"], scale=t["scale"], mean=mean, mean_values=t["mean_values"],
+                cache_images=p.cache_images)
+        return src
+
+    prefetch_depth = DataLayer.prefetch_depth
+
+    def _start(self, top):
+        from ..data.prefetch import Prefetcher, rng_state
+        src = self._open()
+        shape, dtype = tuple(top[0].shape), top[0].dtype
+        want = (shape[0], 3, src.crop_size, src.crop_size)
+        if shape != want:
+            raise self.shape_error(f"top '{top[0].name}' has shape {list(shape)} but the "
+                                   f"windows give batches of {list(want)}: fix --input-shape")
+        src.check(shape[0])
+
+        def make_batch():
+            out = np.empty(shape, dtype=dtype)
+            labels = np.empty(shape[0], dtype=dtype)
+            src.read(shape[0], out, labels, self._drng)
+            return out, labels
+
+        def state():
+            return src.position, rng_state(self._drng)
+
+        if self._state is None:
+            self._state = state()
+        self._prefetch = Prefetcher(make_batch, state, self.prefetch_depth())
+
+    forward = DataLayer.forward
+    data_state = DataLayer.data_state
+    set_data_state = DataLayer.set_data_state
+    data_position = DataLayer.data_position
+    set_data_position = DataLayer.set_data_position
+
 
 @register_layer("MemoryData", "memory_data_param")
 class MemoryDataLayer(DataLayerBase):
-    """Arrays handed in by the program: (batch_size, channels, height, width) and labels."""
+    """Arrays handed in by the program (pycaffe's ``set_input_arrays``): data (K, C, H, W)
+    and labels (K,), K a multiple of the batch size.  Each forward serves the next batch_size
+    items (wrapping around), transformed by transform_param (scale, mean, crop, mirror).
+    Top shape: (batch_size, channels, height, width), or crop x crop with crop_size."""
     exact_num_top = 2
     min_top = max_top = -1
     param_name = "memory_data_param"
 
     def source(self):
         return "(program memory)"
+
+    def layer_setup(self, bottom, top):
+        self._drng = np.random.default_rng(int(self.rng.integers(2 ** 63)))
+        self._data = self._labels = None
+        self._pos = 0
+        self._transformer = None
+        self._shape = None
 
     def derived_shape(self):
         p = self.param.memory_data_param
@@ -404,4 +566,105 @@ class MemoryDataLayer(DataLayerBase):
                 f"memory_data_param needs positive batch_size, channels, height and width "
                 f"(got {dims[0]}, {dims[1]}, {dims[2]}, {dims[3]})",
                 field="memory_data_param.batch_size")
+        crop = _crop(self.param)
+        if crop:
+            if crop > dims[2] or crop > dims[3]:
+                raise self.config_error(f"crop_size {crop} exceeds the {dims[2]}x{dims[3]} "
+                                        f"data", field="transform_param.crop_size")
+            dims = dims[:2] + (crop, crop)
         return dims
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self._shape = tuple(top[0].shape)
+
+    def _get_transformer(self):
+        if self._transformer is None:
+            from ..data.transform import DataTransformer
+            try:
+                self._transformer = DataTransformer(self.param.transform_param, self.phase,
+                                                    self._drng)
+            except ConfigError as e:
+                raise e.located(layer=self.name, layer_type=self.type)
+        return self._transformer
+
+    def _item_shape(self) -> tuple[int, ...] | None:
+        """The C×H×W the items must have (None: any that transforms to the top's shape)."""
+        p = self.param.memory_data_param
+        dims = (int(p.channels), int(p.height), int(p.width))
+        if min(dims) > 0:
+            return dims
+        if not _crop(self.param) and self._shape is not None:
+            return self._shape[1:]
+        return None
+
+    def set_input_arrays(self, data, labels) -> None:
+        """Serve ``data`` (K, C, H, W) and ``labels`` (K values) from the next forward on,
+        starting with item 0.  Kept by reference when already of the net's dtype, as Caffe
+        does (changes to the arrays show in later batches)."""
+        data = np.asarray(data)
+        labels = np.asarray(labels)
+        if data.dtype.kind not in "fiub" or labels.dtype.kind not in "fiub":
+            raise self.shape_error(f"data and labels must be numeric arrays, not {data.dtype} "
+                                   f"and {labels.dtype}")
+        n = self._shape[0] if self._shape else self.check_batch_size(
+            self.param.memory_data_param.batch_size)
+        want = self._item_shape()
+        if data.ndim != 4 or (want is not None and tuple(data.shape[1:]) != tuple(want)):
+            expect = "(K, C, H, W)" if want is None else f"(K, {', '.join(map(str, want))})"
+            raise self.shape_error(f"data has shape {list(data.shape)} but this layer takes "
+                                   f"{expect} (memory_data_param channels/height/width)")
+        k = data.shape[0]
+        if k == 0 or k % n:
+            raise self.shape_error(f"data holds {k} items (shape {list(data.shape)}); it must "
+                                   f"hold a positive multiple of the batch size ({n})")
+        if labels.size != k or (labels.ndim > 1 and labels.shape[0] != k):
+            raise self.shape_error(f"labels have shape {list(labels.shape)} but data has shape "
+                                   f"{list(data.shape)}: give one label per item, shape ({k},)")
+        if self._shape is not None:
+            out = tuple(self._get_transformer().output_shape(data.shape[1:]))
+            if out != tuple(self._shape[1:]):
+                raise self.shape_error(f"items of shape {list(data.shape[1:])} transform to "
+                                       f"{list(out)} but the top is {list(self._shape)}")
+        self._data = np.asarray(data, self.dtype)
+        self._labels = np.asarray(labels, self.dtype).reshape(k)
+        self._pos = 0
+
+    reset = set_input_arrays
+
+    def forward(self, bottom, top):
+        if self._data is None:
+            raise self.config_error("no data to serve: call set_input_arrays(data, labels) on "
+                                    "this layer (or Net.set_input_arrays) before forward")
+        n = top[0].shape[0]
+        k = len(self._data)
+        if k % n:
+            raise self.shape_error(f"the batch size is now {n} but the arrays hold {k} items "
+                                   f"(not a multiple): call set_input_arrays again")
+        pos = self._pos % k
+        items = self._data[pos:pos + n]
+        tr = self._get_transformer()
+        out = np.empty(top[0].shape, dtype=top[0].dtype)
+        for i in range(n):
+            tr.transform(items[i], out[i])
+        top[0].data = out
+        if len(top) > 1:
+            top[1].data = self._labels[pos:pos + n].reshape(top[1].shape)
+        self._pos = (pos + n) % k
+
+    def data_state(self) -> tuple[int, bytes]:
+        """Cursor (the next item) and generator state (crop offsets, mirror)."""
+        from ..data.prefetch import rng_state
+        return self._pos, rng_state(self._drng)
+
+    def set_data_state(self, position: int, rng: bytes | None = None) -> None:
+        from ..data.prefetch import set_rng_state
+        self._pos = int(position)
+        if rng:
+            set_rng_state(self._drng, rng)
+
+    def data_position(self) -> int:
+        return self._pos
+
+    def set_data_position(self, pos: int) -> None:
+        self._pos = int(pos)
