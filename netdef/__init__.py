@@ -6,4 +6,14 @@ import os as _os
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# Under an MPI launcher the ranks of one machine share its cores: give each its share of
+# BLAS and Numba threads (the launchers' local-size variables; explicit settings win).
+_local = next((_os.environ[k] for k in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE",
+                                        "MV2_COMM_WORLD_LOCAL_SIZE") if k in _os.environ), None)
+if _local and _local.isdigit() and int(_local) > 1:
+    _share = str(max(1, (_os.cpu_count() or 1) // int(_local)))
+    for _k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+               "NUMBA_NUM_THREADS"):
+        _os.environ.setdefault(_k, _share)
+
 __version__ = "0.1.0"

@@ -48,11 +48,48 @@ def _check_gpu(gpu) -> None:
               show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
               help="override a solver field, e.g. --set max_iter=100 (repeatable)")
+@click.option("--check-sync", type=int, default=0, metavar="N",
+              help="under MPI: verify every N iterations that all ranks hold the same weights")
 @progress_option
 @user_errors
 def train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint, sighup,
-          dtype, overrides, progress):
-    """Train a net with a solver (Caffe's `caffe train`)."""
+          dtype, overrides, progress, check_sync):
+    """Train a net with a solver (Caffe's `caffe train`).
+
+    Started by mpiexec with several ranks, trains one model data-parallel: batch_size is per
+    rank, gradients are averaged, rank 0 logs, tests and snapshots."""
+    from netdef.parallel.mpi import init
+
+    ctx = init()
+    if not ctx.active:
+        return _train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint,
+                      sighup, dtype, overrides, progress, check_sync)
+    import logging
+    import traceback
+
+    from netdef.errors import NetdefError
+    from netdef_cli.logfmt import setup_logging
+    if ctx.rank != 0:                      # rank 0 alone logs
+        setup_logging(logging.WARNING)
+        progress = False
+    try:
+        _train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint, sighup,
+               dtype, overrides, progress, check_sync)
+    except BaseException as e:           # one rank failing stops the whole job at once
+        if isinstance(e, SystemExit) and not e.code:
+            raise
+        if isinstance(e, NetdefError):
+            msg = f"error: rank {ctx.rank}: {e}"
+        else:
+            msg = f"error: rank {ctx.rank}: {type(e).__name__}: {e}\n" + \
+                "".join(traceback.format_exception(e))
+        click.echo(msg, err=True)
+        ctx.abort(2 if isinstance(e, NetdefError) else 1)
+        raise
+
+
+def _train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint, sighup,
+           dtype, overrides, progress, check_sync):
     import signal
 
     from netdef.config import load_solver
@@ -71,6 +108,7 @@ def train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint
         _check_gpu(str(d.message.device_id))
     solver = Solver(d, dtype=dtype, input_shapes=input_shapes, level=level,
                     stages=_stages(stages))
+    solver.check_sync_every = check_sync
     if weights:
         load_weights(solver.net, weights)
 

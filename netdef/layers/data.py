@@ -203,6 +203,11 @@ class DataLayerBase(Layer):
         raise NotImplementedError(f"reading {self.type} sources is not implemented yet")
 
 
+def _shard(batch_size: int) -> tuple[int, int]:
+    from ..parallel.mpi import shard
+    return shard(batch_size)
+
+
 def _crop(param) -> int:
     return int(param.transform_param.crop_size)
 
@@ -258,10 +263,14 @@ class DataLayer(DataLayerBase):
         transformer = DataTransformer(self.param.transform_param, self.phase, self._drng)
         shape, dtype = tuple(top[0].shape), top[0].dtype
         name = top[0].name
+        # data-parallel training: this rank's slice of each global batch (netdef.parallel)
+        before, after = _shard(shape[0]) if self.phase == 0 else (0, 0)
 
         def make_batch():
             out = np.empty(shape, dtype=dtype)
             labels = np.empty(shape[0], dtype=dtype)
+            if before:
+                src.skip(before)
             for i, (arr, label) in enumerate(src.read(shape[0])):
                 want = transformer.output_shape(arr.shape)
                 if tuple(shape[1:]) != tuple(want):
@@ -270,6 +279,8 @@ class DataLayer(DataLayerBase):
                         f"shape {list(want)}: fix --input-shape")
                 transformer.transform(arr, out[i])
                 labels[i] = label
+            if after:
+                src.skip(after)
             return out, labels
 
         def state():

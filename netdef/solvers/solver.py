@@ -47,7 +47,10 @@ class Solver:
         self.file = sdef.file
         U.validate_solver(p, file=self.file, where=sdef.where)
         self.dtype = np.dtype(dtype)
-        seed = p.random_seed if p.random_seed >= 0 else None
+        from ..parallel.mpi import context
+        self.mpi = context()          # rank layout (a single process: rank 0 of 1)
+        # Caffe's Solver::Init: each rank seeds with random_seed + rank
+        seed = p.random_seed + self.mpi.rank if p.random_seed >= 0 else None
         self.rng = np.random.default_rng(seed)
         self.input_shapes = input_shapes or {}
         self.rule = U.get_update_rule(p.type)(p)
@@ -56,9 +59,16 @@ class Solver:
         self.requested_stop = False
         self.requested_snapshot = False
         self.net = self._train_net(level, stages)
-        self.test_nets = self._test_nets()
+        # rank 0 alone tests (and logs and snapshots)
+        self.test_nets = self._test_nets() if self.mpi.rank == 0 else []
         self.params = self.net.params
         self.history = self.rule.init_history([pi.blob for pi in self.params])
+        self.sync = None              # gradient averaging across ranks
+        self.check_sync_every = 0     # debug: compare weights across ranks every N iterations
+        if self.mpi.active:
+            from ..parallel.mpi import GradientSync
+            self.sync = GradientSync(self, self.mpi)
+            self.sync.broadcast_params()
         self.losses: deque = deque(maxlen=max(1, p.average_loss))
         self.last_snapshot_iter = -1
         self.on_iteration = None      # callback(solver) after each update (tests, MPI)
@@ -164,11 +174,15 @@ class Solver:
             if p.test_interval and self.iter % p.test_interval == 0 and \
                     (self.iter > 0 or p.test_initialization):
                 self.test_all()
-                if self.requested_stop:
+                if self.requested_stop and self.sync is None:
                     break
             loss = 0.0
-            for _ in range(p.iter_size):
+            for k in range(p.iter_size):
+                if self.sync is not None and k == p.iter_size - 1:
+                    self.sync.arm()           # average gradients during the last backward
                 loss += self.net.forward_backward()
+            if self.sync is not None:
+                self.sync.finish()
             loss /= p.iter_size
             self.losses.append(loss)
             smoothed = float(np.mean(self.losses))
@@ -185,6 +199,11 @@ class Solver:
                              "outputs": self._outputs(self.net)})
             self.apply_update(display, rate)
             self.iter += 1
+            if self.sync is not None:
+                self.requested_stop, self.requested_snapshot = self.sync.agree_flags(
+                    self.requested_stop, self.requested_snapshot)
+                if self.check_sync_every and self.iter % self.check_sync_every == 0:
+                    self.sync.check_in_sync(self.iter)
             if self.on_iteration is not None:
                 self.on_iteration(self)
             if (p.snapshot and self.iter % p.snapshot == 0) or self.requested_snapshot:
@@ -226,7 +245,9 @@ class Solver:
         return f"{self.prefix()}_metrics.jsonl"
 
     def record(self, entry: dict) -> None:
-        """Append one JSON line to ``<snapshot_prefix>_metrics.jsonl``."""
+        """Append one JSON line to ``<snapshot_prefix>_metrics.jsonl`` (rank 0 only)."""
+        if self.mpi.rank != 0:
+            return
         path = self.metrics_path()
         d = os.path.dirname(os.path.abspath(path))
         os.makedirs(d, exist_ok=True)
@@ -281,6 +302,11 @@ class Solver:
         h5 = p.snapshot_format == pb.SolverParameter.HDF5
         base = f"{self.prefix()}_iter_{self.iter}"
         model = base + (".caffemodel.h5" if h5 else ".caffemodel")
+        sfile = base + (".solverstate.h5" if h5 else ".solverstate")
+        others = self._gather_rank_states()
+        if self.mpi.rank != 0:
+            self.last_snapshot_iter = self.iter
+            return model, sfile
         d = os.path.dirname(os.path.abspath(model))
         os.makedirs(d, exist_ok=True)
         log.info(f"Snapshotting to {'HDF5' if h5 else 'binary proto'} file {model}")
@@ -302,7 +328,14 @@ class Solver:
                 if st is not None:
                     pos, rng = st()
                     ext.data_cursor.add(layer=f"{tag}/{name}", position=int(pos), rng_state=rng)
-        sfile = base + (".solverstate.h5" if h5 else ".solverstate")
+        for r, raw in enumerate(others, start=1):
+            # the other ranks' RNG and train-reader states, under "rank<r>/..."
+            other = pb.NetdefResumeState()
+            other.ParseFromString(raw)
+            ext.data_cursor.add(layer=f"rank{r}/solver", rng_state=other.rng_state)
+            for c in other.data_cursor:
+                ext.data_cursor.add(layer=f"rank{r}/{c.layer}", position=c.position,
+                                    rng_state=c.rng_state)
         log.info(f"Snapshotting solver state to {'HDF5' if h5 else 'binary proto'} file "
                  f"{sfile}")
         if h5:
@@ -311,6 +344,19 @@ class Solver:
             write_atomic(sfile, state.SerializeToString())
         self.last_snapshot_iter = self.iter
         return model, sfile
+
+    def _gather_rank_states(self) -> list[bytes]:
+        """Rank 0: the serialized NetdefResumeState of ranks 1..R-1 (train net only)."""
+        if self.sync is None:
+            return []
+        mine = pb.NetdefResumeState(rng_state=_rng_state(self.rng))
+        for name, layer in zip(self.net.layer_names, self.net.layers):
+            st = getattr(layer, "data_state", None)
+            if st is not None:
+                pos, rng = st()
+                mine.data_cursor.add(layer=f"train/{name}", position=int(pos), rng_state=rng)
+        states = self.mpi.comm.gather(mine.SerializeToString(), root=0)
+        return states[1:] if self.mpi.rank == 0 else []
 
     def restore(self, path: str) -> None:
         state = pb.SolverState()
@@ -340,9 +386,15 @@ class Solver:
         self.iter = state.iter
         self.current_step = state.current_step
         ext = state.netdef_resume
-        if ext.HasField("rng_state"):
-            _set_rng_state(self.rng, ext.rng_state)
         cursors = {c.layer: c for c in ext.data_cursor}
+        rank = self.mpi.rank
+        if rank:
+            mine = f"rank{rank}/"
+            cursors = {k[len(mine):]: c for k, c in cursors.items() if k.startswith(mine)}
+            if "solver" in cursors:
+                _set_rng_state(self.rng, cursors["solver"].rng_state)
+        elif ext.HasField("rng_state"):
+            _set_rng_state(self.rng, ext.rng_state)
         for k, net in enumerate([self.net] + self.test_nets):
             tag = "train" if k == 0 else f"test{k - 1}"
             for name, layer in zip(net.layer_names, net.layers):

@@ -1,0 +1,1 @@
+"""Training across processes (MPI): see :mod:`netdef.parallel.mpi`."""
