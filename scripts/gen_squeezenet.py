@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""Write a squeezenet definition with netdef's NetSpec (see netdef/zoo/squeezenet.py); `--help` for options."""
+import sys
+
+from netdef.zoo.cli import script_main
+
+if __name__ == "__main__":
+    sys.exit(script_main("squeezenet"))
