@@ -325,10 +325,14 @@ class Net:
         """Run layers ``start..end`` (inclusive); returns the weighted loss."""
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
+        reshape = False   # after a layer whose top shapes depend on data (Filter)
         for i in range(start, end + 1):
             layer, bottoms, tops = self.layers[i], self.bottoms[i], self.tops[i]
             try:
+                if reshape:
+                    layer.reshape(bottoms, tops)
                 layer.forward(bottoms, tops)
+                reshape = reshape or getattr(layer, "dynamic_top_shapes", False)
             except NetdefError as e:      # e.g. a data source that cannot be read
                 raise self._layer_error(e, self.layer_refs[i], layer.param) from None
             for j, w in enumerate(self.loss_weights[i]):

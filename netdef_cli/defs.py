@@ -117,12 +117,13 @@ def layers_cmd(as_json):
             msg = pb.LayerParameter.DESCRIPTOR.fields_by_name[field].message_type.name
         cls = get_layer_class(t)
         rows.append({"type": t, "param_field": field, "param_message": msg,
-                     "cpu": True, "cuda": bool(getattr(cls, "has_cuda", False)),
+                     "cpu": bool(getattr(cls, "has_cpu", True)),
+                     "cuda": bool(getattr(cls, "has_cuda", False)),
                      "doc": (cls.__doc__ or "").strip().split("\n")[0]})
     if as_json:
         click.echo(json.dumps(rows))
         return
     w = max(len(r["type"]) for r in rows)
     for r in rows:
-        kern = "cpu" + (",cuda" if r["cuda"] else "")
+        kern = ",".join(k for k in ("cpu", "cuda") if r[k]) or "-"
         click.echo(f"{r['type']:<{w}}  {r['param_field'] or '-':<24} {kern:<9} {r['doc']}")

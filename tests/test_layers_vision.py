@@ -392,8 +392,6 @@ ERRORS = [
     ("Pooling", "pooling_param { stride: 2 }", (1, 2, 5, 5), ConfigError, "kernel_size"),
     ("Pooling", "pooling_param { kernel_size: 2 stride: 0 }", (1, 2, 5, 5), ConfigError,
      "stride"),
-    ("Pooling", "pooling_param { pool: STOCHASTIC kernel_size: 2 }", (1, 2, 5, 5), ConfigError,
-     "STOCHASTIC"),
     ("Pooling", "pooling_param { kernel_size: 7 round_mode: FLOOR }", (1, 2, 5, 5), ShapeError,
      "0x0"),
 ]

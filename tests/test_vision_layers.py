@@ -588,7 +588,7 @@ def test_pooling_float32(method):
     ("global_pooling: true kernel_size: 2", 1, ConfigError, "kernel_size"),
     ("global_pooling: true pad: 1", 1, ConfigError, "pad"),
     ("global_pooling: true stride: 2", 1, ConfigError, "stride"),
-    ("pool: STOCHASTIC kernel_size: 2", 1, ConfigError, "STOCHASTIC"),
+    ("pool: STOCHASTIC kernel_size: 2", 2, ConfigError, "MAX"),
     ("pool: AVE kernel_size: 2", 2, ConfigError, "MAX"),
     ("stride: 2", 1, ConfigError, "kernel_size"),
     ("kernel_size: 0", 1, ConfigError, "kernel"),

@@ -223,7 +223,6 @@ def test_global_pooling_and_mask_top():
     ("Convolution", "convolution_param { num_output: 2 kernel_size: 9 }", "larger"),
     ("Pooling", "pooling_param { kernel_size: 2 pad: 2 }", "pad"),
     ("Pooling", "pooling_param { global_pooling: true kernel_size: 2 }", "global"),
-    ("Pooling", "pooling_param { pool: STOCHASTIC kernel_size: 2 }", "STOCHASTIC"),
     ("Pooling", "pooling_param { }", "kernel_size"),
 ])
 def test_vision_config_errors(type_, params, word):

@@ -41,6 +41,10 @@ class Layer:
     allow_in_place: ClassVar[bool] = False
     #: data layers get their top shapes from a source or from --input-shape
     is_data: ClassVar[bool] = False
+    #: which backends have kernels for this type (``netdef layers``); the CUDA backend sets
+    #: ``has_cuda = True`` on the classes it covers
+    has_cpu: ClassVar[bool] = True
+    has_cuda: ClassVar[bool] = False
 
     def __init__(self, param, phase: int = TEST, dtype=np.float32,
                  rng: np.random.Generator | None = None, init_params: bool = True):

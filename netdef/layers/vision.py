@@ -480,10 +480,15 @@ class Im2colLayer(Layer):
 
 @register_layer("Pooling", "pooling_param")
 class PoolingLayer(Layer):
-    """MAX / AVE pooling.  Output size ceil((H + 2p - k) / s) + 1 (round_mode CEIL, the
-    default) or floor; with padding, a last window starting at or after H + p is dropped
-    (Caffe's rule).  AVE divides by the window clipped to the padded input.  MAX may have a
-    second top, the argmax mask (index h*W + w, as floats)."""
+    """MAX / AVE / STOCHASTIC pooling.  Output size ceil((H + 2p - k) / s) + 1 (round_mode
+    CEIL, the default) or floor; with padding, a last window starting at or after H + p is
+    dropped (Caffe's rule).  AVE divides by the window clipped to the padded input.  MAX may
+    have a second top, the argmax mask (index h*W + w, as floats).  STOCHASTIC (Caffe's
+    semantics, on CPU too; windows are not shifted by padding, as in Caffe's kernel): TRAIN
+    picks one element per window with probability proportional to its value (inputs should
+    be non-negative, e.g. after ReLU) using the layer's random generator, and backward routes
+    the gradient to the pick; TEST outputs sum(v^2) / sum(v) (and backward is that formula's
+    exact gradient)."""
     exact_num_bottom = 1
     min_top = 1
     max_top = 2
@@ -492,10 +497,7 @@ class PoolingLayer(Layer):
         pp = self.param.pooling_param
         f = "pooling_param."
         self.method = int(pp.pool)
-        if self.method == pp.STOCHASTIC:
-            raise self.config_error("pool: STOCHASTIC is not supported yet; use MAX or AVE",
-                                    field=f + "pool")
-        if self.method not in (pp.MAX, pp.AVE):
+        if self.method not in (pp.MAX, pp.AVE, pp.STOCHASTIC):
             raise self.config_error(f"unknown pool method {self.method}", field=f + "pool")
         if len(top) == 2 and self.method != pp.MAX:
             raise self.config_error("a second top (the argmax mask) needs pool: MAX",
@@ -603,8 +605,20 @@ class PoolingLayer(Layer):
                 K.max_pool_forward(x, *self._args(), y, self.mask)
                 if len(top) == 2:
                     top[1].data[...] = self.mask
+            elif self.method == self.param.pooling_param.STOCHASTIC:
+                self._stochastic_forward(K, x, y)
             else:
                 K.ave_pool_forward(x, *self._args(), y)
+
+    def _stochastic_forward(self, K, x, y):
+        if self.phase == 0:         # TRAIN: sample
+            if self.mask is None or self.mask.shape != y.shape:
+                self.mask = np.empty(y.shape, dtype=np.int64)
+            rand = self.rng.random(y.shape)
+            K.stochastic_pool_forward_train(x, self.kh, self.kw, self.sh, self.sw, rand, y,
+                                            self.mask)
+        else:
+            K.stochastic_pool_forward_test(x, self.kh, self.kw, self.sh, self.sw, y)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -612,7 +626,11 @@ class PoolingLayer(Layer):
         _, K = _kernels()
         dx = bottom[0].diff
         with _threads_for(bottom[0].count + top[0].count * self.kh * self.kw):
-            if self.method == self.param.pooling_param.MAX:
+            if self.method == self.param.pooling_param.MAX or \
+                    (self.method == self.param.pooling_param.STOCHASTIC and self.phase == 0):
                 K.max_pool_backward(top[0].diff, self.mask, dx)
+            elif self.method == self.param.pooling_param.STOCHASTIC:
+                K.stochastic_pool_backward_test(bottom[0].data, top[0].data, top[0].diff,
+                                                self.kh, self.kw, self.sh, self.sw, dx)
             else:
                 K.ave_pool_backward(top[0].diff, *self._args(), dx)

@@ -228,3 +228,98 @@ def ave_pool_backward(dy, kh, kw, ph, pw, sh, sw, dx):
                 for iy in range(max(hs, 0), min(he, h)):
                     for ix in range(max(ws, 0), min(we, w)):
                         dx[n, c, iy, ix] += g
+
+
+@njit(cache=True, parallel=True)
+def stochastic_pool_forward_train(x, kh, kw, sh, sw, rand, y, mask):
+    """Caffe's STOCHASTIC pooling, TRAIN: in each window (not shifted by padding, like Caffe's
+    kernel) pick one element with probability proportional to its value: the first whose
+    running sum reaches ``rand * window sum`` (``rand`` uniform in [0, 1), one per output).
+    mask = h*W + w of the pick (the last element when none qualifies, e.g. negative inputs)."""
+    n_img, ch, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for nc in prange(n_img * ch):
+        n = nc // ch
+        c = nc % ch
+        for py in range(oh):
+            hs = py * sh
+            he = min(hs + kh, h)
+            for px in range(ow):
+                ws = px * sw
+                we = min(ws + kw, w)
+                total = 0.0
+                for iy in range(hs, he):
+                    for ix in range(ws, we):
+                        total += x[n, c, iy, ix]
+                thres = rand[n, c, py, px] * total
+                acc = 0.0
+                idx = -1
+                for iy in range(hs, he):
+                    for ix in range(ws, we):
+                        if idx < 0:
+                            acc += x[n, c, iy, ix]
+                            if acc >= thres:
+                                idx = iy * w + ix
+                if idx < 0 and he > hs and we > ws:
+                    idx = (he - 1) * w + (we - 1)
+                if idx >= 0:
+                    y[n, c, py, px] = x[n, c, idx // w, idx % w]
+                else:
+                    y[n, c, py, px] = 0.0
+                mask[n, c, py, px] = idx
+
+
+@njit(cache=True, parallel=True)
+def stochastic_pool_forward_test(x, kh, kw, sh, sw, y):
+    """Caffe's STOCHASTIC pooling, TEST: the probability-weighted average
+    sum(v^2) / sum(v) over each window (0 when the sum is not positive)."""
+    n_img, ch, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for nc in prange(n_img * ch):
+        n = nc // ch
+        c = nc % ch
+        for py in range(oh):
+            hs = py * sh
+            he = min(hs + kh, h)
+            for px in range(ow):
+                ws = px * sw
+                we = min(ws + kw, w)
+                s = 0.0
+                q = 0.0
+                for iy in range(hs, he):
+                    for ix in range(ws, we):
+                        v = x[n, c, iy, ix]
+                        s += v
+                        q += v * v
+                y[n, c, py, px] = q / s if s > 0.0 else 0.0
+
+
+@njit(cache=True, parallel=True)
+def stochastic_pool_backward_test(x, y, dy, kh, kw, sh, sw, dx):
+    """Overwrite dx with the gradient of the TEST-phase weighted average:
+    d(sum v^2 / sum v)/dv_i = (2 v_i - y) / sum v (0 where the sum is not positive)."""
+    n_img, ch, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for nc in prange(n_img * ch):
+        n = nc // ch
+        c = nc % ch
+        for iy in range(h):
+            for ix in range(w):
+                dx[n, c, iy, ix] = 0.0
+        for py in range(oh):
+            hs = py * sh
+            he = min(hs + kh, h)
+            for px in range(ow):
+                ws = px * sw
+                we = min(ws + kw, w)
+                s = 0.0
+                for iy in range(hs, he):
+                    for ix in range(ws, we):
+                        s += x[n, c, iy, ix]
+                if s <= 0.0:
+                    continue
+                g = dy[n, c, py, px] / s
+                yv = y[n, c, py, px]
+                for iy in range(hs, he):
+                    for ix in range(ws, we):
+                        dx[n, c, iy, ix] += g * (2.0 * x[n, c, iy, ix] - yv)
