@@ -7,6 +7,7 @@ upgrade, layers), ``run`` (train, test, time), ``plot`` and ``data``.
 from __future__ import annotations
 
 from . import data, defs, plot, run  # noqa: F401  (register the commands)
+from . import deploy  # noqa: F401  (freeze, predict, export)
 from . import generate  # noqa: F401  (netdef generate: netdef.zoo's NetSpec nets)
 from .app import EXIT_USER_ERROR, cli, parse_input_shapes, user_errors  # noqa: F401
 

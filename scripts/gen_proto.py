@@ -35,8 +35,9 @@ class ProtocError(RuntimeError):
 def generate(out_dir: Path) -> Path:
     """Compile protos/netdef.proto into *out_dir*; return the generated file."""
     try:
-        from grpc_tools import protoc
         import importlib.resources as ir
+
+        from grpc_tools import protoc
     except ImportError as exc:  # pragma: no cover - depends on environment
         raise ProtocError(
             "grpc_tools is not installed; pip install 'grpcio-tools>=1.85,<1.86'"

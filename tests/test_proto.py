@@ -289,6 +289,12 @@ FIELDS = [
     ("NetdefDataCursor", "layer", 1, "opt", "string"),
     ("NetdefDataCursor", "position", 2, "opt", "int64"),
     ("NetdefDataCursor", "rng_state", 3, "opt", "bytes"),
+    ("NetParameter", "netdef_deploy", 1000, "opt", "msg", "NetdefDeploy"),
+    ("NetdefDeploy", "format_version", 1, "opt", "uint32"),
+    ("NetdefDeploy", "input", 2, "rep", "msg", "NetdefDeployInput"),
+    ("NetdefDeploy", "body_sha256", 7, "opt", "bytes"),
+    ("NetdefDeployInput", "mean", 5, "opt", "msg", "BlobProto"),
+    ("NetdefFusedActivation", "negative_slope", 3, "opt", "float"),
 ]
 
 
@@ -582,7 +588,8 @@ def test_all_bvlc_messages_present():
         "TanHParameter", "TileParameter", "ThresholdParameter", "WindowDataParameter",
         "SPPParameter", "V1LayerParameter", "V0LayerParameter", "PReLUParameter",
     }
-    extensions = {"NetdefDataCursor", "NetdefResumeState"}
+    extensions = {"NetdefDataCursor", "NetdefResumeState", "NetdefDeploy", "NetdefDeployInput",
+                  "NetdefFusedActivation"}
     assert names == bvlc | extensions
     assert set(pb.DESCRIPTOR.enum_types_by_name) == {"Phase"}
 

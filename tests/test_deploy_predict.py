@@ -1,0 +1,212 @@
+"""netdef predict / netdef.deploy.load: samples, preprocessing, the numpy fallback without
+Numba, and malformed files (one-line errors, no large allocation)."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from deploy_nets import (
+    BN_NET,
+    LENET_TRAIN,
+    LENET_WEIGHTS,
+    MNIST_DIR,
+    SAMPLES,
+    random_net,
+    rel_diff,
+    weights_of,
+)
+
+from netdef.config import net_from_text
+from netdef.deploy import load
+from netdef.deploy.freeze import freeze
+from netdef.deploy.frozen import encode, read_frozen
+from netdef.errors import FileFormatError
+from netdef.proto import pb
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    d = tmp_path_factory.mktemp("predict")
+    path = str(d / "lenet.netdef")
+    labels = d / "labels.txt"
+    labels.write_text("\n".join(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]))
+    freeze(LENET_TRAIN, LENET_WEIGHTS, input_shapes={"data": (1, 1, 28, 28)},
+           labels=str(labels)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bnnet(tmp_path_factory):
+    net = random_net(BN_NET, seed=5)
+    path = str(tmp_path_factory.mktemp("bn") / "bn.netdef")
+    freeze(net_from_text(BN_NET), weights_of(net)).save(path)
+    return path
+
+
+def _cli(*args):
+    from netdef_cli.main import cli
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_cli_predicts_the_mnist_samples(lenet):
+    pngs = sorted(glob.glob(os.path.join(SAMPLES, "mnist_*_*.png")))
+    assert len(pngs) == 20
+    r = _cli("predict", lenet, *pngs, "--json", "--top-k", "3")
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(ln) for ln in r.output.strip().splitlines()]
+    assert len(lines) == 20
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    for obj, png in zip(lines, pngs):
+        want = int(re.search(r"_(\d)\.png$", png).group(1))
+        assert obj["input"] == png
+        assert len(obj["top_k"]) == 3 and len(obj["output"]) == 10
+        best = obj["top_k"][0]
+        assert best["index"] == want and best["label"] == names[want]
+        assert best["score"] == pytest.approx(max(obj["output"]))
+        assert sum(obj["output"]) == pytest.approx(1, abs=1e-5)
+    r = _cli("predict", lenet, pngs[0])
+    assert r.exit_code == 0 and r.output.startswith(pngs[0] + ": ")
+
+
+def test_npy_inputs_and_preprocessing(lenet, tmp_path):
+    from PIL import Image
+
+    from netdef.data.mnist import read_idx_images
+    images = read_idx_images(os.path.join(MNIST_DIR, "t10k-images-idx3-ubyte.gz"))[:4]
+    p = load(lenet)
+    x = images.astype(np.float32) * np.float32(1 / 256)
+    ref = p.predict(x)["prob"]
+    # raw uint8: N x C x H x W, N x H x W x C, one H x W image, a list
+    assert np.array_equal(p.predict(images)["prob"], ref)
+    hwc = images.transpose(0, 2, 3, 1)
+    assert np.array_equal(p.predict(hwc)["prob"], ref)
+    assert rel_diff(p.predict(images[0, 0])["prob"], ref[:1]) < 1e-6   # batch 1: other GEMM
+    # RGB images become gray with ITU-R 601 weights (equal channels stay the same)
+    rgb = np.repeat(hwc[:1], 3, axis=3)
+    assert rel_diff(p.predict(rgb)["prob"], ref[:1]) < 1e-5
+    np.save(tmp_path / "x.npy", x[:2])
+    np.save(tmp_path / "u.npy", images[2])
+    Image.fromarray(images[3, 0]).save(tmp_path / "i.png")
+    r = _cli("predict", lenet, str(tmp_path / "x.npy"), str(tmp_path / "u.npy"),
+             str(tmp_path / "i.png"), "--json", "--top-k", "1")
+    assert r.exit_code == 0, r.output
+    objs = [json.loads(ln) for ln in r.output.splitlines()]
+    assert [o["input"] for o in objs][:2] == [str(tmp_path / "x.npy") + "[0]",
+                                              str(tmp_path / "x.npy") + "[1]"]
+    for o, want in zip(objs, ref):
+        assert rel_diff(o["output"], want) < 1e-6
+    assert p.top_k(ref[0], 2)[0]["index"] == int(ref[0].argmax())
+
+
+def test_memory_plan_is_used(bnnet):
+    p = load(bnnet, backend="numba")
+    p.predict(np.zeros((3, 3, 13, 13), np.float32))
+    plan = p.runner.plan
+    assert plan["arena_bytes"] < plan["unplanned_bytes"]
+
+
+_NO_NUMBA = r"""
+import sys, json
+sys.modules["numba"] = None          # numba cannot be imported
+import numpy as np
+import netdef.deploy as D
+assert not D.numba_available()
+out = {}
+for path, x in zip(sys.argv[1:3], sys.argv[3:5]):
+    p = D.load(path)
+    assert p.backend == "numpy", p.backend
+    np.save(x + ".out.npy", p.predict(np.load(x))[p.outputs[0]])
+heavy = [m for m in ("netdef.net", "netdef.layers", "netdef.config", "yaml", "click")
+         if m in sys.modules]
+print(json.dumps({"heavy": heavy}))
+"""
+
+
+def test_numpy_fallback_without_numba(lenet, bnnet, tmp_path):
+    from netdef.data.mnist import read_idx_images
+    images = read_idx_images(os.path.join(MNIST_DIR, "t10k-images-idx3-ubyte.gz"))[:300]
+    xl = images.astype(np.float32) * np.float32(1 / 256)
+    xb = np.random.default_rng(7).normal(0, 1, (4, 3, 13, 13)).astype(np.float32)
+    np.save(tmp_path / "xl.npy", xl)
+    np.save(tmp_path / "xb.npy", xb)
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", _NO_NUMBA, lenet, bnnet,
+                        str(tmp_path / "xl.npy"), str(tmp_path / "xb.npy")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["heavy"] == []
+    for path, x, name in ((lenet, xl, "xl"), (bnnet, xb, "xb")):
+        ref = load(path, backend="numba").predict(x)["prob"]
+        out = np.load(tmp_path / f"{name}.npy.out.npy")
+        assert np.array_equal(out.argmax(1), ref.argmax(1))
+        assert rel_diff(out, ref) <= 1e-5
+
+
+# -- malformed files ---------------------------------------------------------------------------
+def _one_line_error(path, tmp_path):
+    r = _cli("predict", str(path), os.path.join(SAMPLES, "mnist_00_7.png"))
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert "Traceback" not in r.output
+    return lines[0]
+
+
+def test_truncated_foreign_and_oversized_files(lenet, tmp_path):
+    data = open(lenet, "rb").read()
+    for cut in (1, 3, 40, len(data) // 2, len(data) - 1):
+        (tmp_path / "t.netdef").write_bytes(data[:cut])
+        msg = _one_line_error(tmp_path / "t.netdef", tmp_path)
+        assert "truncated" in msg
+    (tmp_path / "png.netdef").write_bytes(open(os.path.join(SAMPLES, "mnist_00_7.png"),
+                                               "rb").read())
+    assert "PNG" in _one_line_error(tmp_path / "png.netdef", tmp_path)
+    assert "netdef freeze" in _one_line_error(LENET_WEIGHTS, tmp_path)
+    (tmp_path / "empty.netdef").write_bytes(b"")
+    assert "empty" in _one_line_error(tmp_path / "empty.netdef", tmp_path)
+    # flipped byte in the body: checksum
+    bad = bytearray(data)
+    bad[-100] ^= 0xFF
+    (tmp_path / "c.netdef").write_bytes(bytes(bad))
+    assert "checksum" in _one_line_error(tmp_path / "c.netdef", tmp_path)
+    # a blob declaring 10^12 elements (a valid file otherwise): refused before allocating
+    fm = read_frozen(lenet)
+    net = pb.NetParameter()
+    net.CopyFrom(fm.net)
+    conv = next(lp for lp in net.layer if lp.name == "conv1")
+    del conv.blobs[0].shape.dim[:]
+    conv.blobs[0].shape.dim.extend([10 ** 6, 10 ** 6])
+    (tmp_path / "big.netdef").write_bytes(encode(net, fm.deploy))
+    msg = _one_line_error(tmp_path / "big.netdef", tmp_path)
+    assert "1,000,000,000,000 values" in msg
+    # an input declaring 10^12 elements
+    dep = pb.NetdefDeploy()
+    dep.CopyFrom(fm.deploy)
+    del dep.input[0].shape.dim[:]
+    dep.input[0].shape.dim.extend([10 ** 4, 1, 10 ** 4, 10 ** 4])
+    (tmp_path / "bigin.netdef").write_bytes(encode(fm.net, dep))
+    assert "elements" in _one_line_error(tmp_path / "bigin.netdef", tmp_path)
+
+
+def test_python_and_file_layers_refused(lenet, tmp_path):
+    fm = read_frozen(lenet)
+    for typ, want in (("Python", "Python layer"), ("HDF5Output", "reads or writes files")):
+        net = pb.NetParameter()
+        net.CopyFrom(fm.net)
+        lp = net.layer.add(name="evil", type=typ, bottom=["prob"])
+        lp.python_param.module = "os"
+        path = tmp_path / f"{typ}.netdef"
+        path.write_bytes(encode(net, fm.deploy))
+        assert want in _one_line_error(path, tmp_path)
+        with pytest.raises(FileFormatError):
+            read_frozen(str(path))
+    read_frozen(str(tmp_path / "Python.netdef"), allow_python_layers=True)   # opt-in parses
