@@ -15,7 +15,8 @@ MAX_AXES = 32
 
 
 class Blob:
-    __slots__ = ("name", "dtype", "_shape", "_data", "_diff", "_data_src", "_diff_src")
+    __slots__ = ("name", "dtype", "_shape", "_data", "_diff", "_data_src", "_diff_src",
+                 "_dev")
 
     def __init__(self, shape=(), dtype=np.float32, name: str = ""):
         self.name = name
@@ -25,6 +26,7 @@ class Blob:
         self._diff = None
         self._data_src = None   # Blob whose data this one views (Flatten/Reshape)
         self._diff_src = None
+        self._dev = None        # device mirror state (netdef.backend.cuda.memory.DeviceBlob)
         self.reshape(shape)
 
     # -- shape ---------------------------------------------------------------------------

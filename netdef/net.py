@@ -44,6 +44,8 @@ class Net:
         else:
             param, self.definition = definition.message, definition
         self.param = param
+        #: a netdef.backend.cuda.runner.DeviceNet once :meth:`to_device` was called
+        self.device = None
         self.loc = Locator(self.definition)
         self.name = param.name
         self.phase = phase
@@ -323,6 +325,8 @@ class Net:
     # -- running ------------------------------------------------------------------------------
     def forward(self, start: int = 0, end: int | None = None) -> float:
         """Run layers ``start..end`` (inclusive); returns the weighted loss."""
+        if self.device is not None:
+            return self.device.forward(start, end)
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
         reshape = False   # after a layer whose top shapes depend on data (Filter)
@@ -341,6 +345,8 @@ class Net:
         return loss
 
     def backward(self, start: int | None = None, end: int = 0) -> None:
+        if self.device is not None:
+            return self.device.backward(start, end)
         start = len(self.layers) - 1 if start is None else start
         self.seed_loss_diffs()
         hook = self.on_layer_backward
@@ -353,11 +359,22 @@ class Net:
 
     def seed_loss_diffs(self) -> None:
         """Top diffs of loss outputs = their loss weights (the objective's gradient)."""
+        if self.device is not None:
+            return self.device.seed_loss_diffs()
         for i, weights in enumerate(self.loss_weights):
             for j, w in enumerate(weights):
                 if w:
                     t = self.tops[i][j]
                     t.diff = np.full(t.shape, w, dtype=self.dtype)
+
+    def to_device(self, device_id: int = 0):
+        """Run this net on CUDA device ``device_id`` from now on (blobs get device mirrors;
+        layers without a CUDA kernel keep running on the CPU).  Raises
+        :class:`netdef.backend.cuda.device.NoDeviceError` when there is no usable GPU."""
+        if self.device is None:
+            from .backend.cuda.runner import DeviceNet
+            self.device = DeviceNet(self, device_id)
+        return self.device
 
     def forward_backward(self) -> float:
         loss = self.forward()

@@ -23,11 +23,26 @@ def _stages(values) -> list[str]:
     return out
 
 
-def _check_gpu(gpu) -> None:
-    if gpu not in (None, "", "-1"):
-        from netdef.errors import ConfigError
-        raise ConfigError(f"--gpu {gpu}: the CUDA backend is not available in this build yet; "
-                          f"train on the CPU (leave out --gpu)")
+def _check_gpu(gpu, mode_gpu: bool = False, device_id: int = 0):
+    """The CUDA device to use, or None for the CPU: an explicit ``--gpu`` wins (-1: the CPU),
+    else ``solver_mode: GPU`` with its ``device_id``.  A one-line error when there is no usable
+    GPU (netdef.backend.cuda)."""
+    from netdef.errors import ConfigError
+    if gpu in (None, ""):
+        if not mode_gpu:
+            return None
+        gid = int(device_id)
+    else:
+        try:
+            gid = int(str(gpu).split(",")[0])
+        except ValueError:
+            raise ConfigError(f"--gpu {gpu}: give a device number (e.g. 0), or -1 for the "
+                              f"CPU") from None
+        if gid < 0:
+            return None
+    from netdef.backend.cuda.device import select_device
+    select_device(gid)
+    return gid
 
 
 @cli.command()
@@ -35,7 +50,7 @@ def _check_gpu(gpu) -> None:
               help="solver definition (prototxt or YAML)")
 @click.option("--weights", default="", help="initialise from these .caffemodel files (a,b)")
 @click.option("--snapshot", "resume", default="", help="resume from this .solverstate")
-@click.option("--gpu", default=None, help="GPU id (not available yet)")
+@click.option("--gpu", default=None, help="CUDA device id (-1: the CPU)")
 @click.option("--level", type=int, default=None, help="train_state level")
 @click.option("--stage", "stages", multiple=True, help="train_state stages (comma list)")
 @click.option("--input-shape", "input_shapes", multiple=True, callback=parse_input_shapes,
@@ -101,19 +116,23 @@ def _train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigin
     setup_logging()
     if weights and resume:
         raise ConfigError("give either --weights (fine-tune) or --snapshot (resume), not both")
-    _check_gpu(gpu)
     d = load_solver(solver_file)
     apply_overrides(d.message, overrides)
-    if d.message.solver_mode == d.message.GPU and d.message.HasField("solver_mode"):
-        _check_gpu(str(d.message.device_id))
+    gid = _check_gpu(gpu, d.message.solver_mode == d.message.GPU and
+                     d.message.HasField("solver_mode"), d.message.device_id)
     solver = Solver(d, dtype=dtype, input_shapes=input_shapes, level=level,
                     stages=_stages(stages))
     solver.check_sync_every = check_sync
     if weights:
         load_weights(solver.net, weights)
+    if gid is not None:
+        solver.use_device(gid)
 
     def handler(effect):
         def h(signum, frame):
+            import os as _o
+            if _o.environ.get("NETDEF_DEBUG_SIGNALS"):
+                _o.write(2, f"[pid {_o.getpid()}] signal {signum}\n".encode())
             if effect == "snapshot":
                 solver.requested_snapshot = True
             elif effect == "stop":
@@ -195,10 +214,12 @@ def test(model, weights, iterations, gpu, level, stages, input_shapes, as_json, 
 
     setup_logging()
     log = logging.getLogger("netdef.test")
-    _check_gpu(gpu)
+    gid = _check_gpu(gpu)
     if not weights:
         log.warning("no --weights given: testing an untrained net")
     net = _model_net(model, weights, TEST_PHASE, level, stages, input_shapes, "float32")
+    if gid is not None:
+        net.to_device(gid)
     sums: dict = {}
     total_loss = 0.0
     with for_command(progress, iterations, label="batch") or nullcontext() as bar:
@@ -252,9 +273,10 @@ def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights
 
     setup_logging()
     log = logging.getLogger("netdef.time")
-    _check_gpu(gpu)
+    gid = _check_gpu(gpu)
     net = _model_net(model, weights, PHASES[phase.upper()], level, stages, input_shapes,
                      "float32")
+    dev = net.to_device(gid) if gid is not None else None
     rng = np.random.default_rng(0)
     data_layers = set()
     for i, layer in enumerate(net.layers):
@@ -270,14 +292,21 @@ def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights
             if i in data_layers:
                 continue
             t = _time.perf_counter()
-            net.layers[i].forward(net.bottoms[i], net.tops[i])
+            if dev is not None:
+                dev.layer_forward(i)
+            else:
+                net.layers[i].forward(net.bottoms[i], net.tops[i])
             if record:
                 fwd[i] += _time.perf_counter() - t
         net.seed_loss_diffs()
         for i in range(n - 1, -1, -1):
             if net.layer_need_backward[i] and i not in data_layers:
                 t = _time.perf_counter()
-                net.layers[i].backward(net.tops[i], net.bottom_need_backward[i], net.bottoms[i])
+                if dev is not None:
+                    dev.layer_backward(i)
+                else:
+                    net.layers[i].backward(net.tops[i], net.bottom_need_backward[i],
+                                           net.bottoms[i])
                 if record:
                     bwd[i] += _time.perf_counter() - t
 

@@ -62,6 +62,7 @@ class Solver:
         # rank 0 alone tests (and logs and snapshots)
         self.test_nets = self._test_nets() if self.mpi.rank == 0 else []
         self.params = self.net.params
+        self.device = None            # a DeviceUpdater once use_device() was called
         self.history = self.rule.init_history([pi.blob for pi in self.params])
         self.sync = None              # gradient averaging across ranks
         self.check_sync_every = 0     # debug: compare weights across ranks every N iterations
@@ -158,6 +159,17 @@ class Solver:
                                       file=self.file, layer=name)
                 b.share_data(a)
 
+    def use_device(self, device_id: int = 0) -> None:
+        """Train (and test) on CUDA device ``device_id``: nets in device mode, updates on the
+        device (netdef.backend.cuda)."""
+        if self.device is not None:
+            return
+        self.net.to_device(device_id)
+        for net in self.test_nets:
+            net.to_device(device_id)
+        from ..backend.cuda.solver import DeviceUpdater
+        self.device = DeviceUpdater(self)
+
     # -- one iteration ---------------------------------------------------------------------
     def rate(self) -> float:
         r, self.current_step = learning_rate(self.param, self.iter, self.current_step,
@@ -230,6 +242,9 @@ class Solver:
         rate = self.rate() if rate is None else rate
         if display:
             log.info(f"Iteration {self.iter}, lr = {rate:.6g}")
+        if self.device is not None:
+            self.device.apply(rate)
+            return
         diffs = [pi.blob.diff for pi in self.params]
         U.clip_gradients(diffs, p.clip_gradients)
         for i, pi in enumerate(self.params):
@@ -304,6 +319,8 @@ class Solver:
         model = base + (".caffemodel.h5" if h5 else ".caffemodel")
         sfile = base + (".solverstate.h5" if h5 else ".solverstate")
         others = self._gather_rank_states()
+        if self.device is not None:
+            self.device.sync_history()
         if self.mpi.rank != 0:
             self.last_snapshot_iter = self.iter
             return model, sfile
@@ -383,6 +400,8 @@ class Solver:
                                   f"{len(self.history)}", file=path)
         for h, bp in zip(self.history, state.history):
             h[...] = blob_proto_array(bp, h.shape)
+        if self.device is not None:
+            self.device.history_changed()
         self.iter = state.iter
         self.current_step = state.current_step
         ext = state.netdef_resume

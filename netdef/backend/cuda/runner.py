@@ -1,0 +1,116 @@
+"""A Net in device mode: every blob gets a device mirror, each layer runs its CUDA impl from
+:data:`netdef.backend.cuda.layers.TABLE` when there is one (else its CPU code on host copies,
+synchronised lazily), loss tops are seeded on the device.  Per step only the input batch goes
+host->device and the loss values device->host."""
+from __future__ import annotations
+
+from ...errors import NetdefError
+from . import kernels as K
+from .device import select_device
+from .layers import impl_for, register_has_cuda
+from .memory import DeviceBlob, to_device
+
+
+def net_blobs(net):
+    seen = {}
+    for b in net.blobs.values():
+        seen[id(b)] = b
+    for ts in net.tops:
+        for b in ts:
+            seen[id(b)] = b
+    for bs in net.bottoms:
+        for b in bs:
+            seen[id(b)] = b
+    for layer in net.layers:
+        for b in layer.blobs:
+            seen[id(b)] = b
+    return list(seen.values())
+
+
+class DeviceNet:
+    def __init__(self, net, device_id: int = 0):
+        self.device_id = select_device(device_id)
+        register_has_cuda()
+        self.net = net
+        for b in net_blobs(net):
+            to_device(b)
+        self.impls = [impl_for(layer) for layer in net.layers]
+
+    @property
+    def cpu_layers(self) -> list[str]:
+        """Names of the layers that run on the CPU (no CUDA impl for their configuration)."""
+        return [n for n, i in zip(self.net.layer_names, self.impls) if i is None]
+
+    def forward(self, start: int = 0, end: int | None = None) -> float:
+        net = self.net
+        end = len(net.layers) - 1 if end is None else end
+        loss = 0.0
+        reshape = False
+        for i in range(start, end + 1):
+            layer, bottoms, tops = net.layers[i], net.bottoms[i], net.tops[i]
+            imp = self.impls[i]
+            try:
+                if reshape:
+                    layer.reshape(bottoms, tops)
+                if imp is not None:
+                    imp.forward(layer, bottoms, tops)
+                else:
+                    layer.forward(bottoms, tops)
+                reshape = reshape or getattr(layer, "dynamic_top_shapes", False)
+            except NetdefError as e:
+                raise net._layer_error(e, net.layer_refs[i], layer.param) from None
+            for j, w in enumerate(net.loss_weights[i]):
+                if w:
+                    t = tops[j]
+                    v = t.cpu_data() if isinstance(t, DeviceBlob) else t.data
+                    loss += w * float(v.sum(dtype="float64"))
+        return loss
+
+    def seed_loss_diffs(self) -> None:
+        net = self.net
+        for i, weights in enumerate(net.loss_weights):
+            for j, w in enumerate(weights):
+                if w:
+                    t = net.tops[i][j]
+                    K.fill(t.mutable_gpu_diff(), w, t.count)
+
+    def backward(self, start: int | None = None, end: int = 0) -> None:
+        net = self.net
+        start = len(net.layers) - 1 if start is None else start
+        self.seed_loss_diffs()
+        hook = net.on_layer_backward
+        for i in range(start, end - 1, -1):
+            if net.layer_need_backward[i]:
+                imp = self.impls[i]
+                if imp is not None:
+                    imp.backward(net.layers[i], net.tops[i], net.bottom_need_backward[i],
+                                 net.bottoms[i])
+                else:
+                    net.layers[i].backward(net.tops[i], net.bottom_need_backward[i],
+                                           net.bottoms[i])
+            if hook is not None:
+                hook(i)
+
+    def layer_forward(self, i: int) -> None:
+        """Forward of layer ``i`` alone (``netdef time``); waits for the device."""
+        net = self.net
+        imp = self.impls[i]
+        if imp is not None:
+            imp.forward(net.layers[i], net.bottoms[i], net.tops[i])
+        else:
+            net.layers[i].forward(net.bottoms[i], net.tops[i])
+        self.synchronize()
+
+    def layer_backward(self, i: int) -> None:
+        net = self.net
+        imp = self.impls[i]
+        args = (net.tops[i], net.bottom_need_backward[i], net.bottoms[i])
+        if imp is not None:
+            imp.backward(net.layers[i], *args)
+        else:
+            net.layers[i].backward(*args)
+        self.synchronize()
+
+    def synchronize(self) -> None:
+        from .device import cuda
+        cuda().synchronize()
