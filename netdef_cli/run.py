@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import nullcontext
 
 import click
@@ -98,7 +99,11 @@ def train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint
         else:
             msg = f"error: rank {ctx.rank}: {type(e).__name__}: {e}\n" + \
                 "".join(traceback.format_exception(e))
-        click.echo(msg, err=True)
+        import os
+        import time
+        sys.stderr.flush()
+        os.write(2, (msg.rstrip("\n") + "\n").encode())
+        time.sleep(1.0)       # let the launcher forward the message before it tears down
         ctx.abort(2 if isinstance(e, NetdefError) else 1)
         raise
 
@@ -130,9 +135,6 @@ def _train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigin
 
     def handler(effect):
         def h(signum, frame):
-            import os as _o
-            if _o.environ.get("NETDEF_DEBUG_SIGNALS"):
-                _o.write(2, f"[pid {_o.getpid()}] signal {signum}\n".encode())
             if effect == "snapshot":
                 solver.requested_snapshot = True
             elif effect == "stop":

@@ -62,7 +62,8 @@ def netdef_cmd(*args):
 
 def mpirun(n, *args, timeout=240):
     return subprocess.run([MPIEXEC, "-n", str(n), *netdef_cmd(*args)], capture_output=True,
-                          text=True, env=env(), timeout=timeout, check=False)
+                          text=True, env=env(), timeout=timeout, check=False,
+                          start_new_session=True)
 
 
 def weights(path):
@@ -114,7 +115,7 @@ def test_a_killed_rank_ends_the_job_quickly(tmp_path, mnist_lmdb):
     solver = lenet(tmp_path, mnist_lmdb, 32, "long", iters=100000)
     proc = subprocess.Popen([MPIEXEC, "-n", "2", *netdef_cmd("train", "--solver", solver)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env())
+                            env=env(), start_new_session=True)
     out = []
     deadline = time.time() + 120
     pid = None
@@ -158,7 +159,8 @@ main()
 """)
     t0 = time.time()
     r = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script)], capture_output=True,
-                       text=True, env=env(), timeout=120, check=False)
+                       text=True, env=env(), timeout=120, check=False,
+                       start_new_session=True)
     assert r.returncode != 0
     assert "error: rank 1: RuntimeError: boom at iteration 5" in r.stderr + r.stdout
     assert time.time() - t0 < 60
@@ -169,14 +171,19 @@ def test_ctrl_c_on_mpiexec_snapshots_once_and_stops(tmp_path, mnist_lmdb):
     solver = lenet(tmp_path, mnist_lmdb, 32, "int", iters=100000)
     proc = subprocess.Popen([MPIEXEC, "-n", "2", *netdef_cmd("train", "--solver", solver)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env())
+                            env=env(), start_new_session=True)
     out = []
     for line in proc.stdout:
         out.append(line)
         if "Iteration 20 (" in line:
             break
     proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=60)
+    try:
+        rest, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rest, _ = proc.communicate()
+        pytest.fail("no stop after Ctrl-C:\n" + "".join(out)[-3000:] + rest[-6000:])
     assert proc.returncode == 0, "".join(out) + rest
     models = list(tmp_path.glob("int_iter_*.caffemodel"))
     states = list(tmp_path.glob("int_iter_*.solverstate"))

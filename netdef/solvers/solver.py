@@ -211,17 +211,22 @@ class Solver:
                              "outputs": self._outputs(self.net)})
             self.apply_update(display, rate)
             self.iter += 1
+            # signal handlers set requested_stop/snapshot at any moment; under MPI every rank
+            # acts on the flags agreed this iteration only (a request that arrives during the
+            # agreement stays set for the next one), so all ranks stop and snapshot together
+            do_stop, do_snapshot = self.requested_stop, self.requested_snapshot
             if self.sync is not None:
-                self.requested_stop, self.requested_snapshot = self.sync.agree_flags(
-                    self.requested_stop, self.requested_snapshot)
+                do_stop, do_snapshot = self.sync.agree_flags(do_stop, do_snapshot)
                 if self.check_sync_every and self.iter % self.check_sync_every == 0:
                     self.sync.check_in_sync(self.iter)
             if self.on_iteration is not None:
                 self.on_iteration(self)
-            if (p.snapshot and self.iter % p.snapshot == 0) or self.requested_snapshot:
+            if (p.snapshot and self.iter % p.snapshot == 0) or do_snapshot:
                 self.snapshot()
-                self.requested_snapshot = False
-            if self.requested_stop:
+                if do_snapshot:
+                    self.requested_snapshot = False
+            if do_stop:
+                self.requested_stop = True
                 break
 
     def _log_outputs(self, net, kind: str, values=None) -> None:
