@@ -29,17 +29,22 @@ def _check_gpu(gpu, mode_gpu: bool = False, device_id: int = 0):
     else ``solver_mode: GPU`` with its ``device_id``.  A one-line error when there is no usable
     GPU (netdef.backend.cuda)."""
     from netdef.errors import ConfigError
+    from netdef.parallel.mpi import context
+    local = context().local_rank if context().active else 0
     if gpu in (None, ""):
         if not mode_gpu:
             return None
-        gid = int(device_id)
+        gid = int(device_id) + local     # MPI ranks of one machine: one device each
     else:
         try:
-            gid = int(str(gpu).split(",")[0])
+            ids = [int(x) for x in str(gpu).split(",") if x.strip()]
         except ValueError:
-            raise ConfigError(f"--gpu {gpu}: give a device number (e.g. 0), or -1 for the "
-                              f"CPU") from None
-        if gid < 0:
+            ids = []
+        if not ids:
+            raise ConfigError(f"--gpu {gpu}: give a device number (e.g. 0), a list (0,1) for "
+                              f"MPI ranks, or -1 for the CPU") from None
+        gid = ids[local % len(ids)] if len(ids) > 1 else ids[0] + local
+        if ids[0] < 0:
             return None
     from netdef.backend.cuda.device import select_device
     select_device(gid)
@@ -51,7 +56,7 @@ def _check_gpu(gpu, mode_gpu: bool = False, device_id: int = 0):
               help="solver definition (prototxt or YAML)")
 @click.option("--weights", default="", help="initialise from these .caffemodel files (a,b)")
 @click.option("--snapshot", "resume", default="", help="resume from this .solverstate")
-@click.option("--gpu", default=None, help="CUDA device id (-1: the CPU)")
+@click.option("--gpu", default=None, help="CUDA device id (-1: the CPU); under MPI, rank k of a machine takes id+k, or the k-th of a list 0,1,...")
 @click.option("--level", type=int, default=None, help="train_state level")
 @click.option("--stage", "stages", multiple=True, help="train_state stages (comma list)")
 @click.option("--input-shape", "input_shapes", multiple=True, callback=parse_input_shapes,
