@@ -116,7 +116,7 @@ CASES = {
                   [(3, 2, 2, 2)]),
 }
 
-CPU_OK = {"neurons_in_place": ("c",)}
+CPU_OK: dict = {}     # every layer type of these cases has a CUDA path
 
 
 @pytest.mark.parametrize("dtype", DT, ids=["f32", "f64"])
@@ -157,3 +157,10 @@ def test_has_cuda_is_set_from_the_table():
     for t in ("Convolution", "Pooling", "InnerProduct", "ReLU", "SoftmaxWithLoss", "BatchNorm"):
         assert t in TABLE and get_layer_class(t).has_cuda
     assert not get_layer_class("Python").has_cuda
+
+
+def test_the_static_list_of_cuda_types_matches_the_table():
+    """`netdef layers` reports CUDA support from a list that needs no numba.cuda import."""
+    from netdef.backend.cuda import CUDA_LAYER_TYPES
+    from netdef.backend.cuda.layers import TABLE
+    assert set(TABLE) == set(CUDA_LAYER_TYPES)

@@ -360,8 +360,6 @@ def test_caffe_catalogue_has_61_types():
 
 @pytest.mark.parametrize("type_name", CAFFE_TYPES)
 def test_every_caffe_type_is_registered(type_name):
-    if type_name == "HDF5Output" and get_layer_class(type_name) is None:
-        pytest.xfail("HDF5Output belongs to the data layers (not registered yet)")
     assert type_name in layer_types()
     cls = get_layer_class(type_name)
     assert cls.type == type_name and cls.__doc__
@@ -373,8 +371,10 @@ def test_layers_command_reports_kernels():
     r = CliRunner().invoke(cli, ["layers", "--json"])
     assert r.exit_code == 0, r.output
     rows = {row["type"]: row for row in json.loads(r.output)}
-    for t in ("LSTM", "RNN", "LSTMUnit", "Python", "SPP", "Filter", "BatchReindex",
-              "Parameter", "Convolution"):
+    for t in ("LSTM", "RNN", "LSTMUnit", "SPP", "Filter", "BatchReindex", "Parameter",
+              "Convolution"):
+        assert rows[t]["cpu"] is True and rows[t]["cuda"] is True
+    for t in ("Python", "Data", "HDF5Output"):
         assert rows[t]["cpu"] is True and rows[t]["cuda"] is False
     assert rows["LSTM"]["param_message"] == "RecurrentParameter"
     assert rows["Python"]["param_message"] == "PythonParameter"
@@ -382,4 +382,6 @@ def test_layers_command_reports_kernels():
     assert rows["Filter"]["param_field"] is None
     r = CliRunner().invoke(cli, ["layers"])
     line = next(ln for ln in r.output.splitlines() if ln.startswith("LSTMUnit "))
+    assert " cpu,cuda " in line
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("Python "))
     assert " cpu " in line and "cuda" not in line

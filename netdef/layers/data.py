@@ -9,6 +9,9 @@ WindowData (R-CNN windows file) prepare batches in a prefetch worker; HDF5Data (
 files, needs h5py) and MemoryData (arrays from the program, ``set_input_arrays``) read in
 forward.  Each keeps its randomness in its own generator (``self._drng``, seeded from the
 net's) and reports ``data_state()`` (cursor, generator state) for the solver's snapshots.
+
+HDF5Output is the one writer here (two bottoms, no tops): it appends its bottoms to the
+datasets "data" and "label" of an HDF5 file (needs h5py).
 """
 from __future__ import annotations
 
@@ -679,3 +682,85 @@ class MemoryDataLayer(DataLayerBase):
 
     def set_data_position(self, pos: int) -> None:
         self._pos = int(pos)
+
+
+HDF5_OUTPUT_HINT = "HDF5Output needs h5py: pip install 'netdef[hdf5]'"
+
+
+@register_layer("HDF5Output", "hdf5_output_param")
+class HDF5OutputLayer(Layer):
+    """Writes its two bottoms to the HDF5 file ``hdf5_output_param.file_name`` as the
+    datasets "data" (bottom 0) and "label" (bottom 1), each with its bottom's shape and the
+    net's dtype; no tops, and backward does nothing (Caffe's hdf5_output_layer.cpp).
+
+    The file is created (truncated) by the layer's first forward, not at setup, so building a
+    net (``netdef summary``) never touches it; every forward appends its batch along axis 0,
+    so after ``k`` forwards of batch ``N`` the datasets hold ``k*N`` rows (Caffe rewrote the
+    datasets and failed on a second forward).  The file is opened and closed in each forward:
+    it is complete and readable (by HDF5Data too) between forwards.  A relative file_name is
+    taken relative to the working directory, as in Caffe.  Needs h5py."""
+    exact_num_bottom = 2
+    exact_num_top = 0
+    DATASETS = ("data", "label")
+
+    def layer_setup(self, bottom, top):
+        self.file_name = self.param.hdf5_output_param.file_name
+        if not self.file_name:
+            raise self.config_error('no file_name: hdf5_output_param { file_name: "out.h5" } '
+                                    'names the HDF5 file to write',
+                                    field="hdf5_output_param.file_name")
+        if self.init_params:           # a net that will run: fail now, not at the first forward
+            self._h5py()
+        self.rows_written = 0
+        self._created = False
+
+    def _h5py(self):
+        try:
+            import h5py
+        except ImportError:
+            raise self.config_error(HDF5_OUTPUT_HINT) from None
+        return h5py
+
+    def reshape(self, bottom, top):
+        for name, b in zip(self.DATASETS, bottom):
+            if len(b.shape) == 0:
+                raise self.shape_error(f"bottom '{name}' is a scalar; HDF5Output writes rows "
+                                       f"along axis 0, so it needs at least one axis")
+        if bottom[0].shape[0] != bottom[1].shape[0]:
+            raise self.shape_error(
+                f"the bottoms hold different numbers of rows: data {list(bottom[0].shape)}, "
+                f"label {list(bottom[1].shape)} (HDF5Output writes them row by row)")
+
+    def forward(self, bottom, top):
+        h5py = self._h5py()
+        self.reshape(bottom, top)
+        try:
+            f = h5py.File(self.file_name, "a" if self._created else "w")
+        except OSError as e:
+            raise self.config_error(f"cannot open '{self.file_name}' for writing ({e})",
+                                    field="hdf5_output_param.file_name") from None
+        with f:
+            self._created = True
+            arrays = [np.ascontiguousarray(b.data, dtype=self.dtype) for b in bottom]
+            for name, arr in zip(self.DATASETS, arrays):     # check both before writing
+                ds = f.get(name)
+                if ds is not None and tuple(ds.shape[1:]) != tuple(arr.shape[1:]):
+                    raise self.shape_error(
+                        f"bottom '{name}' now has rows of shape {list(arr.shape[1:])} but "
+                        f"'{self.file_name}' holds rows of shape {list(ds.shape[1:])}")
+            for name, arr in zip(self.DATASETS, arrays):
+                ds = f.get(name)
+                if ds is None:
+                    ds = f.create_dataset(name, shape=(0,) + arr.shape[1:],
+                                          maxshape=(None,) + arr.shape[1:], dtype=self.dtype,
+                                          chunks=True)
+                n0 = ds.shape[0]
+                ds.resize(n0 + arr.shape[0], axis=0)
+                ds[n0:] = arr
+        self.rows_written += bottom[0].shape[0]
+
+    def backward(self, top, propagate_down, bottom):
+        """Nothing: the layer only writes (Caffe's Backward_cpu returns)."""
+
+    def allow_force_backward(self, bottom_index):
+        return False

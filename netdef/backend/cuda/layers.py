@@ -662,3 +662,7 @@ def impl_for(layer):
     if imp is None or not imp.supports(layer):
         return None
     return imp
+
+
+# the rest of the catalogue (registers into TABLE; imported last: it extends Pooling and LRN)
+from . import layers_extra  # noqa: F401

@@ -1,7 +1,14 @@
 """A Net in device mode: every blob gets a device mirror, each layer runs its CUDA impl from
 :data:`netdef.backend.cuda.layers.TABLE` when there is one (else its CPU code on host copies,
 synchronised lazily), loss tops are seeded on the device.  Per step only the input batch goes
-host->device and the loss values device->host."""
+host->device and the loss values device->host.
+
+``Net.on_layer_backward`` (the MPI gradient sync of :mod:`netdef.parallel.mpi`) fires after
+every layer's backward here too, in the same order as on the CPU.  MPI with a GPU goes through
+the host: the hook reads ``blob.diff``, which copies that parameter's finished gradient to the
+host (head CPU), and the averaged gradient the MPI code writes into that host array is copied
+back to the device when the solver's update next reads it (one device->host and one
+host->device copy per parameter and iteration; no CUDA-aware MPI)."""
 from __future__ import annotations
 
 from ...errors import NetdefError
