@@ -134,3 +134,143 @@ def rel_diff(a, b) -> float:
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+# Layer types beyond the classic CNN ones, batched into two nets (every top nothing reads is an
+# output): Deconvolution (grouped, strided, dilated, padded), Crop, Tile, MVN, Slice, Im2col,
+# SPP, MAX pooling with its argmax top, STOCHASTIC pooling (TEST), ...
+VISION_NET = """
+name: "visionnet"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 2 dim: 4 dim: 9 dim: 9 } } }
+layer { name: "deconv1" type: "Deconvolution" bottom: "data" top: "deconv1"
+        convolution_param { num_output: 6 kernel_size: 3 stride: 2 pad: 1 group: 2
+                            weight_filler { type: "gaussian" std: 0.3 }
+                            bias_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "deconv2" type: "Deconvolution" bottom: "data" top: "deconv2"
+        convolution_param { num_output: 3 kernel_h: 2 kernel_w: 3 stride_h: 1 stride_w: 2
+                            dilation: 2 pad_h: 0 pad_w: 1 bias_term: false
+                            weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "deconv3" type: "Deconvolution" bottom: "data" top: "deconv3"
+        convolution_param { num_output: 4 kernel_size: 2 stride: 2 group: 4
+                            weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "crop" type: "Crop" bottom: "deconv1" bottom: "data" top: "crop"
+        crop_param { axis: 2 offset: 3 offset: 5 } }
+layer { name: "crop1" type: "Crop" bottom: "deconv1" bottom: "data" top: "crop1"
+        crop_param { axis: 1 offset: 1 } }
+layer { name: "mvn" type: "MVN" bottom: "crop" top: "mvn" }
+layer { name: "mvn2" type: "MVN" bottom: "deconv2" top: "mvn2"
+        mvn_param { across_channels: true normalize_variance: false } }
+layer { name: "pool" type: "Pooling" bottom: "mvn" top: "pool" top: "mask"
+        pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "abs" type: "AbsVal" bottom: "deconv1" top: "abs" }
+layer { name: "spool" type: "Pooling" bottom: "abs" top: "spool"
+        pooling_param { pool: STOCHASTIC kernel_size: 3 stride: 2 } }
+layer { name: "tile" type: "Tile" bottom: "pool" top: "tile"
+        tile_param { axis: 1 tiles: 3 } }
+layer { name: "slice" type: "Slice" bottom: "tile" top: "s1" top: "s2" top: "s3"
+        slice_param { axis: 1 slice_point: 4 slice_point: 11 } }
+layer { name: "slice2" type: "Slice" bottom: "deconv1" top: "h1" top: "h2" top: "h3"
+        slice_param { axis: 1 } }
+layer { name: "tile2" type: "Tile" bottom: "h2" top: "tile2"
+        tile_param { axis: -1 tiles: 2 } }
+layer { name: "im2col" type: "Im2col" bottom: "data" top: "im2col"
+        convolution_param { kernel_size: 3 stride: 2 pad: 1 dilation: 1 } }
+layer { name: "spp" type: "SPP" bottom: "mvn2" top: "spp"
+        spp_param { pyramid_height: 3 pool: MAX } }
+layer { name: "spp_ave" type: "SPP" bottom: "crop" top: "spp_ave"
+        spp_param { pyramid_height: 2 pool: AVE } }
+"""
+
+# neurons and reductions: Power (and its constant case), Exp, Log, ELU, PReLU (per channel
+# and shared), Swish, BNLL, Threshold, Clip, Sigmoid, TanH, ArgMax (3 forms), Reduction (4
+# operations), Embed (a second, integer-valued input)
+NEURON_NET = """
+name: "neuronnet"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 2 dim: 5 dim: 3 dim: 4 } } }
+layer { name: "ids" type: "Input" top: "ids" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "pow" type: "Power" bottom: "data" top: "pow"
+        power_param { power: 2 scale: 0.5 shift: 1 } }
+layer { name: "pow3" type: "Power" bottom: "data" top: "pow3"
+        power_param { power: 3 scale: -0.7 } }
+layer { name: "powc" type: "Power" bottom: "data" top: "powc"
+        power_param { power: 3 scale: 0 shift: 2 } }
+layer { name: "exp" type: "Exp" bottom: "data" top: "exp"
+        exp_param { base: 2 scale: 0.5 shift: 0.1 } }
+layer { name: "expe" type: "Exp" bottom: "data" top: "expe" }
+layer { name: "abs" type: "AbsVal" bottom: "data" top: "abs" }
+layer { name: "log" type: "Log" bottom: "abs" top: "log"
+        log_param { base: 10 scale: 0.5 shift: 1.5 } }
+layer { name: "loge" type: "Log" bottom: "abs" top: "loge" log_param { shift: 0.1 } }
+layer { name: "elu" type: "ELU" bottom: "data" top: "elu" elu_param { alpha: 0.7 } }
+layer { name: "prelu" type: "PReLU" bottom: "data" top: "prelu"
+        prelu_param { filler { type: "uniform" min: -0.5 max: 0.8 } } }
+layer { name: "prelus" type: "PReLU" bottom: "data" top: "prelus"
+        prelu_param { channel_shared: true filler { type: "constant" value: -0.3 } } }
+layer { name: "swish" type: "Swish" bottom: "data" top: "swish" swish_param { beta: 1.5 } }
+layer { name: "bnll" type: "BNLL" bottom: "data" top: "bnll" }
+layer { name: "thr" type: "Threshold" bottom: "data" top: "thr"
+        threshold_param { threshold: 0.2 } }
+layer { name: "clip" type: "Clip" bottom: "data" top: "clip" clip_param { min: -0.5 max: 0.7 } }
+layer { name: "sig" type: "Sigmoid" bottom: "data" top: "sig" }
+layer { name: "tanh" type: "TanH" bottom: "data" top: "tanh" }
+layer { name: "relu" type: "ReLU" bottom: "data" top: "lrelu" relu_param { negative_slope: 0.1 } }
+layer { name: "am" type: "ArgMax" bottom: "data" top: "am" }
+layer { name: "am3" type: "ArgMax" bottom: "data" top: "am3"
+        argmax_param { top_k: 3 out_max_val: true } }
+layer { name: "amax" type: "ArgMax" bottom: "data" top: "amax"
+        argmax_param { axis: 1 top_k: 2 } }
+layer { name: "amaxv" type: "ArgMax" bottom: "data" top: "amaxv"
+        argmax_param { axis: 2 out_max_val: true } }
+layer { name: "rsum" type: "Reduction" bottom: "data" top: "rsum"
+        reduction_param { operation: SUM axis: 1 } }
+layer { name: "rasum" type: "Reduction" bottom: "data" top: "rasum"
+        reduction_param { operation: ASUM axis: 2 coeff: 0.5 } }
+layer { name: "rsumsq" type: "Reduction" bottom: "data" top: "rsumsq"
+        reduction_param { operation: SUMSQ axis: -1 } }
+layer { name: "rmean" type: "Reduction" bottom: "data" top: "rmean"
+        reduction_param { operation: MEAN axis: 1 coeff: 2 } }
+layer { name: "embed" type: "Embed" bottom: "ids" top: "embed"
+        embed_param { num_output: 4 input_dim: 7
+                      weight_filler { type: "gaussian" std: 1 }
+                      bias_filler { type: "gaussian" std: 0.5 } } }
+"""
+
+
+# graph plumbing on the batch axis: Parameter, BatchReindex, Filter, Crop and Slice of axis 0
+BATCH_NET = """
+name: "batchnet"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 3 } } }
+layer { name: "idx" type: "Input" top: "idx" input_param { shape { dim: 5 } } }
+layer { name: "sel" type: "Input" top: "sel" input_param { shape { dim: 4 dim: 1 } } }
+layer { name: "p" type: "Parameter" top: "p" parameter_param { shape { dim: 4 dim: 3 } } }
+layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "p" top: "sum" }
+layer { name: "br" type: "BatchReindex" bottom: "sum" bottom: "idx" top: "br" }
+layer { name: "filter" type: "Filter" bottom: "data" bottom: "sel" top: "filtered" }
+layer { name: "crop0" type: "Crop" bottom: "br" bottom: "data" top: "crop0"
+        crop_param { axis: 0 offset: 1 offset: 0 } }
+layer { name: "slice0" type: "Slice" bottom: "crop0" top: "a" top: "b" top: "c"
+        slice_param { axis: 0 slice_point: 1 slice_point: 3 } }
+"""
+
+
+def batch_net():
+    """BATCH_NET with a random Parameter blob, and its inputs."""
+    net = random_net(BATCH_NET, seed=2)
+    rng = np.random.default_rng(2)
+    net.layers[net.layer_index["p"]].blobs[0].data = rng.normal(0, 1, (4, 3))
+    inputs = {"data": rng.normal(0, 1, (4, 3)).astype(np.float32),
+              "idx": np.array([3, 0, 0, 2, 1], np.float32),
+              "sel": np.array([[1], [0], [1], [1]], np.float32)}
+    return net, inputs
+
+
+def neuron_inputs(n: int = 2, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"data": rng.normal(0, 1.5, (n, 5, 3, 4)).astype(np.float32),
+            "ids": rng.integers(0, 7, (n, 3)).astype(np.float32)}
+
+
+def vision_inputs(n: int = 2, seed: int = 0) -> dict:
+    return {"data": np.random.default_rng(seed).normal(0, 1, (n, 4, 9, 9)).astype(np.float32)}

@@ -14,12 +14,18 @@ import pytest
 from click.testing import CliRunner
 from deploy_nets import (
     BN_NET,
+    LENET_DEPLOY,
     LENET_TRAIN,
     LENET_WEIGHTS,
     MNIST_DIR,
+    NEURON_NET,
     SAMPLES,
+    VISION_NET,
+    batch_net,
+    neuron_inputs,
     random_net,
     rel_diff,
+    vision_inputs,
     weights_of,
 )
 
@@ -31,6 +37,7 @@ from netdef.errors import FileFormatError
 from netdef.proto import pb
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +45,11 @@ def lenet(tmp_path_factory):
     d = tmp_path_factory.mktemp("predict")
     path = str(d / "lenet.netdef")
     labels = d / "labels.txt"
-    labels.write_text("\n".join(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]))
-    freeze(LENET_TRAIN, LENET_WEIGHTS, input_shapes={"data": (1, 1, 28, 28)},
-           labels=str(labels)).save(path)
+    labels.write_text("\n".join(NAMES) + "\n")
+    # through the CLI: `netdef freeze --labels FILE` stores the class names
+    r = _cli("freeze", "--model", LENET_TRAIN, "--weights", LENET_WEIGHTS, "-o", path,
+             "--input-shape", "data=1,1,28,28", "--labels", str(labels))
+    assert r.exit_code == 0, r.output
     return path
 
 
@@ -64,14 +73,20 @@ def test_cli_predicts_the_mnist_samples(lenet):
     assert r.exit_code == 0, r.output
     lines = [json.loads(ln) for ln in r.output.strip().splitlines()]
     assert len(lines) == 20
-    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     for obj, png in zip(lines, pngs):
         want = int(re.search(r"_(\d)\.png$", png).group(1))
+        assert set(obj) == {"input", "top_k", "output"}
         assert obj["input"] == png
         assert len(obj["top_k"]) == 3 and len(obj["output"]) == 10
+        for t in obj["top_k"]:
+            assert set(t) == {"index", "label", "score"}
+            assert t["label"] == NAMES[t["index"]]
+            assert t["score"] == pytest.approx(obj["output"][t["index"]])
+        assert [t["score"] for t in obj["top_k"]] == sorted(obj["output"], reverse=True)[:3]
         best = obj["top_k"][0]
-        assert best["index"] == want and best["label"] == names[want]
+        assert best["index"] == want and best["label"] == NAMES[want]
         assert best["score"] == pytest.approx(max(obj["output"]))
+        assert all(v >= 0 for v in obj["output"])
         assert sum(obj["output"]) == pytest.approx(1, abs=1e-5)
     r = _cli("predict", lenet, pngs[0])
     assert r.exit_code == 0 and r.output.startswith(pngs[0] + ": ")
@@ -151,6 +166,57 @@ def test_numpy_fallback_without_numba(lenet, bnnet, tmp_path):
         assert rel_diff(out, ref) <= 1e-5
 
 
+_NO_NUMBA_ALL = r"""
+import sys, json
+sys.modules["numba"] = None          # numba cannot be imported
+import numpy as np
+import netdef.deploy as D
+for path in sys.argv[1:]:
+    p = D.load(path)
+    assert p.backend == "numpy", p.backend
+    feeds = dict(np.load(path + ".in.npz"))
+    np.savez(path + ".out.npz", **p.predict(feeds))
+print(json.dumps({"heavy": [m for m in ("netdef.net", "netdef.layers") if m in sys.modules]}))
+"""
+
+
+def test_numpy_fallback_covers_more_layer_types(tmp_path):
+    """Deconvolution, Crop, Tile, MVN, Slice, Im2col, SPP, pooling's argmax top, STOCHASTIC
+    pooling, the neurons (Power, Exp, Log, ELU, PReLU, Swish, BNLL, Threshold, Clip...),
+    ArgMax, Reduction, Embed, Parameter, BatchReindex, Filter: without Numba, every output
+    equals the Numba path's within 1e-5 relative (indices and masks exactly)."""
+    from netdef.deploy.numpy_kernels import KERNELS
+    bnet, binputs = batch_net()
+    cases = {"vision": (VISION_NET, random_net(VISION_NET, seed=3), vision_inputs(3)),
+             "neuron": (NEURON_NET, random_net(NEURON_NET, seed=4), neuron_inputs(3)),
+             "batch": (None, bnet, binputs)}
+    paths = {}
+    types = set()
+    for name, (text, net, inputs) in cases.items():
+        path = str(tmp_path / f"{name}.netdef")
+        freeze(net.param, weights_of(net)).save(path)
+        np.savez(path + ".in.npz", **inputs)
+        paths[name] = path
+        types |= {lp.type for lp in read_frozen(path).net.layer}
+    assert types - {"Input"} <= set(KERNELS)
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", _NO_NUMBA_ALL, *paths.values()],
+                       capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["heavy"] == []
+    exact = {"mask", "am", "amax", "thr", "embed", "filtered", "a", "b", "c"}
+    for name, path in paths.items():
+        ref = load(path, backend="numba").predict(cases[name][2])
+        got = dict(np.load(path + ".out.npz"))
+        assert set(got) == set(ref)
+        for k, want in ref.items():
+            assert got[k].shape == want.shape, (name, k)
+            if k in exact:
+                assert np.array_equal(got[k], want), (name, k)
+            else:
+                assert rel_diff(got[k], want) <= 1e-5, (name, k, rel_diff(got[k], want))
+
+
 # -- malformed files ---------------------------------------------------------------------------
 def _one_line_error(path, tmp_path):
     r = _cli("predict", str(path), os.path.join(SAMPLES, "mnist_00_7.png"))
@@ -210,3 +276,32 @@ def test_python_and_file_layers_refused(lenet, tmp_path):
         with pytest.raises(FileFormatError):
             read_frozen(str(path))
     read_frozen(str(tmp_path / "Python.netdef"), allow_python_layers=True)   # opt-in parses
+
+
+def test_caffemodel_blob_sizes_checked_before_allocating(tmp_path):
+    """A .caffemodel whose blob declares 10^12 elements: `netdef test --weights`,
+    `netdef freeze --weights` and load_caffemodel give a one-line error, no allocation."""
+    from netdef.io.weights import load_caffemodel
+    with open(LENET_WEIGHTS, "rb") as f:
+        net = pb.NetParameter.FromString(f.read())
+    conv = next(lp for lp in net.layer if lp.name == "conv1")
+    del conv.blobs[0].shape.dim[:]
+    conv.blobs[0].shape.dim.extend([10 ** 6, 10 ** 6])
+    big = tmp_path / "big.caffemodel"
+    big.write_bytes(net.SerializeToString())
+    with pytest.raises(FileFormatError, match="1,000,000,000,000 values"):
+        load_caffemodel(str(big))
+    # values that do not fill the declared shape (a cut or forged file)
+    conv.blobs[0].shape.dim[:] = [20, 1, 5, 6]
+    short = tmp_path / "short.caffemodel"
+    short.write_bytes(net.SerializeToString())
+    with pytest.raises(FileFormatError, match="holds 500 values"):
+        load_caffemodel(str(short))
+    for args in (["test", "--model", LENET_DEPLOY, "--weights", str(big), "--iterations", "1"],
+                 ["freeze", "--model", LENET_TRAIN, "--weights", str(big), "-o",
+                  str(tmp_path / "x.netdef")]):
+        r = _cli(*args)
+        assert r.exit_code == 2, r.output
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+        assert "1,000,000,000,000 values" in lines[0] and "conv1" in lines[0]

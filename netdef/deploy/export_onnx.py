@@ -12,7 +12,25 @@ Mapping (Caffe semantics kept exactly):
 * Concat, Eltwise SUM (coefficients as Mul) / PROD / MAX, Split -> Identity;
 * BatchNorm -> BatchNormalization (statistics divided by the stored factor), Scale / Bias ->
   Mul / Add with the operand reshaped to broadcast from its axis;
-* Dropout -> Identity, Flatten / Reshape -> Reshape (batch dimension kept dynamic).
+* Dropout -> Identity, Flatten / Reshape -> Reshape (batch dimension kept dynamic);
+* Deconvolution -> ConvTranspose (groups, stride, dilation, pads: Caffe's output size
+  stride * (in - 1) + dilation * (k - 1) + 1 - 2 * pad, no output_padding); Im2col -> a
+  depthwise Conv with one-hot kernels; SPP -> one pooling per level, Flatten, Concat;
+* MAX pooling's second (argmax) top -> MaxPool's Indices modulo H*W, as floats; STOCHASTIC
+  pooling (TEST) -> AveragePool(x^2) / AveragePool(x), 0 where the sum is not positive;
+* Power -> Mul / Add / Pow (Expand of the constant when power * scale == 0), Exp -> Mul / Exp
+  / Mul, Log -> Mul / Add / Log / Mul, ELU -> Elu, Swish -> x * Sigmoid(beta x), BNLL ->
+  Softplus, Threshold -> Greater + Cast, Clip -> Clip;
+* Slice -> Split (equal parts) or one Slice per top, Crop -> Slice (Caffe's axis / offsets;
+  the end of a cropped batch axis read from the reference at run time), Tile -> Tile,
+  MVN -> ReduceMean / Sub / Sqrt / Div over (item[, channel]) rows (eps added to the
+  standard deviation, as Caffe), Reduction -> ReduceSum / ReduceL1 / ReduceSumSquare /
+  ReduceMean (* coeff), ArgMax -> ArgMax (select_last_index: Caffe's tie order) or TopK,
+  ReduceMax for out_max_val, reshaped to Caffe's (N, 1|2, top_k) layout;
+* Embed -> Gather (+ bias), BatchReindex -> Gather, Filter -> Compress, Parameter -> its
+  blob as a constant.
+
+LSTM, RNN, LSTMUnit and Python layers have no export.
 
 The batch dimension of inputs and outputs is symbolic ("N").  Needs the ``onnx`` package.
 """
@@ -20,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeError
 from . import numpy_kernels as K
 from .frozen import FrozenModel
 
@@ -36,11 +54,22 @@ def _onnx():
 
 
 def _shapes(fm: FrozenModel) -> dict:
-    """Shape of every blob value for batch 1 (numpy forward of zeros), by layer and top."""
+    """Shape of every blob value by layer and top (numpy forward of zeros): for batch 1, or
+    for the declared input shapes where batch 1 does not fit (e.g. a Parameter blob added to
+    the input)."""
+    try:
+        return _shapes_for(fm, batch1=True)
+    except (ValueError, ShapeError):
+        return _shapes_for(fm, batch1=False)
+
+
+def _shapes_for(fm: FrozenModel, batch1: bool) -> dict:
     env = {}
     shapes = {}
     for inp in fm.deploy.input:
-        s = (1,) + tuple(int(d) for d in inp.shape.dim[1:])
+        s = tuple(int(d) for d in inp.shape.dim)
+        if batch1 and s:
+            s = (1,) + s[1:]
         env[inp.name] = np.zeros(s, np.float32)
     for i, lp in enumerate(fm.net.layer):
         if lp.type == "Input":
@@ -67,6 +96,8 @@ class _Builder:
         self.nh = numpy_helper
         self.nodes = []
         self.inits = []
+        self.node_names: set[str] = set()
+        self.opset = 13
         self.cur: dict[str, str] = {}
         self.used: set[str] = set()
         self.n = 0
@@ -102,8 +133,13 @@ class _Builder:
         return name
 
     def node(self, op, inputs, outputs, name=None, **attrs):
-        self.nodes.append(self.h.make_node(op, inputs, outputs, name=name or outputs[0],
-                                           **attrs))
+        name = name or outputs[0]
+        base, k = name, 0
+        while name in self.node_names:          # node names must be unique in a graph
+            k += 1
+            name = f"{base}#{k}"
+        self.node_names.add(name)
+        self.nodes.append(self.h.make_node(op, inputs, outputs, name=name, **attrs))
         return outputs[0]
 
 
@@ -114,11 +150,378 @@ def _broadcast_operand(operand, xshape, axis, num_axes_zero):
     return operand.reshape(operand.shape + (1,) * pad)
 
 
+# -- pooling --------------------------------------------------------------------------------
+def _pool(b, name, pp, x, h, w, top, mask=None) -> None:
+    """Caffe pooling of ``x`` (an h x w image) into ONNX value ``top`` (and its argmax mask,
+    index h*W + w as floats, into ``mask``)."""
+    kh, kw, ph, pw, sh, sw, oh, ow = K.pooling_geometry(pp, h, w)
+    method = int(pp.pool)
+    if mask is not None and method != pp.MAX:
+        raise ConfigError("a second top (the argmax mask) needs pool: MAX", layer=name)
+    if method == pp.STOCHASTIC:
+        _stochastic_pool(b, name, x, h, w, kh, kw, sh, sw, oh, ow, top)
+        return
+    is_max = method == pp.MAX
+    if pp.global_pooling and mask is None:
+        b.node("GlobalMaxPool" if is_max else "GlobalAveragePool", [x], [top], name=name)
+        return
+    eh = max((oh - 1) * sh + kh - h - ph, 0)
+    ew = max((ow - 1) * sw + kw - w - pw, 0)
+    if (h + ph + eh - kh) // sh + 1 != oh or (w + pw + ew - kw) // sw + 1 != ow:
+        raise ConfigError("this pooling geometry has no ONNX equivalent", layer=name,
+                          layer_type="Pooling")
+    attrs = {"kernel_shape": [kh, kw], "strides": [sh, sw], "pads": [ph, pw, eh, ew]}
+    if is_max:
+        if mask is None:
+            b.node("MaxPool", [x], [top], name=name, **attrs)
+            return
+        # ONNX's indices run over the whole (unpadded) N x C x H x W tensor: keep h*W + w
+        ind = b.fresh(f"{name}__indices")
+        b.node("MaxPool", [x], [top, ind], name=name, **attrs)
+        rem = b.fresh(f"{name}__hw")
+        b.node("Mod", [ind, b.const(f"{name}_hw", np.asarray(h * w, np.int64))], [rem],
+               name=rem)
+        b.node("Cast", [rem], [mask], name=f"{name}/mask", to=1)
+        return
+    hs = np.arange(oh) * sh - ph
+    ws = np.arange(ow) * sw - pw
+    div = ((np.minimum(hs + kh, h + ph) - hs)[:, None]
+           * (np.minimum(ws + kw, w + pw) - ws)[None, :]).astype(np.float64)
+    corr = (kh * kw / div).astype(np.float32)
+    if np.all(corr == 1):
+        b.node("AveragePool", [x], [top], name=name, count_include_pad=1, **attrs)
+        return
+    mid = b.fresh(f"{name}__avg")
+    b.node("AveragePool", [x], [mid], name=mid, count_include_pad=1, **attrs)
+    b.node("Mul", [mid, b.const(f"{name}_div", corr.reshape(1, 1, oh, ow))], [top], name=name)
+
+
+def _stochastic_pool(b, name, x, h, w, kh, kw, sh, sw, oh, ow, top) -> None:
+    """STOCHASTIC pooling, TEST phase: sum(v^2) / sum(v) per window (windows from (0, 0),
+    not shifted by the padding), 0 where the sum is not positive.  Both sums are average
+    pools over the same windows, so their common divisor cancels."""
+    eh = max((oh - 1) * sh + kh - h, 0)
+    ew = max((ow - 1) * sw + kw - w, 0)
+    if (h + eh - kh) // sh + 1 != oh or (w + ew - kw) // sw + 1 != ow:
+        raise ConfigError("this pooling geometry has no ONNX equivalent", layer=name,
+                          layer_type="Pooling")
+    attrs = {"kernel_shape": [kh, kw], "strides": [sh, sw], "pads": [0, 0, eh, ew],
+             "count_include_pad": 1}
+    sq = b.fresh(f"{name}__sq")
+    b.node("Mul", [x, x], [sq], name=sq)
+    s = b.fresh(f"{name}__s")
+    b.node("AveragePool", [x], [s], name=s, **attrs)
+    q = b.fresh(f"{name}__q")
+    b.node("AveragePool", [sq], [q], name=q, **attrs)
+    ratio = b.fresh(f"{name}__ratio")
+    b.node("Div", [q, s], [ratio], name=ratio)
+    pos = b.fresh(f"{name}__pos")
+    zero = b.const(f"{name}_zero", np.float32(0))
+    b.node("Greater", [s, zero], [pos], name=pos)
+    b.node("Where", [pos, ratio, zero], [top], name=name)
+
+
+# -- one-bottom layers without special plumbing ------------------------------------------------
+def _chain(b, lp, x, steps, top):
+    """Apply ``steps`` [(op, [extra inputs], attrs)] in turn; the last writes ``top``."""
+    cur = x
+    for k, (op, extra, attrs) in enumerate(steps):
+        out = top if k == len(steps) - 1 else b.fresh(f"{lp.name}__{op.lower()}{k}")
+        b.node(op, [cur] + list(extra), [out], name=lp.name if out == top else out, **attrs)
+        cur = out
+    return cur
+
+
+def _c(b, lp, what, value, dtype=np.float32):
+    return b.const(f"{lp.name}_{what}", np.asarray(value, dtype))
+
+
+def _reduce(b, op, x, out, axes, keepdims, name=None):
+    """Reduce* over ``axes``: an attribute before opset 18 (ReduceSum: 13), an input after."""
+    if op == "ReduceSum" or b.opset >= 18:
+        b.node(op, [x, b.const(f"{out}_axes", np.asarray(axes, np.int64))], [out],
+               name=name or out, keepdims=keepdims)
+    else:
+        b.node(op, [x], [out], name=name or out, axes=list(axes), keepdims=keepdims)
+    return out
+
+
+def _power(b, lp, xs, xshapes, W):
+    p = lp.power_param
+    pw, sc, sh = float(p.power), float(p.scale), float(p.shift)
+    top = b.top(lp.top[0])
+    if pw * sc == 0:
+        with np.errstate(all="ignore"):
+            value = 1.0 if pw == 0 else float(np.power(np.float64(sh), pw))
+        shape = b.fresh(f"{lp.name}__shape")
+        b.node("Shape", xs[:1], [shape], name=shape)
+        b.node("Expand", [_c(b, lp, "value", value), shape], [top], name=lp.name)
+        return
+    steps = []
+    if sc != 1:
+        steps.append(("Mul", [_c(b, lp, "scale", sc)], {}))
+    if sh != 0:
+        steps.append(("Add", [_c(b, lp, "shift", sh)], {}))
+    if pw != 1:
+        steps.append(("Pow", [_c(b, lp, "power", pw)], {}))
+    _chain(b, lp, xs[0], steps or [("Identity", [], {})], top)
+
+
+def _exp(b, lp, xs, xshapes, W):
+    import math
+    p = lp.exp_param
+    base = float(p.base)
+    inner = K._log_base(base, lp) * float(p.scale)
+    shift = float(p.shift)
+    outer = 1.0 if shift == 0 else (math.exp(shift) if base == -1 else base ** shift)
+    steps = [("Mul", [_c(b, lp, "inner", inner)], {})] if inner != 1 else []
+    steps.append(("Exp", [], {}))
+    if outer != 1:
+        steps.append(("Mul", [_c(b, lp, "outer", outer)], {}))
+    _chain(b, lp, xs[0], steps, b.top(lp.top[0]))
+
+
+def _log(b, lp, xs, xshapes, W):
+    p = lp.log_param
+    lb = K._log_base(float(p.base), lp)
+    if lb == 0:
+        raise ConfigError("base 1 has no logarithm", layer=lp.name, layer_type=lp.type)
+    sc, sh = float(p.scale), float(p.shift)
+    steps = [("Mul", [_c(b, lp, "scale", sc)], {})] if sc != 1 else []
+    if sh != 0:
+        steps.append(("Add", [_c(b, lp, "shift", sh)], {}))
+    steps.append(("Log", [], {}))
+    if lb != 1:
+        steps.append(("Mul", [_c(b, lp, "base_scale", 1.0 / lb)], {}))
+    _chain(b, lp, xs[0], steps, b.top(lp.top[0]))
+
+
+def _swish(b, lp, xs, xshapes, W):
+    beta = float(lp.swish_param.beta)
+    z = xs[0]
+    if beta != 1:
+        z = b.fresh(f"{lp.name}__bx")
+        b.node("Mul", [xs[0], _c(b, lp, "beta", beta)], [z], name=z)
+    s = b.fresh(f"{lp.name}__sigmoid")
+    b.node("Sigmoid", [z], [s], name=s)
+    b.node("Mul", [xs[0], s], [b.top(lp.top[0])], name=lp.name)
+
+
+def _elu(b, lp, xs, xshapes, W):
+    b.node("Elu", xs[:1], [b.top(lp.top[0])], name=lp.name, alpha=float(lp.elu_param.alpha))
+
+
+def _bnll(b, lp, xs, xshapes, W):
+    b.node("Softplus", xs[:1], [b.top(lp.top[0])], name=lp.name)
+
+
+def _threshold(b, lp, xs, xshapes, W):
+    _chain(b, lp, xs[0], [("Greater", [_c(b, lp, "threshold",
+                                             lp.threshold_param.threshold)], {}),
+                          ("Cast", [], {"to": 1})], b.top(lp.top[0]))
+
+
+def _clip(b, lp, xs, xshapes, W):
+    p = lp.clip_param
+    b.node("Clip", [xs[0], _c(b, lp, "min", p.min), _c(b, lp, "max", p.max)],
+           [b.top(lp.top[0])], name=lp.name)
+
+
+def _reshape_to(b, lp, x, shape, top=None, tag="shape"):
+    out = top or b.fresh(f"{lp.name}__{tag}")
+    b.node("Reshape", [x, _c(b, lp, tag, shape, np.int64)], [out], name=lp.name
+           if top else out)
+    return out
+
+
+def _argmax(b, lp, xs, xshapes, W):
+    p = lp.argmax_param
+    s = xshapes[0]
+    k = int(p.top_k)
+    top = b.top(lp.top[0])
+    if p.HasField("axis"):
+        a = K._axis(int(p.axis), len(s), lp, "argmax_param.axis")
+        x = xs[0]
+    else:
+        a = 1
+        x = b.fresh(f"{lp.name}__flat")
+        b.node("Flatten", xs[:1], [x], name=x, axis=1)
+    if k == 1:
+        idx = b.fresh(f"{lp.name}__idx")
+        # ties: Caffe takes the larger index
+        b.node("ArgMax", [x], [idx], name=idx, axis=a, keepdims=1, select_last_index=1)
+        val = None
+        if p.out_max_val:
+            val = b.fresh(f"{lp.name}__val")
+            _reduce(b, "ReduceMax", x, val, [a], 1)
+    else:
+        val = b.fresh(f"{lp.name}__val")
+        idx = b.fresh(f"{lp.name}__idx")
+        b.node("TopK", [x, _c(b, lp, "k", [k], np.int64)], [val, idx], name=idx, axis=a,
+               largest=1, sorted=1)
+        if not p.out_max_val:
+            val = None
+    fidx = b.fresh(f"{lp.name}__fidx")
+    b.node("Cast", [idx], [fidx], name=fidx, to=1)
+    if p.HasField("axis"):
+        b.node("Identity", [val if val is not None else fidx], [top], name=lp.name)
+        return
+    # (N, k) -> (N, 1 or 2, k, 1, ...)
+    shape = [0, 2 if p.out_max_val else 1, k] + [1] * (max(3, len(s)) - 3)
+    if val is not None:
+        cat = b.fresh(f"{lp.name}__cat")
+        parts = [_reshape_to(b, lp, v, [0, 1, k], tag=f"part{j}_shape")
+                 for j, v in enumerate((fidx, val))]
+        b.node("Concat", parts, [cat], name=cat, axis=1)
+        _reshape_to(b, lp, cat, shape, top)
+    else:
+        _reshape_to(b, lp, fidx, shape, top)
+
+
+def _reduction(b, lp, xs, xshapes, W):
+    p = lp.reduction_param
+    s = xshapes[0]
+    a = K._axis(int(p.axis), len(s), lp, "reduction_param.axis") if s else 0
+    axes = list(range(a, len(s)))
+    op = int(p.operation)
+    top = b.top(lp.top[0])
+    c = float(p.coeff)
+    red = top if c == 1 else b.fresh(f"{lp.name}__reduce")
+    onnx_op = {p.SUM: "ReduceSum", p.ASUM: "ReduceL1", p.SUMSQ: "ReduceSumSquare",
+               p.MEAN: "ReduceMean"}.get(op)
+    if onnx_op is None:
+        raise ConfigError(f"unknown operation {op}", layer=lp.name, layer_type=lp.type)
+    _reduce(b, onnx_op, xs[0], red, axes, 0, name=lp.name if red == top else None)
+    if c != 1:
+        b.node("Mul", [red, _c(b, lp, "coeff", c)], [top], name=lp.name)
+
+
+def _mvn(b, lp, xs, xshapes, W):
+    p = lp.mvn_param
+    s = xshapes[0]
+    rows = [0] if p.across_channels or len(s) < 2 else [0, int(s[1])]
+    r = _reshape_to(b, lp, xs[0], rows + [-1], tag="rows")
+    ax = len(rows)
+    mean = _reduce(b, "ReduceMean", r, b.fresh(f"{lp.name}__mean"), [ax], 1)
+    cen = b.fresh(f"{lp.name}__centred")
+    b.node("Sub", [r, mean], [cen], name=cen)
+    y = cen
+    if p.normalize_variance:
+        sq = b.fresh(f"{lp.name}__sq")
+        b.node("Mul", [cen, cen], [sq], name=sq)
+        var = _reduce(b, "ReduceMean", sq, b.fresh(f"{lp.name}__var"), [ax], 1)
+        sd = _chain(b, lp, var, [("Sqrt", [], {}), ("Add", [_c(b, lp, "eps", p.eps)], {})],
+                    b.fresh(f"{lp.name}__sd"))
+        y = b.fresh(f"{lp.name}__norm")
+        b.node("Div", [cen, sd], [y], name=y)
+    _reshape_to(b, lp, y, [0] + [int(d) for d in s[1:]], b.top(lp.top[0]))
+
+
+def _crop(b, lp, xs, xshapes, W):
+    p = lp.crop_param
+    s0, s1 = xshapes[0], xshapes[1]
+    n = len(s0)
+    a = K._axis(int(p.axis), n, lp, "crop_param.axis")
+    offs = [int(o) for o in p.offset]
+    starts = [offs[0] if len(offs) == 1 else offs[i - a] if offs else 0 for i in range(a, n)]
+    ends = [o + int(s1[i]) for o, i in zip(starts, range(a, n))]
+    axes = list(range(a, n))
+    if a > 0:
+        ends_in = _c(b, lp, "ends", ends, np.int64)
+    else:
+        # the batch size of the reference is only known at run time
+        shp = b.fresh(f"{lp.name}__refshape")
+        b.node("Shape", [xs[1]], [shp], name=shp)
+        n1 = b.fresh(f"{lp.name}__refbatch")
+        b.node("Slice", [shp, _c(b, lp, "b0", [0], np.int64), _c(b, lp, "b1", [1], np.int64)],
+               [n1], name=n1)
+        e0 = b.fresh(f"{lp.name}__end0")
+        b.node("Add", [n1, _c(b, lp, "off0", [starts[0]], np.int64)], [e0], name=e0)
+        ends_in = b.fresh(f"{lp.name}__ends")
+        b.node("Concat", [e0, _c(b, lp, "ends_rest", ends[1:], np.int64)], [ends_in],
+               name=ends_in, axis=0)
+    b.node("Slice", [xs[0], _c(b, lp, "starts", starts, np.int64), ends_in,
+                     _c(b, lp, "axes", axes, np.int64)], [b.top(lp.top[0])], name=lp.name)
+
+
+def _slice(b, lp, xs, xshapes, W):
+    p = lp.slice_param
+    s = xshapes[0]
+    ax = int(p.slice_dim) if p.HasField("slice_dim") and not p.HasField("axis") \
+        else int(p.axis)
+    a = K._axis(ax, len(s), lp, "slice_param.axis")
+    tops = [b.top(t) for t in lp.top]
+    if len(tops) == 1:
+        b.node("Identity", xs[:1], tops, name=lp.name)
+        return
+    points = [int(v) for v in p.slice_point]
+    if not points:
+        extra = {"num_outputs": len(tops)} if b.opset >= 18 else {}
+        b.node("Split", xs[:1], tops, name=lp.name, axis=a, **extra)     # equal parts
+        return
+    bounds = [0] + points + [np.iinfo(np.int64).max]
+    for k, t in enumerate(tops):
+        b.node("Slice", [xs[0], _c(b, lp, f"start{k}", [bounds[k]], np.int64),
+                         _c(b, lp, f"end{k}", [bounds[k + 1]], np.int64),
+                         _c(b, lp, "axis", [a], np.int64)], [t], name=f"{lp.name}/{k}")
+
+
+def _tile(b, lp, xs, xshapes, W):
+    p = lp.tile_param
+    s = xshapes[0]
+    a = K._axis(int(p.axis), len(s), lp, "tile_param.axis")
+    reps = [1] * len(s)
+    reps[a] = int(p.tiles)
+    b.node("Tile", [xs[0], _c(b, lp, "repeats", reps, np.int64)], [b.top(lp.top[0])],
+           name=lp.name)
+
+
+def _embed(b, lp, xs, xshapes, W):
+    ids = b.fresh(f"{lp.name}__ids")
+    b.node("Cast", xs[:1], [ids], name=ids, to=7)       # int64
+    top = b.top(lp.top[0])
+    has_bias = lp.embed_param.bias_term and len(W) > 1
+    g = b.fresh(f"{lp.name}__gather") if has_bias else top
+    b.node("Gather", [b.const(f"{lp.name}_W", W[0]), ids], [g], name=lp.name if not has_bias
+           else g, axis=0)
+    if has_bias:
+        b.node("Add", [g, b.const(f"{lp.name}_B", W[1].reshape(-1))], [top], name=lp.name)
+
+
+def _batch_reindex(b, lp, xs, xshapes, W):
+    ids = b.fresh(f"{lp.name}__ids")
+    b.node("Cast", [xs[1]], [ids], name=ids, to=7)
+    b.node("Gather", [xs[0], ids], [b.top(lp.top[0])], name=lp.name, axis=0)
+
+
+def _filter(b, lp, xs, xshapes, W):
+    flat = _reshape_to(b, lp, xs[-1], [-1], tag="selector")
+    cond = b.fresh(f"{lp.name}__keep")
+    b.node("Cast", [flat], [cond], name=cond, to=9)     # bool: nonzero
+    for k, (x, t) in enumerate(zip(xs[:-1], lp.top)):
+        b.node("Compress", [x, cond], [b.top(t)], name=f"{lp.name}/{k}", axis=0)
+
+
+def _parameter(b, lp, xs, xshapes, W):
+    b.node("Identity", [b.const(f"{lp.name}_value", W[0])], [b.top(lp.top[0])], name=lp.name)
+
+
+_SIMPLE = {
+    "Power": _power, "Exp": _exp, "Log": _log, "Swish": _swish, "ELU": _elu, "BNLL": _bnll,
+    "Threshold": _threshold, "Clip": _clip, "ArgMax": _argmax, "Reduction": _reduction,
+    "MVN": _mvn, "Crop": _crop, "Slice": _slice, "Tile": _tile, "Embed": _embed,
+    "BatchReindex": _batch_reindex, "Filter": _filter, "Parameter": _parameter,
+}
+
+
 def export_onnx(fm: FrozenModel, path: str, *, opset: int = 13) -> dict:
     onnx, helper, numpy_helper = _onnx()
     from onnx import TensorProto
     shapes = _shapes(fm)
+    if opset < 13:
+        raise ConfigError(f"opset {opset} is too old: netdef exports opset 13 or later")
     b = _Builder(fm, helper, numpy_helper)
+    b.opset = opset
     inputs = []
     for inp in fm.deploy.input:
         dims = ["N"] + [int(d) for d in inp.shape.dim[1:]]
@@ -144,42 +547,46 @@ def export_onnx(fm: FrozenModel, path: str, *, opset: int = 13) -> dict:
             b.node("Conv", ins, [b.top(lp.top[0])], name=lp.name, kernel_shape=[kh, kw],
                    pads=[ph, pw, ph, pw], strides=[sh, sw], dilations=[dh, dw],
                    group=int(cp.group))
+        elif t == "Deconvolution":
+            cp = lp.convolution_param
+            kh, kw, ph, pw, sh, sw, dh, dw = K.conv_geometry(cp)
+            ins = [xs[0], b.const(f"{lp.name}_W", W[0])]
+            if cp.bias_term and len(W) > 1:
+                ins.append(b.const(f"{lp.name}_B", W[1]))
+            # ONNX: out = stride * (in - 1) + dilation * (k - 1) + 1 - pad_begin - pad_end,
+            # Caffe's size exactly (no output_padding)
+            b.node("ConvTranspose", ins, [b.top(lp.top[0])], name=lp.name,
+                   kernel_shape=[kh, kw], pads=[ph, pw, ph, pw], strides=[sh, sw],
+                   dilations=[dh, dw], group=int(cp.group))
+        elif t == "Im2col":
+            # a depthwise convolution with one-hot kernels: output channel (c*kh + i)*kw + j
+            # is input channel c at window offset (i, j)
+            kh, kw, ph, pw, sh, sw, dh, dw = K.conv_geometry(lp.convolution_param)
+            c = xshapes[0][1]
+            onehot = np.zeros((c * kh * kw, 1, kh, kw), np.float32)
+            r = np.arange(kh * kw)
+            onehot.reshape(c, kh * kw, kh * kw)[:, r, r] = 1
+            b.node("Conv", [xs[0], b.const(f"{lp.name}_onehot", onehot)], [b.top(lp.top[0])],
+                   name=lp.name, kernel_shape=[kh, kw], pads=[ph, pw, ph, pw],
+                   strides=[sh, sw], dilations=[dh, dw], group=c)
         elif t == "Pooling":
-            pp = lp.pooling_param
             _, _, h, w = xshapes[0]
-            kh, kw, ph, pw, sh, sw, oh, ow = K.pooling_geometry(pp, h, w)
-            is_max = int(pp.pool) == pp.MAX
-            if len(lp.top) != 1:
-                raise ConfigError("the argmax top of Pooling cannot be exported to ONNX",
-                                  layer=lp.name, layer_type=t)
-            if pp.global_pooling:
-                b.node("GlobalMaxPool" if is_max else "GlobalAveragePool", xs[:1],
-                       [b.top(lp.top[0])], name=lp.name)
+            mask = b.top(lp.top[1]) if len(lp.top) == 2 else None
+            _pool(b, lp.name, lp.pooling_param, xs[0], h, w, b.top(lp.top[0]), mask)
+        elif t == "SPP":
+            _, _, h, w = xshapes[0]
+            levels = K.spp_levels(lp, h, w)
+            if len(levels) == 1:
+                _pool(b, lp.name, levels[0].pooling_param, xs[0], h, w, b.top(lp.top[0]))
                 continue
-            eh = (oh - 1) * sh + kh - h - ph
-            ew = (ow - 1) * sw + kw - w - pw
-            eh, ew = max(eh, 0), max(ew, 0)
-            if (h + ph + eh - kh) // sh + 1 != oh or (w + pw + ew - kw) // sw + 1 != ow:
-                raise ConfigError("this pooling geometry has no ONNX equivalent",
-                                  layer=lp.name, layer_type=t)
-            attrs = dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, eh, ew])
-            if is_max:
-                b.node("MaxPool", xs[:1], [b.top(lp.top[0])], name=lp.name, **attrs)
-            else:
-                hs = np.arange(oh) * sh - ph
-                ws = np.arange(ow) * sw - pw
-                div = ((np.minimum(hs + kh, h + ph) - hs)[:, None]
-                       * (np.minimum(ws + kw, w + pw) - ws)[None, :]).astype(np.float64)
-                corr = (kh * kw / div).astype(np.float32)
-                if np.all(corr == 1):
-                    b.node("AveragePool", xs[:1], [b.top(lp.top[0])], name=lp.name,
-                           count_include_pad=1, **attrs)
-                else:
-                    mid = b.fresh(f"{lp.name}__avg")
-                    b.node("AveragePool", xs[:1], [mid], name=mid, count_include_pad=1,
-                           **attrs)
-                    b.node("Mul", [mid, b.const(f"{lp.name}_div", corr.reshape(1, 1, oh, ow))],
-                           [b.top(lp.top[0])], name=lp.name)
+            flat = []
+            for q in levels:
+                y = b.fresh(f"{q.name}")
+                _pool(b, q.name, q.pooling_param, xs[0], h, w, y)
+                f = b.fresh(f"{q.name}__flat")
+                b.node("Flatten", [y], [f], name=f, axis=1)
+                flat.append(f)
+            b.node("Concat", flat, [b.top(lp.top[0])], name=lp.name, axis=1)
         elif t == "InnerProduct":
             ip = lp.inner_product_param
             if int(ip.axis) not in (1, -len(xshapes[0]) + 1):
@@ -326,13 +733,16 @@ def export_onnx(fm: FrozenModel, path: str, *, opset: int = 13) -> dict:
                 shape[0] = 0
             b.node("Reshape", [xs[0], b.const(f"{lp.name}_shape", np.asarray(shape, np.int64))],
                    [b.top(lp.top[0])], name=lp.name)
+        elif t in _SIMPLE:
+            _SIMPLE[t](b, lp, xs, xshapes, W)
         else:
             raise ConfigError(f"layer type {t} cannot be exported to ONNX", layer=lp.name,
                               layer_type=t)
     outputs = []
     for o in fm.deploy.output:
         i = max(k for k, lp in enumerate(fm.net.layer) if o in lp.top)
-        dims = ["N"] + [int(d) for d in shapes[(i, o)][1:]]
+        shape = shapes[(i, o)]
+        dims = ["N"] + [int(d) for d in shape[1:]] if len(shape) else []
         outputs.append(helper.make_tensor_value_info(b.cur[o], TensorProto.FLOAT, dims))
     graph = helper.make_graph(b.nodes, fm.net.name or "netdef", inputs, outputs, b.inits)
     model = helper.make_model(graph, producer_name="netdef",

@@ -58,7 +58,27 @@ def load_caffemodel(path: str):
     if is_hdf5(path):
         return load_caffemodel_h5(path)
     d = load_net(path, fmt="binary")
+    check_blob_sizes(d.message, _file_size(path), path)
     return d.message
+
+
+def _file_size(path: str) -> int:
+    import os
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def check_blob_sizes(net_param, file_size: int, file: str | None = None) -> None:
+    """Refuse (one-line FileFormatError) any blob whose declared shape needs more bytes than
+    the file holds, or whose values do not fill its shape -- checked with Python integers
+    before anything is allocated from the declared shape (a hostile .caffemodel declaring a
+    10^12-element blob is an error, not a 4 TB allocation).  Legacy V1 ``layers`` too."""
+    from ..deploy.frozen import check_blob
+    for lp in list(net_param.layer) + list(net_param.layers):
+        for j, bp in enumerate(lp.blobs):
+            check_blob(bp, file_size, file=file, layer=lp.name or None, what=f"blob {j}")
 
 
 def copy_trained_layers(net, source, file: str | None = None) -> list[str]:
