@@ -299,7 +299,7 @@ def test_caffemodel_blob_sizes_checked_before_allocating(tmp_path):
         load_caffemodel(str(short))
     for args in (["test", "--model", LENET_DEPLOY, "--weights", str(big), "--iterations", "1"],
                  ["freeze", "--model", LENET_TRAIN, "--weights", str(big), "-o",
-                  str(tmp_path / "x.netdef")]):
+                  str(tmp_path / "x.netdef"), "--input-shape", "data=1,1,28,28"]):
         r = _cli(*args)
         assert r.exit_code == 2, r.output
         lines = r.output.strip().splitlines()
