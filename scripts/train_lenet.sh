@@ -1,11 +1,11 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # The quickstart: LeNet from the zoo on MNIST, trained with BVLC Caffe's recipe, printing the
 # test accuracy.  MNIST comes from ../shared/data/mnist when that folder exists, else from the
 # canonical mirrors; when neither is reachable (a machine that sees only the package
 # registries), it falls back to Fashion-MNIST from the Debian package dataset-fashion-mnist
 # and trains the same LeNet on it (model_zoo/lenet_fashion).  Run from the repository root
 # with netdef on the PATH.  Extra arguments go to `netdef train` (e.g. --set max_iter=1000).
-set -e
+set -eo pipefail
 FROM=""
 [ -d ../shared/data/mnist ] && FROM="--from ../shared/data/mnist"
 if netdef data get mnist $FROM --out examples/mnist; then
