@@ -8,6 +8,28 @@ from .base import Layer, canonical_axis
 from .registry import register_layer
 
 
+def _gemm_kernels(a):
+    """netdef.backend.cpu.gemm when its BLAS-from-Numba kernels can run on ``a``'s dtype."""
+    if a.dtype not in (np.float32, np.float64):
+        return None
+    from ..backend.cpu import gemm as G
+    return G if G.AVAILABLE else None
+
+
+#: below this many multiply-adds a matrix product runs on one thread
+PARALLEL_MIN_MACS = 1 << 18
+
+
+def _threads(m: int, k: int, n: int) -> int:
+    import numba
+    return numba.get_num_threads() if m * k * n >= PARALLEL_MIN_MACS else 1
+
+
+def _fast_elementwise(a, b) -> bool:
+    """Numba kernels for a per-channel broadcast: same float dtype, sizes worth a launch."""
+    return a.dtype == b.dtype and a.dtype in (np.float32, np.float64) and a.size >= 4096
+
+
 def _filler(p, name: str):
     """The FillerParameter ``name`` of message ``p``, or None when the definition omits it."""
     return getattr(p, name) if p.HasField(name) else None
@@ -65,24 +87,45 @@ class InnerProductLayer(Layer):
         m = bottom[0].count_range(0, self.axis)
         x = bottom[0].data.reshape(m, self.k)
         y = top[0].data.reshape(m, self.num_output)
-        np.matmul(x, self._wt(self.blobs[0].data), out=y)
+        w = self.blobs[0].data
+        G = _gemm_kernels(x)
+        if G is not None:
+            with G.single_threaded_blas():
+                G.matmul(x, False, w, not self.transpose, 0.0, y, _threads(m, self.k,
+                                                                         self.num_output))
+        else:
+            np.matmul(x, self._wt(w), out=y)
         if self.bias_term:
             y += self.blobs[1].data
 
     def backward(self, top, propagate_down, bottom):
         m = bottom[0].count_range(0, self.axis)
         dy = top[0].diff.reshape(m, self.num_output)
+        G = _gemm_kernels(dy)
+        nt = _threads(m, self.k, self.num_output)
         if self.param_propagate_down[0]:
             x = bottom[0].data.reshape(m, self.k)
-            if self.transpose:
-                self.blobs[0].diff += x.T @ dy
+            dw = self.blobs[0].diff
+            if G is not None:
+                with G.single_threaded_blas():
+                    if self.transpose:
+                        G.matmul(x, True, dy, False, 1.0, dw, nt)
+                    else:
+                        G.matmul(dy, True, x, False, 1.0, dw, nt)
+            elif self.transpose:
+                dw += x.T @ dy
             else:
-                self.blobs[0].diff += dy.T @ x
+                dw += dy.T @ x
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += dy.sum(axis=0)
         if propagate_down[0]:
             dx = bottom[0].diff.reshape(m, self.k)
-            np.matmul(dy, self._wt(self.blobs[0].data).T, out=dx)
+            w = self.blobs[0].data
+            if G is not None:
+                with G.single_threaded_blas():
+                    G.matmul(dy, False, w, self.transpose, 0.0, dx, nt)
+            else:
+                np.matmul(dy, self._wt(w).T, out=dx)
 
 
 @register_layer("Embed", "embed_param")
@@ -252,11 +295,29 @@ class ScaleLayer(_Broadcast):
     def forward(self, bottom, top):
         x = bottom[0].data
         o, d, i = self._dims(x.shape)
+        keep = np.empty((0, 1, 1), x.dtype)
         if top[0] is bottom[0] and self._needs_input(bottom):
-            self._x = x.copy()          # in place: keep the input for the scale's gradient
-        s = self._scale(bottom).reshape(1, d, 1)
+            # in place: keep the input for the scale's gradient.  After a BatchNorm the input
+            # equals BatchNorm's saved normalised copy: reuse that (after checking) instead of
+            # a copy of our own -- one activation-sized buffer less per BatchNorm+Scale pair.
+            from .normalization import output_copy
+            saved = output_copy(x)
+            if saved is not None:
+                self._x = saved
+            else:
+                if getattr(self, "_x", None) is None or self._x.shape != x.shape or \
+                        self._x.dtype != x.dtype or not self._x.flags.owndata:
+                    self._x = np.empty_like(x)
+                keep = self._x.reshape(o, d, i)
+        sc = self._scale(bottom).reshape(d)
         y = top[0].data.reshape(o, d, i)
-        np.multiply(x.reshape(o, d, i), s, out=y)
+        if _fast_elementwise(x, sc):
+            b = self.blobs[-1].data.reshape(d) if self.bias_term else np.empty(0, x.dtype)
+            K.scale_forward(x.reshape(o, d, i), sc, b.astype(x.dtype, copy=False), y, keep)
+            return
+        if keep.size:
+            keep[...] = x.reshape(o, d, i)
+        np.multiply(x.reshape(o, d, i), sc.reshape(1, d, 1), out=y)
         if self.bias_term:
             y += self.blobs[-1].data.reshape(1, d, 1)
 
@@ -264,6 +325,21 @@ class ScaleLayer(_Broadcast):
         o, d, i = self._dims(bottom[0].shape)
         dy = top[0].diff.reshape(o, d, i)
         learned = len(bottom) == 1
+        if learned and _fast_elementwise(dy, self.blobs[0].data):
+            do_s = self.param_propagate_down[0]
+            do_b = self.bias_term and self.param_propagate_down[-1]
+            x = self._x if top[0] is bottom[0] else bottom[0].data
+            gs = np.empty(d, np.float64)
+            gb = np.empty(d, np.float64)
+            dx = bottom[0].diff.reshape(o, d, i) if propagate_down[0] else dy
+            K.scale_backward(dy, x.reshape(o, d, i) if do_s else dy,
+                             self.blobs[0].data.reshape(d), do_s, do_b, bool(propagate_down[0]),
+                             gs, gb, dx)
+            if do_s:
+                self.blobs[0].diff += gs.astype(dy.dtype).reshape(self.oshape)
+            if do_b:
+                self.blobs[-1].diff += gb.astype(dy.dtype).reshape(self.oshape)
+            return
         if self.bias_term and self.param_propagate_down[-1]:
             self.blobs[-1].diff += dy.sum(axis=(0, 2)).reshape(self.oshape)
         want_s = self.param_propagate_down[0] if learned else propagate_down[1]

@@ -2,6 +2,8 @@
 no affine), MVN."""
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from ..backend.cpu import normalization as K
@@ -88,6 +90,27 @@ class LRNLayer(Layer):
         dx[...] = dy * pw - coef * x * inner
 
 
+#: data pointer of a layer's output -> an array a layer keeps that holds the same values
+#: (BatchNorm's normalised copy); weak values, so a dead layer's buffer is dropped
+_OUTPUT_COPIES: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
+
+
+def register_output_copy(out: np.ndarray, copy: np.ndarray) -> None:
+    """Record that ``copy`` (kept by its layer until its next forward) equals ``out`` now."""
+    _OUTPUT_COPIES[out.ctypes.data] = copy
+
+
+def output_copy(x: np.ndarray):
+    """A kept array equal to ``x`` (checked element by element), or None: an in-place layer
+    that must keep its input (Scale after BatchNorm) can reuse it instead of copying."""
+    saved = _OUTPUT_COPIES.get(x.ctypes.data)
+    if saved is None or saved.size != x.size or saved.dtype != x.dtype \
+            or np.shares_memory(saved, x):
+        return None
+    saved = saved.reshape(x.shape)
+    return saved if np.array_equal(saved, x) else None
+
+
 @register_layer("BatchNorm", "batch_norm_param")
 class BatchNormLayer(Layer):
     """Normalise every channel (axis 1; all other axes pooled) to zero mean and unit variance.
@@ -156,10 +179,9 @@ class BatchNormLayer(Layer):
             mean = (self.blobs[0].data * f).astype(dt)
             var = (self.blobs[1].data * f).astype(dt)
         else:
-            mean64 = x.mean(axis=(0, 2), dtype=np.float64)
-            cen = x - mean64[None, :, None]
-            var64 = np.einsum("ncs,ncs->c", cen, cen) / max(x.shape[0] * x.shape[2], 1)
-            del cen
+            mean64 = np.empty(x.shape[1], np.float64)
+            var64 = np.empty(x.shape[1], np.float64)
+            K.batch_norm_stats(x, mean64, var64)
             if self.phase == TRAIN:
                 m = x.shape[0] * x.shape[2]
                 corr = m / (m - 1) if m > 1 else 1.0
@@ -170,25 +192,28 @@ class BatchNormLayer(Layer):
             mean = mean64.astype(dt)
             var = var64.astype(dt)
         std = np.sqrt(var + np.asarray(self.eps, dt))
-        y = (x - mean[None, :, None]) / std[None, :, None]
         self._std = std
-        self._x_norm = None if self.use_global else y      # later in-place layers may clobber top
-        self._view(top[0].data)[...] = y
+        if self.use_global:
+            self._x_norm = None
+            xn = np.empty((0, 1, 1), dt)
+        else:       # kept apart from top: later in-place layers may clobber it
+            if self._x_norm is None or self._x_norm.shape != x.shape or \
+                    self._x_norm.dtype != dt:
+                self._x_norm = np.empty(x.shape, dt)
+            xn = self._x_norm
+        K.batch_norm_apply(x, mean.astype(dt), std, self._view(top[0].data), xn)
+        if self._x_norm is not None:
+            register_output_copy(top[0].data, self._x_norm)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         dy = self._view(top[0].diff)
-        std = self._std[None, :, None]
+        dx = self._view(bottom[0].diff)
         if self.use_global:
-            dx = dy / std
+            np.divide(dy, self._std[None, :, None], out=dx)
         else:
-            y = self._x_norm
-            m = max(dy.shape[0] * dy.shape[2], 1)
-            mdy = dy.sum(axis=(0, 2), keepdims=True) / m
-            mdyy = np.einsum("ncs,ncs->c", dy, y)[None, :, None] / m
-            dx = (dy - mdy - y * mdyy) / std
-        self._view(bottom[0].diff)[...] = dx
+            K.batch_norm_backward(dy, self._x_norm, self._std, dx)
 
 
 @register_layer("MVN", "mvn_param")

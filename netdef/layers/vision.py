@@ -4,15 +4,18 @@ semantics (parameter rules, output sizes, blob layouts).
 Convolution paths (all give the same numbers):
 
 * depthwise (``group == channels``, e.g. MobileNet): direct Numba kernels, no GEMM;
-* otherwise im2col into a batch-concatenated ``(C*kh*kw, n*L)`` buffer (``n`` images per
-  chunk, chunked to bound memory; for 1x1 / stride 1 / pad 0 a plain transpose of the input)
-  and one GEMM per group over it, then a parallel transpose back to NCHW that adds the bias.
-  (On the 16-core device this beat a batched per-image GEMM for 1x1 convolutions.)
+* float32/float64 with numpy's BLAS reachable from Numba (the usual case): the batch is split
+  into tasks run on netdef's CPU threads; each task does, per chunk of its images, im2col +
+  one single-threaded GEMM per group straight into the NCHW output (+ bias), and in backward
+  the bias and weight gradients (per-task partials, summed in task order) and col2im --
+  see :mod:`netdef.backend.cpu.gemm` for the threading model;
+* otherwise (fallback): im2col into a batch-concatenated ``(C*kh*kw, n*L)`` buffer and one
+  numpy GEMM per group over it, then a parallel transpose back to NCHW that adds the bias.
 
-Thread pools: the Numba kernels and OpenBLAS's GEMMs alternate; OpenBLAS workers spin for a
-long time after each GEMM and slow the next Numba kernel down several times over unless
-``OPENBLAS_THREAD_TIMEOUT`` is small (e.g. 4) and ``OMP_WAIT_POLICY=PASSIVE`` (both read when
-the libraries load, so they must be set before numpy is imported).
+Thread pools: OpenBLAS workers spin for a long time after each GEMM and slow the next Numba
+kernel down several times over unless ``OPENBLAS_THREAD_TIMEOUT`` is small and
+``OMP_WAIT_POLICY=PASSIVE`` (both read when the libraries load, so netdef sets them before
+numpy is imported); the fast path keeps BLAS single-threaded while it runs.
 
 Scratch buffers are shared by all layers of a process (like Caffe's shared col buffer): they
 only live during one forward or backward call.
@@ -74,6 +77,28 @@ def _kernels():
     from ..backend.cpu import im2col as I
     from ..backend.cpu import vision as K
     return I, K
+
+
+#: the fused GEMM convolution groups images so that one GEMM has at least this many columns
+GEMM_MIN_COLUMNS = 256
+#: ... and its per-thread im2col buffer stays under this many bytes
+GEMM_COL_BYTES = 4 << 20
+#: a convolution's batch is split into this many tasks per thread (threads take tasks as they
+#: become free: some balance when another process takes a core for a while)
+TASKS_PER_THREAD = 2
+#: weights at least this large (elements) get one backward task per thread: every task but
+#: the first needs a weight-sized partial gradient
+LARGE_WEIGHT = 1 << 20
+
+
+def _gemm_kernels():
+    from ..backend.cpu import gemm as G
+    return G
+
+
+def _fast_gemm(x) -> bool:
+    """True when the fused GEMM kernels (numpy's BLAS called from Numba) can run on ``x``."""
+    return x.dtype in (np.float32, np.float64) and _gemm_kernels().AVAILABLE
 
 
 def _chunk(n: int, per_image: int) -> int:
@@ -273,6 +298,66 @@ class _ConvBase(Layer):
 class ConvolutionLayer(_ConvBase):
     """y = W * x + b; weight (num_output, C/group, kh, kw), bias (num_output,)."""
 
+    def _plan(self, x, y, tag, large=False):
+        """(threads, tasks, images per chunk, per-thread workspaces: col (nt, ckk*chunk*L),
+        output side (nt, O*chunk*L), padded image) for the GEMM convolution tasks."""
+        import numba
+        n = x.shape[0]
+        o, oh, ow = y.shape[1:]
+        L = oh * ow
+        ckk = self.blobs[0].data[0].size * self.group
+        nt = max(1, min(numba.get_num_threads(), n))
+        ntasks = 1 if nt == 1 else min(n, (1 if large else TASKS_PER_THREAD) * nt)
+        per = -(-n // ntasks)
+        chunk = max(1, min(per, -(-GEMM_MIN_COLUMNS // L),
+                           GEMM_COL_BYTES // max(1, ckk * L * x.itemsize)))
+        cols = chunk * L
+        col_ws = _scratch("gcol", nt * ckk * cols, x.dtype).reshape(nt, ckk * cols)
+        side = o * cols if chunk > 1 else 0
+        out_ws = _scratch("g" + tag, nt * side, x.dtype).reshape(nt, side)
+        kh, kw, ph, pw, sh, sw, dh, dw = self.geom
+        hp = max(x.shape[2] + 2 * ph, (oh - 1) * sh + (kh - 1) * dh + 1)    # padded_size
+        wp = max(x.shape[3] + 2 * pw, (ow - 1) * sw + (kw - 1) * dw + 1)
+        pad = x.shape[1] * hp * wp if (hp, wp) != x.shape[2:] else 0
+        pad_ws = _scratch("gpad", nt * pad, x.dtype).reshape(nt, pad)
+        return nt, ntasks, chunk, col_ws, out_ws, pad_ws
+
+    def backward(self, top, propagate_down, bottom):
+        if self._path() == "depthwise" or not _fast_gemm(bottom[0].data):
+            return super().backward(top, propagate_down, bottom)
+        G = _gemm_kernels()
+        do_w = self.param_propagate_down[0]
+        do_b = self.bias_term and self.param_propagate_down[1]
+        wt = self.blobs[0].data
+        o = wt.shape[0]
+        wv = wt.reshape(o, -1)
+        dwdiff = self.blobs[0].diff.reshape(-1) if do_w else _empty(wt.dtype)
+        geom, group, pointwise = self.geom, self.group, self._path() == "pointwise"
+        with _threads_for(self._work(bottom, top)), G.single_threaded_blas():
+            for i, (b, t) in enumerate(zip(bottom, top)):
+                do_x = bool(propagate_down[i])
+                if not (do_w or do_b or do_x):
+                    continue
+                x, dy = b.data, t.diff
+                nt, ntasks, chunk, col_ws, dy_ws, pad_ws = self._plan(
+                    x, dy, "dy", large=dwdiff.size >= LARGE_WEIGHT)
+                # task 0 adds into the gradient itself; tasks 1.. into partials
+                dw_part = _scratch("gdw", (ntasks - 1) * dwdiff.size,
+                                   x.dtype).reshape(ntasks - 1, dwdiff.size)
+                db_part = _scratch("gdb", ntasks * o, np.float64).reshape(ntasks, o)
+                dx = b.diff if do_x else np.empty((0, 1, 1, 1), dtype=x.dtype)
+
+                def task(k, slot):
+                    G.conv_backward_task(k, ntasks, x, wv, dy, *geom, group, pointwise, chunk,
+                                         do_w, do_b, do_x, k == 0, col_ws[slot], dy_ws[slot],
+                                         pad_ws[slot], dwdiff if k == 0 else dw_part[k - 1],
+                                         db_part[k], dx)
+                G.run_tasks(task, ntasks, nt)
+                if do_w and ntasks > 1:     # add the partials in task order, split over threads
+                    G.run_tasks(lambda k, slot: G.sum_partials(dw_part, k, nt, dwdiff), nt, nt)
+                if do_b:
+                    self.blobs[1].diff += db_part.sum(axis=0).astype(wt.dtype)
+
     def _path(self):
         kh, kw, ph, pw, sh, sw, dh, dw = self.geom
         if self.group == self.channels and self.group > 1:
@@ -290,6 +375,18 @@ class ConvolutionLayer(_ConvBase):
         path = self._path()
         if path == "depthwise":
             K.depthwise_forward(x, wt, *self.geom, o // c, bias, y)
+            return
+        if _fast_gemm(x):
+            G = _gemm_kernels()
+            nt, ntasks, chunk, col_ws, out_ws, pad_ws = self._plan(x, y, "out")
+            wv, geom, group, pointwise = wt.reshape(o, -1), self.geom, self.group, \
+                path == "pointwise"
+
+            def task(k, slot):
+                G.conv_forward_task(k, ntasks, x, wv, bias, *geom, group, pointwise, chunk,
+                                    col_ws[slot], out_ws[slot], pad_ws[slot], y)
+            with G.single_threaded_blas():
+                G.run_tasks(task, ntasks, nt)
             return
         L = oh * ow
         g = self.group

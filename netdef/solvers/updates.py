@@ -31,6 +31,26 @@ log = logging.getLogger("netdef.solver")
 REGULARIZATION_TYPES = ("L2", "L1")
 
 
+# -- one-pass CPU kernels ---------------------------------------------------------------------
+#: arrays at least this large are updated by all Numba threads
+PARALLEL_MIN_SIZE = 1 << 17
+
+
+def _flat_ok(a, b) -> bool:
+    """The Numba update kernels apply: two C-contiguous host arrays of one float dtype."""
+    return (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype
+            and a.dtype in (np.float32, np.float64) and a.shape == b.shape
+            and a.flags.c_contiguous and b.flags.c_contiguous)
+
+
+def _kernels(size: int):
+    from ..backend.cpu import update as K
+    if size < PARALLEL_MIN_SIZE:
+        return K, 1
+    import numba
+    return K, numba.get_num_threads()
+
+
 # -- gradient preprocessing -------------------------------------------------------------------
 def clip_gradients(diffs, threshold: float) -> float:
     """Caffe's ``ClipGradients``: when ``threshold >= 0`` and the global L2 norm L of all the
@@ -74,7 +94,14 @@ def regularize(diff, data, weight_decay: float, decay_mult: float, reg_type: str
     if not local:
         return
     if reg_type == "L2":
-        diff += data * local
+        if _flat_ok(diff, data):
+            K, nt = _kernels(diff.size)
+            if nt > 1:
+                K.axpy_par(local, data.reshape(-1), diff.reshape(-1), nt)
+            else:
+                K.axpy(local, data.reshape(-1), diff.reshape(-1))
+        else:
+            diff += data * local
     else:
         diff += np.sign(data) * local
 
@@ -130,6 +157,15 @@ class SGD(UpdateRule):
     def compute_update(self, i, diff, data, local_rate, history, iter):
         t = diff.dtype.type
         v = history[i]
+        if _flat_ok(diff, v):                         # the same, in one pass
+            K, nt = _kernels(diff.size)
+            if nt > 1:
+                K.sgd_momentum_par(diff.reshape(-1), v.reshape(-1), t(self.p.momentum),
+                                   t(local_rate), nt)
+            else:
+                K.sgd_momentum(diff.reshape(-1), v.reshape(-1), t(self.p.momentum),
+                               t(local_rate))
+            return
         v *= t(self.p.momentum)                       # caffe_cpu_axpby(lr, g, μ, v)
         diff *= t(local_rate)
         v += diff

@@ -108,3 +108,76 @@ def box_sum_2d(a, half, out):
                     acc[j] += rows[ii, j]
             for j in range(w):
                 out[p, i, j] = acc[j]
+
+
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+def batch_norm_stats(x, mean, var):
+    """Per channel of x (N, C, S): mean and biased variance (float64 ``mean``/``var``),
+    two passes (the variance of the centred values), float64 accumulation."""
+    n_img, ch, sp = x.shape
+    m = max(n_img * sp, 1)
+    for c in prange(ch):
+        acc = 0.0
+        for n in range(n_img):
+            r = x[n, c]
+            for i in range(sp):
+                acc += r[i]
+        mu = acc / m
+        acc = 0.0
+        for n in range(n_img):
+            r = x[n, c]
+            for i in range(sp):
+                d = r[i] - mu
+                acc += d * d
+        mean[c] = mu
+        var[c] = acc / m
+
+
+@njit(cache=True, parallel=True)
+def batch_norm_apply(x, mean, std, y, xn):
+    """y = (x - mean[c]) / std[c] (in x's dtype; ``mean``/``std`` already in it); also into
+    ``xn`` when it is not empty.  ``y`` may be ``x``."""
+    n_img, ch, sp = x.shape
+    keep = xn.shape[0] > 0
+    for nc in prange(n_img * ch):
+        n = nc // ch
+        c = nc % ch
+        mu = mean[c]
+        sd = std[c]
+        r = x[n, c]
+        o = y[n, c]
+        if keep:
+            k = xn[n, c]
+            for i in range(sp):
+                v = (r[i] - mu) / sd
+                o[i] = v
+                k[i] = v
+        else:
+            for i in range(sp):
+                o[i] = (r[i] - mu) / sd
+
+
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+def batch_norm_backward(dy, xn, std, dx):
+    """dx = (dy - mean(dy) - xn * mean(dy * xn)) / std per channel (means over N and S,
+    float64 accumulation); ``dx`` may be ``dy``."""
+    n_img, ch, sp = dy.shape
+    m = max(n_img * sp, 1)
+    for c in prange(ch):
+        s1 = 0.0
+        s2 = 0.0
+        for n in range(n_img):
+            g = dy[n, c]
+            k = xn[n, c]
+            for i in range(sp):
+                s1 += g[i]
+                s2 += g[i] * k[i]
+        a = dy.dtype.type(s1 / m)
+        b = dy.dtype.type(s2 / m)
+        sd = std[c]
+        for n in range(n_img):
+            g = dy[n, c]
+            k = xn[n, c]
+            o = dx[n, c]
+            for i in range(sp):
+                o[i] = (g[i] - a - k[i] * b) / sd

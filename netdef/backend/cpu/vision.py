@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numba import uint64 as U
 
 
 @njit(cache=True, parallel=True)
@@ -132,12 +133,18 @@ def channel_sum(x, out):
 @njit(cache=True, parallel=True)
 def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
     """Caffe's MAX pooling: windows clipped to the image; mask = h*W + w of the first maximum
-    in scan order (-1 and output 0 for a window that misses the image entirely)."""
+    in scan order (-1 and output 0 for a window that misses the image entirely).
+    Flat, unsigned indexing (no wraparound checks) and the window's first element as the
+    starting maximum; one task per thread over whole planes."""
     n_img, ch, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
-    for nc in prange(n_img * ch):
-        n = nc // ch
-        c = nc % ch
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    mf = mask.reshape(-1)
+    planes = n_img * ch
+    for nc in prange(planes):
+        xb = nc * h * w
+        yb = nc * oh * ow
         for py in range(oh):
             hs = py * sh - ph
             he = min(hs + kh, h)
@@ -146,19 +153,22 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
                 ws = px * sw - pw
                 we = min(ws + kw, w)
                 ws = max(ws, 0)
-                best = -np.inf
-                idx = -1
+                o = U(yb + py * ow + px)
+                if he <= hs or we <= ws:
+                    yf[o] = 0.0
+                    mf[o] = -1
+                    continue
+                idx = hs * w + ws
+                best = xf[U(xb + idx)]
                 for iy in range(hs, he):
+                    r = xb + iy * w
                     for ix in range(ws, we):
-                        v = x[n, c, iy, ix]
-                        if v > best or idx < 0:
+                        v = xf[U(r + ix)]
+                        if v > best:
                             best = v
                             idx = iy * w + ix
-                if idx >= 0:
-                    y[n, c, py, px] = best
-                else:
-                    y[n, c, py, px] = 0.0
-                mask[n, c, py, px] = idx
+                yf[o] = best
+                mf[o] = idx
 
 
 @njit(cache=True, parallel=True)
@@ -166,17 +176,18 @@ def max_pool_backward(dy, mask, dx):
     """Overwrite dx with dy routed to each window's argmax."""
     n_img, ch, h, w = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
+    dxf = dx.reshape(-1)
+    dyf = dy.reshape(-1)
+    mf = mask.reshape(-1)
     for nc in prange(n_img * ch):
-        n = nc // ch
-        c = nc % ch
-        for iy in range(h):
-            for ix in range(w):
-                dx[n, c, iy, ix] = 0.0
-        for py in range(oh):
-            for px in range(ow):
-                idx = mask[n, c, py, px]
-                if idx >= 0:
-                    dx[n, c, idx // w, idx % w] += dy[n, c, py, px]
+        xb = nc * h * w
+        yb = nc * oh * ow
+        for i in range(h * w):
+            dxf[U(xb + i)] = 0.0
+        for i in range(oh * ow):
+            idx = mf[U(yb + i)]
+            if idx >= 0:
+                dxf[U(xb + idx)] += dyf[U(yb + i)]
 
 
 @njit(cache=True, parallel=True)
@@ -184,9 +195,11 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
     """Caffe's AVE pooling: the divisor is the window clipped to the *padded* input."""
     n_img, ch, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
     for nc in prange(n_img * ch):
-        n = nc // ch
-        c = nc % ch
+        xb = nc * h * w
+        yb = nc * oh * ow
         for py in range(oh):
             hs = py * sh - ph
             he = min(hs + kh, h + ph)
@@ -196,12 +209,14 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
                 size = (he - hs) * (we - ws)
                 acc = 0.0
                 for iy in range(max(hs, 0), min(he, h)):
+                    r = xb + iy * w
                     for ix in range(max(ws, 0), min(we, w)):
-                        acc += x[n, c, iy, ix]
+                        acc += xf[U(r + ix)]
+                o = U(yb + py * ow + px)
                 if size > 0:
-                    y[n, c, py, px] = acc / size
+                    yf[o] = acc / size
                 else:
-                    y[n, c, py, px] = 0.0
+                    yf[o] = 0.0
 
 
 @njit(cache=True, parallel=True)
@@ -209,12 +224,13 @@ def ave_pool_backward(dy, kh, kw, ph, pw, sh, sw, dx):
     """Overwrite dx with each dy / pool_size spread over its window."""
     n_img, ch, h, w = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
+    dxf = dx.reshape(-1)
+    dyf = dy.reshape(-1)
     for nc in prange(n_img * ch):
-        n = nc // ch
-        c = nc % ch
-        for iy in range(h):
-            for ix in range(w):
-                dx[n, c, iy, ix] = 0.0
+        xb = nc * h * w
+        yb = nc * oh * ow
+        for i in range(h * w):
+            dxf[U(xb + i)] = 0.0
         for py in range(oh):
             hs = py * sh - ph
             he = min(hs + kh, h + ph)
@@ -224,10 +240,11 @@ def ave_pool_backward(dy, kh, kw, ph, pw, sh, sw, dx):
                 size = (he - hs) * (we - ws)
                 if size <= 0:
                     continue
-                g = dy[n, c, py, px] / size
+                g = dyf[U(yb + py * ow + px)] / size
                 for iy in range(max(hs, 0), min(he, h)):
+                    r = xb + iy * w
                     for ix in range(max(ws, 0), min(we, w)):
-                        dx[n, c, iy, ix] += g
+                        dxf[U(r + ix)] += g
 
 
 @njit(cache=True, parallel=True)
