@@ -16,4 +16,4 @@ else
     netdef data get fashion-mnist --out examples/fashion_mnist
     SOLVER=model_zoo/lenet_fashion/lenet_solver.prototxt
 fi
-netdef train --solver "$SOLVER" "$@" 2>&1 | grep -E "Solving|Testing net|Test net output|Optimization Done|error"
+netdef train --solver "$SOLVER" "$@" 2>&1 | grep --line-buffered -E "Solving|Testing net|Test net output|Optimization Done|error"
