@@ -8,7 +8,6 @@ column the valid output-column range is precomputed so the inner loop is branch-
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
 from numba import uint64 as U
 
