@@ -58,11 +58,18 @@ def _root(blob):
     return blob
 
 
-def net_lifetimes(net, skip: set[int] = frozenset(), outputs=()) -> tuple[dict, dict, dict]:
+def net_lifetimes(net, skip: set[int] = frozenset(), outputs=(), io=None, span=None) \
+        -> tuple[dict, dict, dict]:
     """Lifetimes of the storage roots of a built :class:`netdef.net.Net`'s activations.
 
     ``skip``: layer indices that do not run (fused activations, whose tops already view their
-    producer's).  Returns (id(root) -> (first, last), id(root) -> bytes, id(root) -> root)."""
+    producer's).  ``io``: layer index -> (bottoms, tops) replacing that layer's own (a fused
+    step that reads its first layer's bottoms and writes its last layer's tops; the blobs in
+    between are never materialised).  ``span``: layer index -> (lo, hi): the step runs
+    concurrently with steps lo..hi (per-task pipelines), so everything it touches lives over
+    the whole span.  Returns (id(root) -> (first, last), id(root) -> bytes, id(root) -> root)."""
+    io = io or {}
+    span = span or {}
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     roots: dict[int, object] = {}
@@ -72,18 +79,20 @@ def net_lifetimes(net, skip: set[int] = frozenset(), outputs=()) -> tuple[dict, 
         if i in skip:
             continue
         is_input = lay.type == "Input"
-        for t in net.tops[i]:
+        bottoms, tops = io.get(i, (net.bottoms[i], net.tops[i]))
+        lo, hi = span.get(i, (i, i))
+        for t in tops:
             r = _root(t)
             if id(r) in params:
                 continue
             roots[id(r)] = r
-            first[id(r)] = min(first.get(id(r), i), 0 if is_input else i)
-            last[id(r)] = max(last.get(id(r), i), i)
-        for b in net.bottoms[i]:
+            first[id(r)] = min(first.get(id(r), lo), 0 if is_input else lo)
+            last[id(r)] = max(last.get(id(r), hi), hi)
+        for b in bottoms:
             r = _root(b)
             if id(r) in params or id(r) not in first:
                 continue
-            last[id(r)] = max(last[id(r)], i)
+            last[id(r)] = max(last[id(r)], hi)
     for name in list(outputs) + list(net.output_names):
         if name in net.blobs:
             r = _root(net.blobs[name])
@@ -93,10 +102,11 @@ def net_lifetimes(net, skip: set[int] = frozenset(), outputs=()) -> tuple[dict, 
     return {k: (first[k], last[k]) for k in roots}, sizes, roots
 
 
-def plan_net(net, skip: set[int] = frozenset(), outputs=()) -> dict:
+def plan_net(net, skip: set[int] = frozenset(), outputs=(), io=None, span=None) -> dict:
     """Plan a built net; returns a dict with ``placements`` (id(root) -> Placement),
-    ``roots``, ``arena_bytes`` and ``unplanned_bytes`` (every value in its own buffer)."""
-    life, sizes, roots = net_lifetimes(net, skip, outputs)
+    ``roots``, ``arena_bytes`` and ``unplanned_bytes`` (every value in its own buffer).
+    ``io``, ``span``: as for :func:`net_lifetimes`."""
+    life, sizes, roots = net_lifetimes(net, skip, outputs, io, span)
     places, arena = plan(life, sizes)
     return {"placements": places, "roots": roots, "arena_bytes": arena,
             "unplanned_bytes": sum(sizes.values()), "values": len(roots)}

@@ -51,6 +51,7 @@ class _NumbaRunner:
         self.fused = [(f.layer, f.activation, float(f.negative_slope)) for f in fm.deploy.fused]
         self._batch = None
         self.plan = None
+        self.fuse_conv = FUSE_CONV
 
     def _build(self, shapes: dict) -> None:
         from ..net import Net
@@ -69,17 +70,35 @@ class _NumbaRunner:
                 b.data = a
             lay.param_propagate_down = [False] * len(lay.blobs)
         skip = fused_skip(net, self.fused)
-        planned = plan_net(net, skip, self.fm.outputs)
+        idx = {n: i for i, n in enumerate(net.layer_names)}
+        self.epilogue = {idx[p]: s for p, r, s in self.fused if p in idx}
+        groups = _conv_groups(net, skip, self.epilogue, self.fm.outputs) \
+            if self.fuse_conv else []
+        chains = _chains(net, skip, groups)
+        io, span, consumed = {}, {}, set()
+        for chain in chains:
+            lo, hi = chain[0].index, chain[-1].last
+            for g in chain:
+                io[g.index] = ([g.bottom], [g.top])
+                span[g.index] = (lo, hi)
+                consumed.update(g.consumed)
+        planned = plan_net(net, skip | consumed, self.fm.outputs, io, span)
         if planned["arena_bytes"] > MAX_ACTIVATION_BYTES:
             raise ShapeError(f"the model needs {planned['arena_bytes']:,} bytes of activations "
                              f"for this batch (limit {MAX_ACTIVATION_BYTES:,}, "
                              f"NETDEF_MAX_ACTIVATION_BYTES)")
         self.arena = apply_plan(planned)
         self.plan = {k: planned[k] for k in ("arena_bytes", "unplanned_bytes", "values")}
-        idx = {n: i for i, n in enumerate(net.layer_names)}
-        self.epilogue = {idx[p]: s for p, r, s in self.fused if p in idx}
-        self.skip = skip
+        self.skip = skip | consumed
         self.net = net
+        heads = {c[0].index: _ChainRunner(c) for c in chains}
+        self.steps = []
+        for i in range(len(net.layers)):
+            if i in heads:
+                self.steps.append((1, heads[i]))
+            elif i not in self.skip and i not in io:
+                self.steps.append((0, i))
+        self.chains = chains
         self._batch = shapes
 
     def run(self, feeds: dict) -> dict:
@@ -90,13 +109,185 @@ class _NumbaRunner:
         net = self.net
         for k, v in feeds.items():
             net.blobs[k].data = v
-        for i, lay in enumerate(net.layers):
-            if i in self.skip:
+        layers, bottoms, tops, epilogue = net.layers, net.bottoms, net.tops, self.epilogue
+        for kind, i in self.steps:
+            if kind:
+                i()                 # a chain of fused convolutions, one task per batch block
                 continue
-            lay.forward(net.bottoms[i], net.tops[i])
-            if i in self.epilogue:
-                relu_inplace(net.tops[i][0].data, self.epilogue[i])
+            layers[i].forward(bottoms[i], tops[i])
+            if i in epilogue:
+                relu_inplace(tops[i][0].data, epilogue[i])
         return {o: np.array(net.blobs[o].data) for o in self.fm.outputs}
+
+
+#: fuse convolution + ReLU + pooling (+ ReLU) for the numba backend (NETDEF_NO_FUSE_CONV=1: off)
+FUSE_CONV = not os.environ.get("NETDEF_NO_FUSE_CONV")
+#: batch blocks per thread of a chain of fused convolutions
+CHAIN_TASKS_PER_THREAD = 2
+#: a fused convolution's GEMM takes whole images until it has at least this many columns
+FUSED_MIN_COLUMNS = 256
+
+
+class _ConvGroup:
+    """A Convolution (with its fused ReLU) whose output feeds only a MAX / AVE Pooling
+    (optionally followed by a ReLU): run as one kernel, the convolution's output never
+    materialised.  Or a Convolution with a fused ReLU and no pooling."""
+
+    def __init__(self, net, index, relu_pre, pool, relu_post, top, consumed):
+        self.index, self.conv = index, net.layers[index]
+        self.bottom = net.bottoms[index][0]
+        self.conv_top = net.tops[index][0]
+        self.relu_pre, self.pool, self.relu_post = relu_pre, pool, relu_post
+        self.top, self.consumed = top, consumed
+        self.last = max([index] + list(consumed))
+
+    def describe(self) -> str:
+        parts = [self.conv.name]
+        if self.relu_pre is not None:
+            parts.append("relu")
+        if self.pool is not None:
+            parts.append(self.pool.name)
+        if self.relu_post is not None:
+            parts.append("relu")
+        return "+".join(parts)
+
+
+def _conv_groups(net, skip, epilogue, outputs) -> list:
+    from ..backend.cpu import gemm as G
+    from .memplan import _root
+    if not G.AVAILABLE:
+        return []
+    readers: dict = {}
+    for i, lay in enumerate(net.layers):
+        if i in skip:
+            continue
+        for b in net.bottoms[i]:
+            readers.setdefault(id(_root(b)), []).append(i)
+    out_roots = {id(_root(net.blobs[o])) for o in list(outputs) + list(net.output_names)
+                 if o in net.blobs}
+    groups = []
+    taken: set = set()
+    for i, lay in enumerate(net.layers):
+        if i in skip or i in taken or lay.type != "Convolution" or len(net.bottoms[i]) != 1 \
+                or len(net.tops[i]) != 1:
+            continue
+        x = net.bottoms[i][0]
+        if x.dtype not in (np.float32, np.float64) or len(x.shape) != 4 \
+                or lay._path() not in ("gemm", "pointwise"):
+            continue
+        relu_pre = epilogue.get(i)
+        c = id(_root(net.tops[i][0]))
+        rd = [k for k in readers.get(c, []) if k != i]
+        pool = relu_post = None
+        top, consumed = net.tops[i][0], []
+        if c not in out_roots and len(rd) == 1 and rd[0] > i:
+            j = rd[0]
+            pl = net.layers[j]
+            pp = pl.param.pooling_param if pl.type == "Pooling" else None
+            if pp is not None and len(net.tops[j]) == 1 and pl.method in (pp.MAX, pp.AVE) \
+                    and id(_root(net.bottoms[j][0])) == c:
+                pool, top, consumed = pl, net.tops[j][0], [j]
+                p = id(_root(top))
+                rd2 = [k for k in readers.get(p, []) if k != j]
+                if rd2 and min(rd2) > j:
+                    k = min(rd2)
+                    rl = net.layers[k]
+                    if rl.type == "ReLU" and len(net.bottoms[k]) == 1 \
+                            and len(net.tops[k]) == 1 and k not in taken:
+                        in_place = id(_root(net.tops[k][0])) == p
+                        if in_place or (len(rd2) == 1 and p not in out_roots):
+                            relu_post = float(rl.param.relu_param.negative_slope)
+                            top = net.tops[k][0]
+                            consumed = [j, k]
+        if pool is None and relu_pre is None:
+            continue
+        taken.update(consumed)
+        groups.append(_ConvGroup(net, i, relu_pre, pool, relu_post, top, consumed))
+    return groups
+
+
+def _chains(net, skip, groups) -> list:
+    """Fused groups that run back to back (nothing else runs between them) on the same batch
+    size: one set of tasks runs the whole chain, each task its block of the batch."""
+    by_index = {g.index: g for g in groups}
+    consumed = {k for g in groups for k in g.consumed}
+    chains, cur = [], []
+    for i in range(len(net.layers)):
+        if i in skip or i in consumed:
+            continue
+        g = by_index.get(i)
+        if g is not None and (not cur or cur[-1].bottom.shape[0] == g.bottom.shape[0]):
+            cur.append(g)
+            continue
+        if cur:
+            chains.append(cur)
+        cur = [g] if g is not None else []
+    if cur:
+        chains.append(cur)
+    return chains
+
+
+class _ChainRunner:
+    """Runs a chain of :class:`_ConvGroup` as ``CHAIN_TASKS_PER_THREAD * threads`` tasks, each
+    taking its block of the batch through every group of the chain."""
+
+    def __init__(self, chain):
+        import numba
+
+        from ..layers.vision import GEMM_COL_BYTES
+        self.chain = chain
+        n = chain[0].bottom.shape[0]
+        self.nt = nt = max(1, min(numba.get_num_threads(), n))
+        self.ntasks = ntasks = 1 if nt == 1 else min(n, CHAIN_TASKS_PER_THREAD * nt)
+        per = -(-n // ntasks)
+        self.args = []
+        for g in chain:
+            conv = g.conv
+            x, y = g.bottom, g.conv_top
+            dtype = x.dtype
+            o, oh, ow = y.shape[1:]
+            L = oh * ow
+            wt = conv.blobs[0].data
+            ckk = wt[0].size * conv.group
+            itemsize = np.dtype(dtype).itemsize
+            chunk = max(1, min(per, -(-FUSED_MIN_COLUMNS // L),
+                               GEMM_COL_BYTES // max(1, ckk * L * itemsize)))
+            kh, kw, ph, pw, sh, sw, dh, dw = conv.geom
+            pointwise = conv._path() == "pointwise"
+            hp = max(x.shape[2] + 2 * ph, (oh - 1) * sh + (kh - 1) * dh + 1)
+            wp = max(x.shape[3] + 2 * pw, (ow - 1) * sw + (kw - 1) * dw + 1)
+            pad = x.shape[1] * hp * wp if (hp, wp) != tuple(x.shape[2:]) else 0
+            col = np.empty((nt, max(1, ckk * chunk * L)), dtype)
+            out = np.empty((nt, o * chunk * L), dtype)
+            xp = np.empty((nt, max(1, pad)), dtype)
+            bias = conv.blobs[1].data if conv.bias_term else np.zeros(0, dtype)
+            f = np.dtype(dtype).type
+            if g.pool is not None:
+                pl = g.pool
+                pool = 1 if pl.method == pl.param.pooling_param.MAX else 2
+                pg = (pl.kh, pl.kw, pl.ph, pl.pw, pl.sh, pl.sw)
+            else:
+                pool, pg = 0, (1, 1, 0, 0, 1, 1)
+            self.args.append((
+                wt.reshape(o, -1), bias, (kh, kw, ph, pw, sh, sw, dh, dw, conv.group,
+                                          pointwise, chunk, oh, ow,
+                                          g.relu_pre is not None, f(g.relu_pre or 0.0),
+                                          pool) + pg +
+                (g.relu_post is not None, f(g.relu_post or 0.0)), col, out, xp, g))
+
+    def __call__(self):
+        from ..backend.cpu import fused as F
+        from ..backend.cpu import gemm as G
+        ntasks = self.ntasks
+        steps = [(g.bottom.data, wv, bias, geom, col, out, xp, g.top.data)
+                 for wv, bias, geom, col, out, xp, g in self.args]
+        kernel = F.conv_fused_task
+
+        def task(k, slot):
+            for x, wv, bias, geom, col, out, xp, y in steps:
+                kernel(k, ntasks, x, wv, bias, *geom, col[slot], out[slot], xp[slot], y)
+        with G.single_threaded_blas():
+            G.run_tasks(task, ntasks, self.nt)
 
 
 class _NumpyRunner:

@@ -1,0 +1,125 @@
+"""The numba predictor's fused convolutions (convolution + bias + ReLU + pooling + ReLU in one
+kernel, chained per batch block) compute what the unfused net computes."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from deploy_nets import forward, random_net, rel_diff, weights_of
+from google.protobuf import text_format
+
+import netdef.deploy.predictor as P
+from netdef.backend.cpu import gemm as G
+from netdef.config import load_net
+from netdef.deploy import load
+from netdef.deploy.freeze import freeze
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.skipif(not (P.numba_available() and G.AVAILABLE),
+                                reason="needs numba and numpy's BLAS")
+
+# negative slopes, a non-in-place ReLU after an AVE pool, a pointwise convolution, padding
+# and a ceil-mode window hanging off the image
+SLOPES_NET = """
+name: "slopes"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 2 dim: 3 dim: 13 dim: 11 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1"
+        relu_param { negative_slope: 0.1 } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+        pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "relu1b" type: "ReLU" bottom: "pool1" top: "relu1b"
+        relu_param { negative_slope: 0.2 } }
+layer { name: "conv2" type: "Convolution" bottom: "relu1b" top: "conv2"
+        convolution_param { num_output: 5 kernel_size: 1 } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
+layer { name: "conv3" type: "Convolution" bottom: "conv2" top: "conv3"
+        convolution_param { num_output: 4 kernel_size: 2 stride: 2 } }
+layer { name: "pool3" type: "Pooling" bottom: "conv3" top: "pool3"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip" type: "InnerProduct" bottom: "pool3" top: "ip"
+        inner_product_param { num_output: 3 } }
+"""
+
+
+def _logits_text(path: str) -> str:
+    """A model zoo deploy net without its Softmax: the outputs are the logits."""
+    msg = load_net(os.path.join(REPO, path)).message
+    keep = [lp for lp in msg.layer if lp.type != "Softmax"]
+    del msg.layer[:]
+    msg.layer.extend(keep)
+    return text_format.MessageToString(msg)
+
+
+CASES = {
+    "lenet": (_logits_text("model_zoo/lenet/lenet.prototxt"), (1, 28, 28),
+              [["conv1+pool1", "conv2+pool2"]]),
+    "cifar10_quick": (_logits_text("model_zoo/cifar10_quick/cifar10_quick.prototxt"),
+                      (3, 32, 32),
+                      [["conv1+pool1+relu", "conv2+relu+pool2", "conv3+relu+pool3"]]),
+    "slopes": (SLOPES_NET, (3, 13, 11),
+               [["conv1+relu+pool1+relu", "conv2+relu", "conv3+pool3"]]),
+}
+
+
+def _frozen(tmp_path, name, batch):
+    text, chw, _ = CASES[name]
+    net = random_net(text, seed=5)
+    res = freeze(net.param, weights_of(net), input_shapes={"data": (batch,) + chw})
+    path = str(tmp_path / f"{name}.frozen")
+    res.save(path)
+    return net, path
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fused_equals_unfused(tmp_path, monkeypatch, name):
+    _, chw, chains = CASES[name]
+    net, path = _frozen(tmp_path, name, 8)
+    fused = load(path, backend="numba")
+    monkeypatch.setattr(P, "FUSE_CONV", False)
+    plain = load(path, backend="numba")
+    rng = np.random.default_rng(1)
+    for batch in (8, 7, 1, 16):
+        x = rng.normal(0, 1, (batch,) + chw).astype(np.float32)
+        ref = forward(net, x)
+        out = fused.predict(x)
+        unf = plain.predict(x)
+        assert set(out) == set(ref)
+        for k in ref:
+            assert np.abs(ref[k]).max() > 1e-3        # informative outputs
+            assert rel_diff(out[k], ref[k]) <= 1e-5, (name, batch, k)
+            assert rel_diff(out[k], unf[k]) <= 1e-5, (name, batch, k)
+    assert [[g.describe() for g in c] for c in fused.runner.chains] == chains
+    assert plain.runner.chains == []
+
+
+def test_fused_plan_smaller_or_equal(tmp_path, monkeypatch):
+    """The convolution outputs a fused group absorbs take no arena bytes."""
+    _, path = _frozen(tmp_path, "cifar10_quick", 4)
+    x = np.zeros((4, 3, 32, 32), np.float32)
+    fused = load(path, backend="numba")
+    fused.predict(x)
+    monkeypatch.setattr(P, "FUSE_CONV", False)
+    plain = load(path, backend="numba")
+    plain.predict(x)
+    assert fused.runner.plan["arena_bytes"] <= plain.runner.plan["arena_bytes"]
+
+
+def test_conv_output_read_elsewhere_is_not_fused(tmp_path):
+    """A convolution whose output is also a net output keeps its own buffer."""
+    text = SLOPES_NET + 'layer { name: "keep" type: "ReLU" bottom: "conv3" top: "keep" }\n'
+    net = random_net(text, seed=2)
+    res = freeze(net.param, weights_of(net), input_shapes={"data": (3, 3, 13, 11)})
+    path = str(tmp_path / "k.frozen")
+    res.save(path)
+    p = load(path, backend="numba")
+    x = np.random.default_rng(0).normal(0, 1, (3, 3, 13, 11)).astype(np.float32)
+    out = p.predict(x)
+    ref = forward(net, x)
+    for k in ref:
+        assert rel_diff(out[k], ref[k]) <= 1e-5, k
+    names = [g.describe() for c in p.runner.chains for g in c]
+    assert "conv3+pool3" not in names
