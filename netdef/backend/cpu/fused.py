@@ -16,66 +16,10 @@ the slope (pass it in the data's dtype).
 """
 from __future__ import annotations
 
-from llvmlite import ir
-from numba import njit, types
+from numba import njit
 from numba import uint64 as U
-from numba.extending import intrinsic
 
-from .gemm import NO_TRANS, _pad_image, gemm, padded_size
-
-
-@intrinsic
-def _copy8(typingctx, dst, doff, src, soff):
-    """dst[doff:doff+8] = src[soff:soff+8] as one unaligned vector load and store (both
-    arrays contiguous, same dtype, no bounds check).  LLVM vectorises the plain loop only
-    32 elements at a time, so the 8- and 16-wide rows of small images were copied one float
-    at a time."""
-    sig = types.void(dst, doff, src, soff)
-
-    def codegen(context, builder, sig, args):
-        d, do, s, so = args
-        da = context.make_array(sig.args[0])(context, builder, d)
-        sa = context.make_array(sig.args[2])(context, builder, s)
-        vt = ir.VectorType(context.get_data_type(sig.args[0].dtype), 8).as_pointer()
-        v = builder.load(builder.bitcast(builder.gep(sa.data, [so]), vt), align=1)
-        builder.store(v, builder.bitcast(builder.gep(da.data, [do]), vt), align=1)
-        return context.get_dummy_value()
-    return sig, codegen
-
-
-@njit(cache=True, nogil=True)
-def _im2col_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, xp):
-    """:func:`netdef.backend.cpu.gemm._im2col_chunk` (the same col), stride-1 rows copied 8
-    values at a time with :func:`_copy8`."""
-    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
-    L = oh * ow
-    rs = m * L
-    hp, wp = padded_size(h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
-    padded = hp != h or wp != w
-    ow8 = ow - ow % 8
-    for j in range(m):
-        if padded:
-            _pad_image(x, n0 + j, ph, pw, hp, wp, xp)
-            src = xp
-            ibase = 0
-        else:
-            src = x.reshape(-1)
-            ibase = (n0 + j) * c_in * h * w
-        for c in range(c_in):
-            for ki in range(kh):
-                for kj in range(kw):
-                    b = U(((c * kh + ki) * kw + kj) * rs + j * L)
-                    for oy in range(oh):
-                        s0 = U(ibase + (c * hp + oy * sh + ki * dh) * wp + kj * dw)
-                        if sw == 1:
-                            for i in range(0, ow8, 8):
-                                _copy8(col, b + U(i), src, s0 + U(i))
-                            for i in range(ow8, ow):
-                                col[b + U(i)] = src[s0 + U(i)]
-                        else:
-                            for i in range(ow):
-                                col[b + U(i)] = src[s0 + U(i * sw)]
-                        b += U(ow)
+from .gemm import NO_TRANS, _im2col_chunk, gemm
 
 
 @njit(cache=True, nogil=True, inline="always")
