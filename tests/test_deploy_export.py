@@ -109,7 +109,8 @@ def test_caffe_export_round_trips(models, name):
     copied = load_weights(net, weights)
     assert set(copied) == {lp.name for lp in raw.layer if len(lp.blobs)}
     got = forward(net, x)["prob"]
-    assert np.array_equal(got, load(path, backend="numba").predict(x)["prob"])
+    # the frozen net's fused kernels round differently (GEMM column tails, pooling order)
+    assert rel_diff(got, load(path, backend="numba").predict(x)["prob"]) <= 1e-6
 
 
 def test_onnx_missing_is_one_line_error(models):

@@ -11,6 +11,7 @@ from google.protobuf import text_format
 
 import netdef.deploy.predictor as P
 from netdef.backend.cpu import gemm as G
+from netdef.backend.cpu import microkernel as MK
 from netdef.config import load_net
 from netdef.deploy import load
 from netdef.deploy.freeze import freeze
@@ -54,19 +55,22 @@ def _logits_text(path: str) -> str:
     return text_format.MessageToString(msg)
 
 
+# name: (net, input CHW, chains, register tiles per group with NETDEF_NO_CONV_TILES unset)
 CASES = {
     "lenet": (_logits_text("model_zoo/lenet/lenet.prototxt"), (1, 28, 28),
-              [["conv1+pool1", "conv2+pool2"]]),
+              [["conv1+pool1", "conv2+pool2"]], [[(4, 3), (8, 1)]]),
     "cifar10_quick": (_logits_text("model_zoo/cifar10_quick/cifar10_quick.prototxt"),
                       (3, 32, 32),
-                      [["conv1+pool1+relu", "conv2+relu+pool2", "conv3+relu+pool3"]]),
+                      [["conv1+pool1+relu", "conv2+relu+pool2", "conv3+relu+pool3"]],
+                      [[(4, 2), (4, 2), (8, 1)]]),
     "slopes": (SLOPES_NET, (3, 13, 11),
-               [["conv1+relu+pool1+relu", "conv2+relu", "conv3+pool3"]]),
+               [["conv1+relu+pool1+relu", "conv2+relu", "conv3+pool3"]],
+               [[(6, 2), None, None]]),        # 1x1: the GEMM reads the image; stride 2
 }
 
 
 def _frozen(tmp_path, name, batch):
-    text, chw, _ = CASES[name]
+    text, chw = CASES[name][:2]
     net = random_net(text, seed=5)
     res = freeze(net.param, weights_of(net), input_shapes={"data": (batch,) + chw})
     path = str(tmp_path / f"{name}.frozen")
@@ -74,10 +78,12 @@ def _frozen(tmp_path, name, batch):
     return net, path
 
 
+@pytest.mark.parametrize("tiles", [True, False])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_fused_equals_unfused(tmp_path, monkeypatch, name):
-    _, chw, chains = CASES[name]
+def test_fused_equals_unfused(tmp_path, monkeypatch, name, tiles):
+    _, chw, chains, tile_shapes = CASES[name]
     net, path = _frozen(tmp_path, name, 8)
+    monkeypatch.setattr(MK, "ENABLED", tiles)
     fused = load(path, backend="numba")
     monkeypatch.setattr(P, "FUSE_CONV", False)
     plain = load(path, backend="numba")
@@ -93,6 +99,8 @@ def test_fused_equals_unfused(tmp_path, monkeypatch, name):
             assert rel_diff(out[k], ref[k]) <= 1e-5, (name, batch, k)
             assert rel_diff(out[k], unf[k]) <= 1e-5, (name, batch, k)
     assert [[g.describe() for g in c] for c in fused.runner.chains] == chains
+    expect = tile_shapes if tiles else [[None] * len(c) for c in chains]
+    assert [r.tiles for kind, r in fused.runner.steps if kind] == expect
     assert plain.runner.chains == []
 
 

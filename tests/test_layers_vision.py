@@ -193,20 +193,43 @@ def test_convolution_param_gradients_accumulate_and_default_fillers():
     np.testing.assert_allclose(b1, top[0].diff.sum(axis=(0, 2, 3)))
 
 
-@pytest.mark.parametrize("channels,params", [(2, "num_output: 4 kernel_size: 3 pad: 1 stride: 2"),
-                                             (3, "num_output: 3 kernel_size: 3 group: 3 pad: 1"),
-                                             (2, "num_output: 4 kernel_size: 1")])
-def test_convolution_float32(channels, params):
+@pytest.mark.parametrize("channels,params,tiles", [
+    (2, "num_output: 4 kernel_size: 3 pad: 1 stride: 2", False),
+    (3, "num_output: 3 kernel_size: 3 group: 3 pad: 1", False),
+    (2, "num_output: 4 kernel_size: 1", False),
+    # stride 1: the register tiles (netdef.backend.cpu.microkernel)
+    (2, "num_output: 5 kernel_size: 3 pad: 1", True),
+    (3, "num_output: 9 kernel_size: 3 dilation: 2 pad: 2 bias_term: false", True),
+    (1, "num_output: 13 kernel_h: 2 kernel_w: 4", True)])
+def test_convolution_float32(monkeypatch, channels, params, tiles):
+    from netdef.backend.cpu import gemm as G
+    from netdef.backend.cpu import microkernel as MK
+    used = []
+    real = MK.tiles_for
+    monkeypatch.setattr(MK, "tiles_for", lambda *a: used.append(real(*a)) or used[-1])
+    bwd = []
+    real_bwd = V.ConvolutionLayer._backward_x_tiles
+    monkeypatch.setattr(V.ConvolutionLayer, "_backward_x_tiles",
+                        lambda self, *a: bwd.append(real_bwd(self, *a)) or bwd[-1])
     l64 = conv_layer(params)
     l32 = conv_layer(params, dtype=np.float32)
     x = np.random.default_rng(5).standard_normal((2, channels, 6, 6))
     t64 = run_forward(l64, make_blobs([x]))
     t32 = run_forward(l32, make_blobs([x], dtype=np.float32))
     assert t32[0].data.dtype == np.float32
+    assert (bool(used) and used[-1] is not None) == (tiles and G.AVAILABLE)
     np.testing.assert_allclose(t32[0].data, t64[0].data, rtol=1e-4, atol=1e-5)
-    t32[0].diff[...] = 1.0
-    l32.backward(t32, [True], make_blobs([x], dtype=np.float32))
+    dy = np.random.default_rng(6).standard_normal(t64[0].shape)
+    t64[0].diff[...] = dy
+    t32[0].diff[...] = dy
+    b64, b32 = make_blobs([x]), make_blobs([x], dtype=np.float32)
+    b32[0].diff[...] = np.nan                                   # overwritten, not added to
+    l64.backward(t64, [True], b64)
+    l32.backward(t32, [True], b32)
+    assert (bool(bwd) and bwd[-1]) == (tiles and G.AVAILABLE)    # dx through the tiles
     assert l32.blobs[0].diff.dtype == np.float32
+    np.testing.assert_allclose(b32[0].diff, b64[0].diff, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(l32.blobs[0].diff, l64.blobs[0].diff, rtol=1e-4, atol=1e-4)
 
 
 def test_convolution_flops_and_shape_inference():

@@ -227,6 +227,11 @@ def _chains(net, skip, groups) -> list:
     return chains
 
 
+def _slope(f, negative_slope):
+    """A fused ReLU as the kernels take it: its slope, 1 when there is none."""
+    return f(1.0 if negative_slope is None else negative_slope)
+
+
 class _ChainRunner:
     """Runs a chain of :class:`_ConvGroup` as ``CHAIN_TASKS_PER_THREAD * threads`` tasks, each
     taking its block of the batch through every group of the chain."""
@@ -234,6 +239,7 @@ class _ChainRunner:
     def __init__(self, chain):
         import numba
 
+        from ..backend.cpu import microkernel as MK
         from ..layers.vision import GEMM_COL_BYTES
         self.chain = chain
         n = chain[0].bottom.shape[0]
@@ -241,6 +247,8 @@ class _ChainRunner:
         self.ntasks = ntasks = 1 if nt == 1 else min(n, CHAIN_TASKS_PER_THREAD * nt)
         per = -(-n // ntasks)
         self.args = []
+        #: per group, the (mr, nv) of its register tiles, or None (im2col + GEMM)
+        self.tiles = []
         for g in chain:
             conv = g.conv
             x, y = g.bottom, g.conv_top
@@ -257,10 +265,24 @@ class _ChainRunner:
             hp = max(x.shape[2] + 2 * ph, (oh - 1) * sh + (kh - 1) * dh + 1)
             wp = max(x.shape[3] + 2 * pw, (ow - 1) * sw + (kw - 1) * dw + 1)
             pad = x.shape[1] * hp * wp if (hp, wp) != tuple(x.shape[2:]) else 0
-            col = np.empty((nt, max(1, ckk * chunk * L)), dtype)
-            out = np.empty((nt, o * chunk * L), dtype)
-            xp = np.empty((nt, max(1, pad)), dtype)
-            bias = conv.blobs[1].data if conv.bias_term else np.zeros(0, dtype)
+            tiles = MK.tiles_for(conv, x, hp, wp, ow)
+            self.tiles.append(tiles)
+            if tiles:
+                mr, nv = tiles
+                owp = -(-ow // (8 * nv)) * 8 * nv
+                ap = MK.pack_weights(wt.reshape(o, -1), mr)
+                offs = MK.tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp)
+                col = np.empty((nt, 1), dtype)
+                out = np.empty((nt, -(-o // mr) * mr * oh * owp), dtype)
+                xp = np.zeros((nt, x.shape[1] * hp * wp + owp - ow + 8), dtype)
+                chunk = 1
+            else:
+                mr = nv = 0
+                ap, offs = np.zeros(0, dtype), np.zeros(0, np.int64)
+                col = np.empty((nt, max(1, ckk * chunk * L)), dtype)
+                out = np.empty((nt, o * chunk * L), dtype)
+                xp = np.empty((nt, max(1, pad)), dtype)
+            bias = conv.blobs[1].data if conv.bias_term else np.zeros(o, dtype)
             f = np.dtype(dtype).type
             if g.pool is not None:
                 pl = g.pool
@@ -270,10 +292,9 @@ class _ChainRunner:
                 pool, pg = 0, (1, 1, 0, 0, 1, 1)
             self.args.append((
                 wt.reshape(o, -1), bias, (kh, kw, ph, pw, sh, sw, dh, dw, conv.group,
-                                          pointwise, chunk, oh, ow,
-                                          g.relu_pre is not None, f(g.relu_pre or 0.0),
+                                          pointwise, chunk, oh, ow, _slope(f, g.relu_pre),
                                           pool) + pg +
-                (g.relu_post is not None, f(g.relu_post or 0.0)), col, out, xp, g))
+                (_slope(f, g.relu_post), ap, offs, mr, nv), col, out, xp, g))
 
     def __call__(self):
         from ..backend.cpu import fused as F

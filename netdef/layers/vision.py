@@ -294,6 +294,46 @@ class _ConvBase(Layer):
                                        do_w)
 
 
+def _tile_conv(x, wmat, bias, geom, y, tiles, owner, tag):
+    """y = conv(x, wmat) + bias (stride 1, one group) through the register tiles (mr, nv) of
+    :mod:`netdef.backend.cpu.microkernel`: the fused inference kernel without pooling or
+    ReLU, the batch split into tasks as for the GEMM path.  ``owner`` keeps the tap offsets
+    of its geometry under ``tag``; bias empty: none."""
+    import numba
+
+    from ..backend.cpu import fused as F
+    from ..backend.cpu import gemm as G
+    from ..backend.cpu import microkernel as MK
+    mr, nv = tiles
+    n, c = x.shape[:2]
+    o, oh, ow = y.shape[1:]
+    kh, kw, ph, pw, sh, sw, dh, dw = geom
+    hp, wp = G.padded_size(x.shape[2], x.shape[3], *geom, oh, ow)
+    owp = -(-ow // (8 * nv)) * 8 * nv
+    ap = _scratch("tiles_w", MK.packed_size(o, wmat.shape[1], mr), x.dtype)
+    MK.pack_into(wmat, mr, ap)
+    key = (c, kh, kw, dh, dw, hp, wp)
+    cache = owner.__dict__.setdefault("_tap_offsets", {})
+    if cache.get(tag, (None,))[0] != key:
+        cache[tag] = (key, MK.tap_offsets(c, kh, kw, dh, dw, hp, wp))
+    if bias.shape[0] == 0:
+        bias = _scratch("tiles_b", o, x.dtype)
+        bias[:] = 0
+    nt = max(1, min(numba.get_num_threads(), n))
+    ntasks = 1 if nt == 1 else min(n, TASKS_PER_THREAD * nt)
+    side = -(-o // mr) * mr * oh * owp
+    out_ws = _scratch("tiles_out", nt * side, x.dtype).reshape(nt, side)
+    pad = c * hp * wp + owp - ow + 8
+    pad_ws = _scratch("tiles_pad", nt * pad, x.dtype).reshape(nt, pad)
+    one = x.dtype.type(1)
+    args = (kh, kw, ph, pw, sh, sw, dh, dw, 1, False, 1, oh, ow, one, 0, 1, 1, 0, 0, 1, 1,
+            one, ap, cache[tag][1], mr, nv, _scratch("tiles_col", 1, x.dtype))
+
+    def task(k, slot):
+        F.conv_fused_task(k, ntasks, x, wmat, bias, *args, out_ws[slot], pad_ws[slot], y)
+    G.run_tasks(task, ntasks, nt)
+
+
 @register_layer("Convolution", "convolution_param")
 class ConvolutionLayer(_ConvBase):
     """y = W * x + b; weight (num_output, C/group, kh, kw), bias (num_output,)."""
@@ -339,6 +379,10 @@ class ConvolutionLayer(_ConvBase):
                 if not (do_w or do_b or do_x):
                     continue
                 x, dy = b.data, t.diff
+                if do_x and self._backward_x_tiles(dy, b.diff):
+                    do_x = False
+                    if not (do_w or do_b):
+                        continue
                 nt, ntasks, chunk, col_ws, dy_ws, pad_ws = self._plan(
                     x, dy, "dy", large=dwdiff.size >= LARGE_WEIGHT)
                 # task 0 adds into the gradient itself; tasks 1.. into partials
@@ -366,6 +410,41 @@ class ConvolutionLayer(_ConvBase):
             return "pointwise"      # the input already is the column matrix
         return "gemm"
 
+    def _forward_tiles(self, x, y, bias) -> bool:
+        """y = conv(x) + bias through the register tiles of
+        :mod:`netdef.backend.cpu.microkernel`; False when they do not apply
+        (:func:`~netdef.backend.cpu.microkernel.tiles_for`)."""
+        from ..backend.cpu import gemm as G
+        from ..backend.cpu import microkernel as MK
+        o, oh, ow = y.shape[1:]
+        hp, wp = G.padded_size(x.shape[2], x.shape[3], *self.geom, oh, ow)
+        tiles = MK.tiles_for(self, x, hp, wp, ow)
+        if tiles is None:
+            return False
+        _tile_conv(x, self.blobs[0].data.reshape(o, -1), bias, self.geom, y, tiles, self,
+                   "fwd")
+        return True
+
+    def _backward_x_tiles(self, dy, dx) -> bool:
+        """dx = dL/dx of a stride-1 convolution, itself a stride-1 convolution: dy padded by
+        d*(k-1) - p, the kernel turned by 180 degrees with its input and output channels
+        swapped -- through the register tiles; False when they do not apply."""
+        from ..backend.cpu import microkernel as MK
+        kh, kw, ph, pw, sh, sw, dh, dw = self.geom
+        qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw
+        o, oh, ow = dy.shape[1:]
+        c, w = dx.shape[1], dx.shape[3]
+        if not MK.ENABLED or dy.dtype != np.float32 or (sh, sw) != (1, 1) \
+                or self.group != 1 or self._path() != "gemm" or min(qh, qw) < 0 \
+                or o * (oh + 2 * qh) * (ow + 2 * qw) * 4 > MK.MAX_IMAGE_BYTES:
+            return False
+        wt = self.blobs[0].data
+        flipped = _scratch("tiles_flip", wt.size, wt.dtype).reshape(c, o, kh, kw)
+        np.copyto(flipped, wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        _tile_conv(dy, flipped.reshape(c, -1), _empty(dy.dtype),
+                   (kh, kw, qh, qw, 1, 1, dh, dw), dx, MK.choose_tile(c, w), self, "bwd")
+        return True
+
     def _forward_one(self, x, y):
         I, K = _kernels()
         n, c, h, w = x.shape
@@ -378,6 +457,8 @@ class ConvolutionLayer(_ConvBase):
             return
         if _fast_gemm(x):
             G = _gemm_kernels()
+            if self._forward_tiles(x, y, bias):
+                return
             nt, ntasks, chunk, col_ws, out_ws, pad_ws = self._plan(x, y, "out")
             wv, geom, group, pointwise = wt.reshape(o, -1), self.geom, self.group, \
                 path == "pointwise"

@@ -1,130 +1,212 @@
-"""Fused inference kernels: convolution + bias + ReLU + pooling (+ ReLU) in one pass per task.
+"""Fused convolution kernels: convolution + bias + ReLU + pooling (+ ReLU) in one pass per task.
 
-Used by the frozen-net predictor (:mod:`netdef.deploy.predictor`) only; training keeps the
-separate layers.  A task handles its block of the batch exactly as
-:func:`netdef.backend.cpu.gemm.conv_forward_task` does (same split, same chunks, the same GEMM
-calls), but the GEMM always writes into the thread's ``(O, m*L)`` workspace, and each output
-plane is then finished while it is still in cache: bias, the producer's fused ReLU
-(``relu_pre``), the pooling window (MAX: first maximum in scan order, windows clipped to the
-image; AVE: float64 sum divided by the window clipped to the padded input -- the loops of
-:mod:`netdef.backend.cpu.vision`), and a ReLU after the pooling (``relu_post``).  The
-convolution's full-size output is never written to memory.
+The frozen-net predictor (:mod:`netdef.deploy.predictor`) runs whole groups through
+:func:`conv_fused_task`; training uses it without pooling or ReLU for the stride-1
+convolutions that take register tiles (:mod:`netdef.layers.vision`).  A task handles its
+block of the batch, image by image through the register tiles of
+:mod:`netdef.backend.cpu.microkernel` or in chunks through im2col + GEMM (the split and the
+GEMM calls of :func:`netdef.backend.cpu.gemm.conv_forward_task`); the convolution goes to
+the thread's workspace, and each output plane is then finished while it is still in cache,
+with 8-lane vector steps (:mod:`netdef.backend.cpu.simd`): bias, the producer's fused ReLU,
+the pooling window (MAX: the first maximum, windows clipped to the image; AVE: float64 sum
+divided by the window clipped to the padded input -- the semantics of
+:mod:`netdef.backend.cpu.vision`), and a ReLU after the pooling.  The convolution's
+full-size output is never written to memory.
 
-``pool``: 0 none (the plane, after bias and ReLU, is the output), 1 MAX, 2 AVE.  ReLU: slope 0
-leaves ``max(v, 0)`` (NaN stays NaN, as ``np.maximum``); otherwise negatives are multiplied by
-the slope (pass it in the data's dtype).
+``pool``: 0 none (the plane, after bias and ReLU, is the output), 1 MAX, 2 AVE.  A ReLU is
+given by its slope in the data's dtype: ``act(v) = v * slope if v < 0 else v`` (NaN stays
+NaN); slope 1 is no ReLU.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 from numba import uint64 as U
 
-from .gemm import NO_TRANS, _im2col_chunk, gemm
+from .gemm import NO_TRANS, _im2col_chunk, _pad_image, gemm, padded_size
+from .microkernel import conv_rows
+from .simd import add8, add8s2, clean8, max8, max8s2, store8, store8s2
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _relu(v, slope):
+def _act(v, slope):
     if v < 0:
         return v * slope
     return v
 
 
+@njit(cache=True)
+def pool_buffers(w, ow, kw, sw):
+    """Sizes of :func:`_pool_plane`'s ``vm`` and ``hb`` for planes of width w pooled to ow."""
+    return w + ow * sw + 8 * sw + kw + 32, ow + 16
+
+
 @njit(cache=True, nogil=True)
-def _max_plane(src, sb, h, w, kh, kw, ph, pw, sh, sw, relu_post, slope_post, yf, yb, oh, ow):
-    # output columns whose window lies inside the image: the window's elements are compared
-    # in the same (row, column) order as the general loop, a whole output row at a time, so
-    # the inner loop vectorises
-    pxa = min(ow, (pw + sw - 1) // sw)
-    pxb = max(pxa, min(ow, (w - kw + pw) // sw + 1))
+def _pool_plane(src, sb, rs, h, w, kh, kw, ph, pw, sh, sw, bias, slope_pre, ave, slope_post,
+                yf, yb, oh, ow, vm, vf, hb):
+    """One output plane of y = act_post(pool(act_pre(src + bias))), src the (h, w) plane at
+    ``sb`` with row stride ``rs``, y the (oh, ow) plane at ``yb``.
+
+    Separable: for each output row the window's input rows are reduced column by column into
+    ``vm`` (bias and activation applied on the way), then ``vm``'s windows along the row into
+    ``hb`` -- 8 lanes per step (:mod:`netdef.backend.cpu.simd`; along the row for strides 1
+    and 2).  Past the image ``vm`` holds -inf (MAX) or 0 (AVE), so windows hanging off the
+    right edge need no clipping; windows starting left of the image are done one by one.
+    MAX is the layer's scan ``best = first; best = v if v > best``: the window's first
+    element if it is NaN, else the largest of its other values, NaN ignored -- so the
+    column maxima in ``vm`` ignore NaN and start the row's fold from the first row's values
+    ``vf``.  AVE sums in float64 and divides by the window clipped to the padded input.  An
+    empty window gives 0.  ``vm``, ``vf``, ``hb`` sizes: :func:`pool_buffers` (float64 for
+    AVE, the data type for MAX; ``vf`` unused by AVE).
+    """
+    w8 = w - w % 8
+    pxa = min(ow, (pw + sw - 1) // sw)           # the first window starting inside the image
+    nv = (ow - pxa + 7) // 8 * 8 if sw <= 2 else 0
+    vm[0] = 0
+    zero = vm[0]
+    one = zero + 1
+    margin = zero if ave else -np.inf
+    for x in range(w, vm.shape[0]):
+        vm[U(x)] = margin
     for py in range(oh):
         hs = py * sh - ph
+        hs0 = max(hs, 0)
         he = min(hs + kh, h)
-        hs = max(hs, 0)
         rb = yb + py * ow
-        if he > hs and pxb > pxa:
-            s0 = sb + hs * w - pw
-            if sw == 2:
-                for px in range(pxa, pxb):
-                    yf[U(rb + px)] = src[U(s0 + 2 * px)]
+        if he <= hs0:
+            for px in range(ow):
+                yf[U(rb + px)] = 0.0
+            continue
+        for iy in range(hs0, he):
+            r = U(sb + iy * rs)
+            if ave:
+                if iy == hs0:
+                    for x in range(0, w8, 8):
+                        store8(vm, U(x), src, r + U(x), bias, slope_pre)
+                    for x in range(w8, w):
+                        vm[U(x)] = _act(src[r + U(x)] + bias, slope_pre)
+                else:
+                    for x in range(0, w8, 8):
+                        add8(vm, U(x), src, r + U(x), bias, slope_pre)
+                    for x in range(w8, w):
+                        vm[U(x)] += _act(src[r + U(x)] + bias, slope_pre)
+            elif iy == hs0:
+                for x in range(0, w8, 8):
+                    store8(vf, U(x), src, r + U(x), bias, slope_pre)
+                    clean8(vm, U(x), src, r + U(x), bias, slope_pre)
+                for x in range(w8, w):
+                    v = _act(src[r + U(x)] + bias, slope_pre)
+                    vf[U(x)] = v
+                    vm[U(x)] = -np.inf if np.isnan(v) else v
             else:
-                for px in range(pxa, pxb):
-                    yf[U(rb + px)] = src[U(s0 + px * sw)]
-            for iy in range(hs, he):
+                for x in range(0, w8, 8):
+                    max8(vm, U(x), src, r + U(x), bias, slope_pre)
+                for x in range(w8, w):
+                    v = _act(src[r + U(x)] + bias, slope_pre)
+                    a = vm[U(x)]
+                    vm[U(x)] = v if v > a else a  # noqa: FURB136 (NaN: ignored)
+        for px0 in range(pxa, pxa + nv, 8):
+            s0 = U(px0 * sw - pw)
+            d = U(px0)
+            if ave:
+                if sw == 2:
+                    store8s2(hb, d, vm, s0)
+                    for kj in range(1, kw):
+                        add8s2(hb, d, vm, s0 + U(kj))
+                else:
+                    store8(hb, d, vm, s0, zero, one)
+                    for kj in range(1, kw):
+                        add8(hb, d, vm, s0 + U(kj), zero, one)
+            elif sw == 2:
+                store8s2(hb, d, vf, s0)
                 for kj in range(kw):
-                    if iy == hs and kj == 0:
-                        continue
-                    s1 = sb + iy * w + kj - pw
-                    if sw == 2:
-                        for px in range(pxa, pxb):
-                            v = src[U(s1 + 2 * px)]
-                            a = yf[U(rb + px)]
-                            yf[U(rb + px)] = v if v > a else a  # noqa: FURB136 (NaN: as the loop)
-                    else:
-                        for px in range(pxa, pxb):
-                            v = src[U(s1 + px * sw)]
-                            a = yf[U(rb + px)]
-                            yf[U(rb + px)] = v if v > a else a  # noqa: FURB136 (NaN: as the loop)
+                    max8s2(hb, d, vm, s0 + U(kj))
+            else:
+                store8(hb, d, vf, s0, zero, one)
+                for kj in range(kw):
+                    max8(hb, d, vm, s0 + U(kj), zero, one)
         for px in range(ow):
-            if pxa <= px < pxb and he > hs:
+            if pxa <= px < pxa + nv:
                 continue
             ws = px * sw - pw
             we = min(ws + kw, w)
             ws = max(ws, 0)
-            o = U(rb + px)
-            if he <= hs or we <= ws:
-                yf[o] = 0.0
-                continue
-            best = src[U(sb + hs * w + ws)]
-            for iy in range(hs, he):
-                r = sb + iy * w
+            if we <= ws:
+                hb[U(px)] = zero
+            elif ave:
+                acc = vm[U(ws)]
+                for ix in range(ws + 1, we):
+                    acc += vm[U(ix)]
+                hb[U(px)] = acc
+            else:
+                best = vf[U(ws)]
                 for ix in range(ws, we):
-                    v = src[U(r + ix)]
-                    if v > best:  # noqa: PLR1730 -- the first maximum, NaN as in vision.py
+                    v = vm[U(ix)]
+                    if v > best:  # noqa: PLR1730 -- NaN: only the window's first element
                         best = v
-            yf[o] = best
-        if relu_post:
+                hb[U(px)] = best
+        px = ow - 1
+        while px >= 0 and px * sw - pw >= w:        # windows wholly right of the image
+            hb[U(px)] = zero
+            px -= 1
+        if ave:
+            rows = min(hs + kh, h + ph) - hs
             for px in range(ow):
-                yf[U(rb + px)] = _relu(yf[U(rb + px)], slope_post)
+                ws = px * sw - pw
+                v = hb[U(px)] / (rows * (min(ws + kw, w + pw) - ws))
+                yf[U(rb + px)] = _act(v, slope_post)
+        else:
+            ow8 = ow - ow % 8
+            for px in range(0, ow8, 8):
+                store8(yf, U(rb + px), hb, U(px), zero, slope_post)
+            for px in range(ow8, ow):
+                yf[U(rb + px)] = _act(hb[U(px)], slope_post)
 
 
 @njit(cache=True, nogil=True)
-def _ave_plane(src, sb, h, w, kh, kw, ph, pw, sh, sw, relu_post, slope_post, yf, yb, oh, ow):
-    for py in range(oh):
-        hs = py * sh - ph
-        he = min(hs + kh, h + ph)
-        for px in range(ow):
-            ws = px * sw - pw
-            we = min(ws + kw, w + pw)
-            size = (he - hs) * (we - ws)
-            acc = 0.0
-            for iy in range(max(hs, 0), min(he, h)):
-                r = sb + iy * w
-                for ix in range(max(ws, 0), min(we, w)):
-                    acc += src[U(r + ix)]
-            o = U(yb + py * ow + px)
-            if size > 0:
-                yf[o] = acc / size
-            else:
-                yf[o] = 0.0
-            if relu_post:
-                yf[o] = _relu(yf[o], slope_post)
+def _epilogue(src, sb, rs, h, w, bias, slope_pre, pool, pkh, pkw, pph, ppw, psh, psw,
+              slope_post, yf, yb, poh, pow_, vm_max, vf_max, hb_max, vm_ave, hb_ave):
+    """Finish one channel of one image: the (h, w) plane of ``src`` at ``sb`` (row stride
+    ``rs``) through bias, ReLU, pooling and ReLU into y's plane at ``yb``."""
+    if pool == 0:
+        w8 = w - w % 8
+        for iy in range(h):
+            r = U(sb + iy * rs)
+            d = U(yb + iy * w)
+            for i in range(0, w8, 8):
+                store8(yf, d + U(i), src, r + U(i), bias, slope_pre)
+            for i in range(w8, w):
+                yf[d + U(i)] = _act(src[r + U(i)] + bias, slope_pre)
+    elif pool == 1:
+        _pool_plane(src, sb, rs, h, w, pkh, pkw, pph, ppw, psh, psw, bias, slope_pre, False,
+                    slope_post, yf, yb, poh, pow_, vm_max, vf_max, hb_max)
+    else:
+        _pool_plane(src, sb, rs, h, w, pkh, pkw, pph, ppw, psh, psw, bias, slope_pre, True,
+                    slope_post, yf, yb, poh, pow_, vm_ave, vm_ave, hb_ave)
 
 
 @njit(cache=True, nogil=True)
 def conv_fused_task(t, nt, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, group, pointwise,
-                    chunk, oh, ow, relu_pre, slope_pre, pool, pkh, pkw, pph, ppw, psh, psw,
-                    relu_post, slope_post, col, out, xp, y):
-    """Task ``t`` of ``nt``: y = relu_post(pool(relu_pre(conv(x, wt) + bias))) for its block
-    of the batch.  x (N, C, H, W); wt (O, C/g*kh*kw); (oh, ow) the convolution's output size;
-    y (N, O, poh, pow) (pool > 0) or (N, O, oh, ow).  Workspaces of the calling thread: col
-    (C*kh*kw*chunk*L; unused for a pointwise convolution with chunk 1), out (O*chunk*L), xp
-    (the padded image, as for :func:`netdef.backend.cpu.gemm.conv_forward_task`)."""
+                    chunk, oh, ow, slope_pre, pool, pkh, pkw, pph, ppw, psh, psw, slope_post,
+                    ap, offs, mr, nv, col, out, xp, y):
+    """Task ``t`` of ``nt``: y = act_post(pool(act_pre(conv(x, wt) + bias))) for its block
+    of the batch.  x (N, C, H, W); wt (O, C/g*kh*kw); bias (O,) (zeros without a bias term);
+    (oh, ow) the convolution's output size; y (N, O, poh, pow) (pool > 0) or (N, O, oh, ow).
+    ``act(v) = v * slope if v < 0 else v`` (slope 1: none).
+
+    ``mr > 0``: a stride-1 convolution computed image by image with the register tiles of
+    :mod:`netdef.backend.cpu.microkernel` (``ap`` the packed weights, ``offs`` the tap
+    offsets into the zero-bordered image, tiles of mr channels x 8*nv pixels); the plane
+    rows in ``out`` are then ``owp`` (ow rounded up to whole tiles) apart.  Otherwise im2col
+    + GEMM in chunks of ``chunk`` images.  Workspaces of the calling thread: col
+    (C*kh*kw*chunk*L; unused for a pointwise convolution with chunk 1 and for tiles), out
+    (O*chunk*L, or O rounded up to mr times oh*owp), xp (the padded image, as for
+    :func:`netdef.backend.cpu.gemm.conv_forward_task`, plus owp - ow + 8 values for tiles)."""
     n_img, c_in = x.shape[0], x.shape[1]
     o = wt.shape[0]
     L = oh * ow
     kkg = wt.shape[1]
     og = o // group
-    has_bias = bias.shape[0] > 0
     per = (n_img + nt - 1) // nt
     xf = x.reshape(-1)
     yf = y.reshape(-1)
@@ -132,7 +214,27 @@ def conv_fused_task(t, nt, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, group, p
     poh, pow_ = y.shape[2], y.shape[3]
     PL = poh * pow_
     img_in = c_in * x.shape[2] * x.shape[3]
+    nvm, nhb = pool_buffers(ow, pow_, pkw, psw)
+    vm_max = np.empty(nvm, x.dtype)
+    vf_max = np.empty(nvm, x.dtype)
+    hb_max = np.empty(nhb, x.dtype)
+    vm_ave = np.empty(nvm, np.float64)
+    hb_ave = np.empty(nhb, np.float64)
     end = min(n_img, (t + 1) * per)
+    if mr > 0:
+        hp, wp = padded_size(x.shape[2], x.shape[3], kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
+        w = 8 * nv
+        owp = (ow + w - 1) // w * w
+        LP = oh * owp
+        for n in range(t * per, end):
+            _pad_image(x, n, ph, pw, hp, wp, xp)
+            conv_rows(mr, nv, ap, xp, 0, offs, kkg, (o + mr - 1) // mr, oh, wp, owp, out, 0,
+                      LP)
+            for oc in range(o):
+                _epilogue(out, oc * LP, owp, oh, ow, bias[oc], slope_pre, pool, pkh, pkw,
+                          pph, ppw, psh, psw, slope_post, yf, (n * o + oc) * PL, poh, pow_,
+                          vm_max, vf_max, hb_max, vm_ave, hb_ave)
+        return
     for n0 in range(t * per, end, chunk):
         m = min(chunk, end - n0)
         cols = m * L
@@ -148,29 +250,6 @@ def conv_fused_task(t, nt, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, group, p
                      col, gi * kkg * cols, cols, 0.0, out, gi * og * cols, cols)
         for j in range(m):
             for oc in range(o):
-                sb = oc * cols + j * L
-                yb = ((n0 + j) * o + oc) * PL
-                if pool == 0:
-                    for i in range(L):
-                        v = out[U(sb + i)]
-                        if has_bias:
-                            v += bias[oc]
-                        if relu_pre:
-                            v = _relu(v, slope_pre)
-                        yf[U(yb + i)] = v
-                    continue
-                if has_bias or relu_pre:
-                    bv = bias[oc] if has_bias else 0.0
-                    for i in range(L):
-                        v = out[U(sb + i)]
-                        if has_bias:
-                            v += bv
-                        if relu_pre:
-                            v = _relu(v, slope_pre)
-                        out[U(sb + i)] = v
-                if pool == 1:
-                    _max_plane(out, sb, oh, ow, pkh, pkw, pph, ppw, psh, psw, relu_post,
-                               slope_post, yf, yb, poh, pow_)
-                else:
-                    _ave_plane(out, sb, oh, ow, pkh, pkw, pph, ppw, psh, psw, relu_post,
-                               slope_post, yf, yb, poh, pow_)
+                _epilogue(out, oc * cols + j * L, ow, oh, ow, bias[oc], slope_pre, pool, pkh,
+                          pkw, pph, ppw, psh, psw, slope_post, yf, ((n0 + j) * o + oc) * PL,
+                          poh, pow_, vm_max, vf_max, hb_max, vm_ave, hb_ave)

@@ -52,10 +52,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
 from numba import uint64 as U
-from numba.extending import intrinsic, overload
+from numba.extending import overload
+
+from .simd import copy8
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
@@ -285,32 +286,13 @@ def _pad_image(x, n, ph, pw, hp, wp, xp):
                 xp[d0 + U(i)] = xf[s0 + U(i)]
 
 
-@intrinsic
-def _copy8(typingctx, dst, doff, src, soff):
-    """dst[doff:doff+8] = src[soff:soff+8] as one unaligned vector load and store (both
-    arrays contiguous, same dtype, no bounds check).  LLVM vectorises the plain loop only
-    32 elements at a time, so the 8- and 16-wide rows of small images were copied one float
-    at a time."""
-    sig = types.void(dst, doff, src, soff)
-
-    def codegen(context, builder, sig, args):
-        d, do, s, so = args
-        da = context.make_array(sig.args[0])(context, builder, d)
-        sa = context.make_array(sig.args[2])(context, builder, s)
-        vt = ir.VectorType(context.get_data_type(sig.args[0].dtype), 8).as_pointer()
-        v = builder.load(builder.bitcast(builder.gep(sa.data, [so]), vt), align=1)
-        builder.store(v, builder.bitcast(builder.gep(da.data, [do]), vt), align=1)
-        return context.get_dummy_value()
-    return sig, codegen
-
-
 @njit(cache=True)
 def _im2col_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, xp):
     """col[row, j*L + p] = image n0 + j's patch value (0 in the padding); ``col`` is flat with
     row stride m*L, row = (c*kh + ki)*kw + kj.  With padding the image is first copied into
     the zero-bordered ``xp`` (C*Hp*Wp, :func:`padded_size`), so the copy loops have no bounds logic.
     Indices are unsigned: Numba's negative-index wraparound would stop vectorisation; stride-1
-    rows are copied 8 values at a time with :func:`_copy8`."""
+    rows are copied 8 values at a time with :func:`netdef.backend.cpu.simd.copy8`."""
     c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
     L = oh * ow
     rs = m * L
@@ -333,7 +315,7 @@ def _im2col_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, xp):
                         s0 = U(ibase + (c * hp + oy * sh + ki * dh) * wp + kj * dw)
                         if sw == 1:
                             for i in range(0, ow8, 8):
-                                _copy8(col, b + U(i), src, s0 + U(i))
+                                copy8(col, b + U(i), src, s0 + U(i))
                             for i in range(ow8, ow):
                                 col[b + U(i)] = src[s0 + U(i)]
                         else:

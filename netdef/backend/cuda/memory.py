@@ -14,7 +14,9 @@ the device when needed and leave the head at CPU.  ``cpu_data()``/``cpu_diff()``
 (head SYNCED).  ``gpu_data()``/``gpu_diff()`` read on the device, ``mutable_gpu_data()``/
 ``mutable_gpu_diff()`` write there (head GPU).  Device arrays are flat (``count`` elements).
 
-Every host<->device copy is counted, per SyncedMem and in :data:`STATS`.
+Every host<->device copy is counted, per SyncedMem and in :data:`STATS`.  A staged input
+(:mod:`.staging`) is uploaded on a copy stream; its SyncedMem holds the upload's event in
+``pending`` until the first device access makes the compute stream wait for it.
 """
 from __future__ import annotations
 
@@ -52,17 +54,19 @@ def device_zeros(n: int, dtype):
 
 
 class SyncedMem:
-    __slots__ = ("dev", "head", "h2d", "d2h")
+    __slots__ = ("dev", "head", "h2d", "d2h", "pending")
 
     def __init__(self, head=UNINIT):
         self.dev = None
         self.head = head
         self.h2d = 0
         self.d2h = 0
+        self.pending = None     # event of an asynchronous upload into ``dev`` (staging.py)
 
     def reset(self):
         self.dev = None
         self.head = UNINIT
+        self.pending = None
 
 
 class _DevState:
@@ -102,6 +106,9 @@ class DeviceBlob(Blob):
 
     def _to_device(self, which: str):
         m: SyncedMem = getattr(self._dev, which)
+        if m.pending is not None:       # a staged upload: the compute stream waits for it
+            m.pending.wait(0)
+            m.pending = None
         n = max(self.count, 1)
         if m.head in (CPU, SYNCED) and m.dev is None:
             m.head = CPU

@@ -1,7 +1,9 @@
 """A Net in device mode: every blob gets a device mirror, each layer runs its CUDA impl from
 :data:`netdef.backend.cuda.layers.TABLE` when there is one (else its CPU code on host copies,
 synchronised lazily), loss tops are seeded on the device.  Per step only the input batch goes
-host->device and the loss values device->host.
+host->device and the loss values device->host.  The input batch goes up on a copy stream of
+its own, from pinned buffers, as soon as the data layer produced it (:mod:`.staging`; off with
+``NETDEF_CUDA_SYNC_INPUT=1``: then on first device read).
 
 ``Net.on_layer_backward`` (the MPI gradient sync of :mod:`netdef.parallel.mpi`) fires after
 every layer's backward here too, in the same order as on the CPU.  MPI with a GPU goes through
@@ -16,6 +18,7 @@ from . import kernels as K
 from .device import select_device
 from .layers import impl_for, register_has_cuda
 from .memory import DeviceBlob, to_device
+from .staging import InputStaging
 
 
 def net_blobs(net):
@@ -42,6 +45,8 @@ class DeviceNet:
         for b in net_blobs(net):
             to_device(b)
         self.impls = [impl_for(layer) for layer in net.layers]
+        #: asynchronous input uploads (None when off or when no data layer feeds the device)
+        self.staging = InputStaging.create(net, self.impls)
 
     @property
     def cpu_layers(self) -> list[str]:
@@ -53,6 +58,9 @@ class DeviceNet:
         end = len(net.layers) - 1 if end is None else end
         loss = 0.0
         reshape = False
+        staging = self.staging
+        if staging is not None:
+            staging.begin(start == 0 and end == len(net.layers) - 1)
         for i in range(start, end + 1):
             layer, bottoms, tops = net.layers[i], net.bottoms[i], net.tops[i]
             imp = self.impls[i]
@@ -63,6 +71,8 @@ class DeviceNet:
                     imp.forward(layer, bottoms, tops)
                 else:
                     layer.forward(bottoms, tops)
+                    if staging is not None:
+                        staging.after_forward(i)
                 reshape = reshape or getattr(layer, "dynamic_top_shapes", False)
             except NetdefError as e:
                 raise net._layer_error(e, net.layer_refs[i], layer.param) from None
@@ -71,6 +81,8 @@ class DeviceNet:
                     t = tops[j]
                     v = t.cpu_data() if isinstance(t, DeviceBlob) else t.data
                     loss += w * float(v.sum(dtype="float64"))
+        if staging is not None:
+            staging.end()
         return loss
 
     def seed_loss_diffs(self) -> None:

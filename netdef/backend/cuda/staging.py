@@ -1,0 +1,182 @@
+"""Asynchronous upload of a DeviceNet's input batch: pinned, double-buffered, own stream.
+
+A *staged* blob is a top of a host-run data layer whose first reader is a CUDA layer and which
+the net's first whole forward (synchronous, lazy uploads) uploaded exactly once — so staging
+changes when the copy starts, never how many copies there are.  From then on, right after the
+data layer's forward, each staged blob whose host copy is current (head CPU) is copied into
+pinned host buffer ``k`` and sent with ``copy_to_device(stream=copy_stream)`` into device buffer
+``k``; an event is recorded on the copy stream.  The blob's device mirror becomes buffer ``k``
+(head SYNCED) with that event *pending*: its first device access makes the compute (default)
+stream wait for it (:meth:`DeviceBlob._to_device`), without blocking the host.  ``k``
+alternates: before buffer ``k`` is written again the copy stream waits for an event recorded
+on the compute stream once every read of it was issued, and the host waits for buffer ``k``'s
+previous upload before refilling its pinned twin.
+
+On a GPU the copy stream is created non-blocking where numba's driver allows, so the copy
+overlaps what the compute stream still runs (the previous step's backward and update, the
+layers before the loss for a label); a plain ``cuda.stream()`` (the fallback) is serialised
+with the legacy default stream.  The simulator runs streams and events synchronously.
+
+``NETDEF_CUDA_SYNC_INPUT=1`` turns staging off: inputs go up on first device read, as before.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from .device import cuda, is_simulator
+from .memory import CPU, SYNCED, DeviceBlob, count_h2d
+
+log = logging.getLogger("netdef.cuda")
+
+#: the compute stream: every kernel and synchronous copy runs on the default stream
+COMPUTE = 0
+
+
+def enabled() -> bool:
+    """Whether input staging is on (``NETDEF_CUDA_SYNC_INPUT`` unset, empty or 0)."""
+    return os.environ.get("NETDEF_CUDA_SYNC_INPUT", "") in ("", "0")
+
+
+def _event(c):
+    return c.event() if is_simulator() else c.event(timing=False)
+
+
+def _copy_stream(c):
+    """(stream, kind): a non-blocking stream on a GPU when possible, else ``cuda.stream()``."""
+    if not is_simulator():
+        try:
+            return _nonblocking_stream(c), "non-blocking"
+        except Exception as e:      # numba internals differ: a stream that blocks on stream 0
+            log.debug("input staging: no non-blocking stream (%s); using cuda.stream()", e)
+    return c.stream(), "simulator" if is_simulator() else "blocking"
+
+
+def _nonblocking_stream(c):
+    """``Context.create_stream`` with CU_STREAM_NON_BLOCKING (numba has no flag for it)."""
+    import ctypes
+    import weakref
+
+    from numba.cuda.cudadrv import driver as drv
+    ctx = c.current_context()
+    if drv.USE_NV_BINDING:
+        flag = drv.binding.CUstream_flags.CU_STREAM_NON_BLOCKING.value
+        handle = drv.driver.cuStreamCreate(flag)
+    else:
+        handle = drv.drvapi.cu_stream()
+        drv.driver.cuStreamCreate(ctypes.byref(handle), 1)    # CU_STREAM_NON_BLOCKING
+    return drv.Stream(weakref.proxy(ctx), handle,
+                      drv._stream_finalizer(ctx.deallocations, handle))
+
+
+def _first_reader_on_device(net, impls, i, blob) -> bool:
+    for j in range(i + 1, len(net.layers)):
+        if any(b is blob for b in net.bottoms[j]):
+            return impls[j] is not None
+    return False
+
+
+class _Buffers:
+    """One blob's two pinned host buffers, two device buffers and their events."""
+    __slots__ = ("n", "dtype", "host", "dev", "copied", "released", "k")
+
+    def __init__(self, c, n, dtype):
+        self.n, self.dtype, self.k = n, dtype, 0
+        self.host = [c.pinned_array(n, dtype=dtype) for _ in range(2)]
+        self.dev = [c.device_array(n, dtype=dtype) for _ in range(2)]
+        # events never recorded are complete (synchronize and wait return at once)
+        self.copied = [_event(c), _event(c)]      # copy stream: upload into dev[k] done
+        self.released = [_event(c), _event(c)]    # compute stream: reads of dev[k] done
+
+    def drain(self) -> None:
+        for e in self.copied:
+            e.synchronize()
+
+
+class InputStaging:
+    """The staged uploads of one DeviceNet (see the module docstring).  ``uploads`` counts the
+    asynchronous uploads issued, ``stream`` is the copy stream (None until the first)."""
+
+    def __init__(self, net, impls):
+        #: data layer index -> its tops that may be staged (first reader on the device)
+        self.candidates = {}
+        for i, layer in enumerate(net.layers):
+            if impls[i] is None and (getattr(layer, "is_data", False) or layer.type == "Input"):
+                tops = [t for t in net.tops[i] if isinstance(t, DeviceBlob) and
+                        t._data_src is None and _first_reader_on_device(net, impls, i, t)]
+                if tops:
+                    self.candidates[i] = tops
+        #: the staged tops per data layer, learned from the first whole forward
+        self.plan: dict | None = None
+        self._before: dict | None = None
+        self.stream = None
+        self.stream_kind = None
+        self.uploads = 0
+        self._bufs: dict[int, _Buffers] = {}
+
+    @classmethod
+    def create(cls, net, impls):
+        """An InputStaging for ``net``, or None when staging is off or nothing qualifies."""
+        if not enabled():
+            return None
+        st = cls(net, impls)
+        return st if st.candidates else None
+
+    @property
+    def staged(self) -> list:
+        """The staged blobs (empty until the plan is learned)."""
+        return [t for ts in (self.plan or {}).values() for t in ts]
+
+    # -- called by DeviceNet.forward --------------------------------------------------------
+    def begin(self, whole: bool) -> None:
+        """Before a forward; the first whole one is observed (uploads per candidate)."""
+        self._before = None
+        if self.plan is None and whole:
+            self._before = {id(t): t._dev.data.h2d for ts in self.candidates.values()
+                            for t in ts}
+
+    def end(self) -> None:
+        """After a forward: learn the plan from the observed one."""
+        if self._before is None:
+            return
+        before, self._before = self._before, None
+        self.plan = {}
+        for i, ts in self.candidates.items():
+            once = [t for t in ts if t._dev.data.h2d - before[id(t)] == 1]
+            if once:
+                self.plan[i] = once
+        if self.plan and self.stream is None:
+            self.stream, self.stream_kind = _copy_stream(cuda())
+
+    def after_forward(self, i: int) -> None:
+        """After data layer ``i``'s host forward: start the uploads of its staged tops."""
+        if not self.plan:
+            return
+        for t in self.plan.get(i, ()):
+            if t._data_src is None and t._dev.data.head == CPU and t.count:
+                self._upload(t)
+
+    # -- the upload -------------------------------------------------------------------------
+    def _upload(self, blob: DeviceBlob) -> None:
+        c = cuda()
+        n, dtype = blob.count, np.dtype(blob.dtype)
+        b = self._bufs.get(id(blob))
+        if b is None or b.n != n or b.dtype != dtype:
+            if b is not None:
+                b.drain()
+            b = self._bufs[id(blob)] = _Buffers(c, n, dtype)
+        k = b.k
+        b.copied[k].synchronize()                 # pinned buffer k: previous upload done
+        np.copyto(b.host[k].reshape(blob.shape), blob.cpu_data())
+        b.released[k].wait(self.stream)           # compute stream: reads of dev[k] done
+        b.dev[k].copy_to_device(b.host[k], stream=self.stream)
+        b.copied[k].record(self.stream)
+        b.released[1 - k].record(COMPUTE)         # every read of the current mirror is issued
+        m = blob._dev.data
+        m.dev, m.head, m.pending = b.dev[k], SYNCED, b.copied[k]
+        m.h2d += 1
+        count_h2d(b.host[k].nbytes)
+        b.k = 1 - k
+        self.uploads += 1

@@ -1,0 +1,183 @@
+"""The frozen-net CPU kernels: register-tiled convolution (netdef.backend.cpu.microkernel) and
+the vectorised bias + ReLU + pooling epilogue (netdef.backend.cpu.fused._pool_plane), against
+float64 references written here from Caffe's definitions."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from numba import njit
+
+from netdef.backend.cpu import fused as F
+from netdef.backend.cpu import microkernel as MK
+
+
+# -- references ----------------------------------------------------------------------------------
+def ref_conv(x, w, pad, dil):
+    """float64 cross-correlation, stride 1: x (C, H, W), w (O, C, kh, kw) -> (O, oh, ow)."""
+    _, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (pad, pad), (pad, pad)))
+    oh = h + 2 * pad - dil * (kh - 1)
+    ow = wd + 2 * pad - dil * (kw - 1)
+    out = np.zeros((o, oh, ow))
+    for ki in range(kh):
+        for kj in range(kw):
+            patch = xp[:, ki * dil:ki * dil + oh, kj * dil:kj * dil + ow]
+            out += np.einsum("oc,chw->ohw", w[:, :, ki, kj].astype(np.float64), patch)
+    return out
+
+
+def pooled_size(h, k, s, p):
+    """Caffe's pooled size: ceil mode, the last window starting inside the padded input."""
+    o = math.ceil((h + 2 * p - k) / s) + 1
+    if p > 0 and (o - 1) * s >= h + p:
+        o -= 1
+    return o
+
+
+def act(v, slope):
+    return v * slope if v < 0 else v
+
+
+def ref_pool(plane, bias, slope_pre, ave, slope_post, k, s, p):
+    """y = act_post(pool(act_pre(plane + bias))) of one (h, w) float32 plane, by the scan of
+    Caffe's pooling loops (MAX: the first maximum by ``v > best``; an empty window: 0; AVE:
+    float64 sum over the clipped window divided by the window clipped to the padded input)."""
+    h, w = plane.shape
+    z = np.array([[act(np.float32(v) + np.float32(bias), np.float32(slope_pre)) for v in row]
+                  for row in plane], np.float32)
+    oh, ow = pooled_size(h, k, s, p), pooled_size(w, k, s, p)
+    y = np.zeros((oh, ow), np.float64)
+    for py in range(oh):
+        for px in range(ow):
+            hs, ws = py * s - p, px * s - p
+            he, we = min(hs + k, h + p), min(ws + k, w + p)
+            size = (he - hs) * (we - ws)
+            hs0, ws0, he0, we0 = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
+            if he0 <= hs0 or we0 <= ws0:
+                y[py, px] = 0.0
+                continue
+            vals = [z[i, j] for i in range(hs0, he0) for j in range(ws0, we0)]
+            if ave:
+                y[py, px] = act(sum(float(v) for v in vals) / size, float(np.float32(slope_post)))
+            else:
+                best = vals[0]
+                for v in vals[1:]:
+                    if v > best:  # noqa: PLR1730 -- the scan, NaN included
+                        best = v
+                y[py, px] = act(best, np.float32(slope_post))     # float32 arithmetic
+    return y
+
+
+# -- the register tiles --------------------------------------------------------------------------
+@njit(cache=True)
+def _tile_conv(mr, nv, ap, xp, offs, k, o_blocks, oh, wp, owp, out):
+    MK.conv_rows(mr, nv, ap, xp, 0, offs, k, o_blocks, oh, wp, owp, out, 0, oh * owp)
+
+
+@pytest.mark.parametrize("tile", MK.TILES)
+@pytest.mark.parametrize("o,c,h,wd,k,pad,dil", [
+    (8, 3, 12, 16, 5, 2, 1),      # whole tiles
+    (13, 2, 9, 11, 3, 1, 1),      # channels and pixels past the tiles
+    (5, 4, 10, 23, 3, 0, 2),      # dilation, no padding
+    (3, 1, 6, 6, 1, 0, 1),        # 1x1
+])
+def test_tiles_match_float64_reference(tile, o, c, h, wd, k, pad, dil):
+    mr, nv = tile
+    rng = np.random.default_rng(o * 7 + h)
+    x = rng.standard_normal((c, h, wd)).astype(np.float32)
+    w = rng.standard_normal((o, c, k, k)).astype(np.float32)
+    ref = ref_conv(x, w, pad, dil)
+    oh, ow = ref.shape[1:]
+    hp, wp = h + 2 * pad, wd + 2 * pad
+    owp = -(-ow // (8 * nv)) * 8 * nv
+    xp = np.zeros(c * hp * wp + owp - ow + 8, np.float32)
+    xp[:c * hp * wp].reshape(c, hp, wp)[:, pad:pad + h, pad:pad + wd] = x
+    blocks = -(-o // mr)
+    out = np.full(blocks * mr * oh * owp + 16, np.nan, np.float32)
+    _tile_conv(mr, nv, MK.pack_weights(w.reshape(o, -1), mr), xp,
+               MK.tap_offsets(c, k, k, dil, dil, hp, wp), c * k * k, blocks, oh, wp, owp, out)
+    got = out[:blocks * mr * oh * owp].reshape(blocks * mr, oh, owp)
+    err = np.abs(got[:o, :, :ow] - ref).max() / np.abs(ref).max()
+    assert err < 1e-6
+    assert np.all(got[o:] == 0)                       # zero weight rows past O
+    assert np.all(np.isnan(out[blocks * mr * oh * owp:]))   # nothing written past the planes
+
+
+def test_pack_weights_and_offsets():
+    wt = np.arange(5 * 3, dtype=np.float32).reshape(5, 3)
+    p = MK.pack_weights(wt, 4).reshape(2, 3, 4)          # block, k, row
+    assert p[0, 2, 1] == wt[1, 2] and p[1, 0, 0] == wt[4, 0]
+    assert np.all(p[1, :, 1:] == 0)
+    offs = MK.tap_offsets(2, 2, 3, 1, 2, 5, 7)
+    assert list(offs[:6]) == [0, 2, 4, 7, 9, 11] and offs[6] == 35
+
+
+def test_choose_tile():
+    assert MK.choose_tile(32, 16) == (4, 2)      # CIFAR-10 quick conv2
+    assert MK.choose_tile(64, 8) == (8, 1)       # conv3: rows of 8
+    assert MK.choose_tile(20, 24) == (4, 3)      # LeNet conv1: rows of 24
+    for o in range(1, 70, 7):
+        for ow in range(1, 60, 5):
+            assert MK.choose_tile(o, ow) in MK.TILES
+
+
+# -- the pooling epilogue ------------------------------------------------------------------------
+@njit(cache=True)
+def _pool(plane_buf, rs, h, w, k, s, p, bias, slope_pre, ave, slope_post, y, oh, ow):
+    nvm, nhb = F.pool_buffers(w, ow, k, s)
+    if ave:
+        F._pool_plane(plane_buf, 3, rs, h, w, k, k, p, p, s, s, bias, slope_pre, True,
+                      slope_post, y, 2, oh, ow, np.empty(nvm), np.empty(nvm), np.empty(nhb))
+    else:
+        F._pool_plane(plane_buf, 3, rs, h, w, k, k, p, p, s, s, bias, slope_pre, False,
+                      slope_post, y, 2, oh, ow, np.empty(nvm, plane_buf.dtype),
+                      np.empty(nvm, plane_buf.dtype), np.empty(nhb, plane_buf.dtype))
+
+
+GEOMS = [(32, 32, 3, 2, 0), (16, 16, 3, 2, 0), (13, 11, 3, 2, 1), (24, 24, 2, 2, 0),
+         (9, 20, 3, 1, 1), (7, 30, 2, 2, 0), (12, 40, 3, 3, 1), (5, 5, 5, 1, 2),
+         (3, 17, 1, 1, 0), (8, 8, 3, 2, 1), (4, 37, 2, 1, 0)]
+
+
+@pytest.mark.parametrize("ave", [False, True])
+@pytest.mark.parametrize("h,w,k,s,p", GEOMS)
+@pytest.mark.parametrize("slopes", [(1.0, 1.0), (0.0, 1.0), (0.1, 0.2), (-0.5, 0.0)])
+def test_pool_plane_matches_reference(ave, h, w, k, s, p, slopes):
+    rng = np.random.default_rng(h * 100 + w)
+    plane = rng.standard_normal((h, w)).astype(np.float32)
+    rs = w + 5                                   # rows further apart than the plane is wide
+    buf = np.full(3 + h * rs + 8, np.nan, np.float32)   # NaN wherever it must not read
+    buf[3:3 + h * rs].reshape(h, rs)[:, :w] = plane
+    bias = np.float32(0.3)
+    ref = ref_pool(plane, bias, slopes[0], ave, slopes[1], k, s, p)
+    oh, ow = ref.shape
+    y = np.full(2 + oh * ow + 8, -7.0, np.float32)
+    _pool(buf, rs, h, w, k, s, p, bias, np.float32(slopes[0]), ave, np.float32(slopes[1]),
+          y, oh, ow)
+    got = y[2:2 + oh * ow].reshape(oh, ow)
+    assert np.all(y[:2] == -7.0) and np.all(y[2 + oh * ow:] == -7.0)   # only its plane
+    if ave:
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+    else:
+        assert np.array_equal(got, ref.astype(np.float32))
+
+
+def test_max_pool_nan_only_when_first_in_window():
+    """MAX keeps the first maximum of the scan: a NaN wins only where it comes first."""
+    h = w = 12
+    plane = np.arange(h * w, dtype=np.float32).reshape(h, w) / 10
+    plane[0, 0] = np.nan          # first element of window (0, 0)
+    plane[5, 5] = np.nan          # inside windows (1..2, 1..2), first in none
+    plane[4, 8] = np.nan          # first of window (2, 4), last of (1, 3)
+    ref = ref_pool(plane, 0.0, 1.0, False, 1.0, 3, 2, 0)
+    y = np.zeros(2 + ref.size + 8, np.float32)
+    _pool(np.concatenate([np.zeros(3, np.float32), plane.reshape(-1), np.zeros(8, np.float32)]),
+          w, h, w, 3, 2, 0, np.float32(0), np.float32(1), False, np.float32(1), y, *ref.shape)
+    got = y[2:2 + ref.size].reshape(ref.shape)
+    assert np.isnan(got[0, 0]) and np.isnan(got[2, 4]) and np.isnan(got).sum() == 2
+    assert got[2, 2] == plane[6, 6] and got[1, 3] == plane[4, 7]
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+    assert np.array_equal(got[~np.isnan(got)], ref[~np.isnan(ref)].astype(np.float32))
