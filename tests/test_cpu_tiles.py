@@ -83,6 +83,7 @@ def _tile_conv(mr, nv, ap, xp, offs, k, o_blocks, oh, wp, owp, out):
     (13, 2, 9, 11, 3, 1, 1),      # channels and pixels past the tiles
     (5, 4, 10, 23, 3, 0, 2),      # dilation, no padding
     (3, 1, 6, 6, 1, 0, 1),        # 1x1
+    (6, 40, 5, 9, 3, 1, 1),       # 360 taps: two passes of K_BLOCK, the second adding
 ])
 def test_tiles_match_float64_reference(tile, o, c, h, wd, k, pad, dil):
     mr, nv = tile
@@ -113,6 +114,16 @@ def test_pack_weights_and_offsets():
     assert np.all(p[1, :, 1:] == 0)
     offs = MK.tap_offsets(2, 2, 3, 1, 2, 5, 7)
     assert list(offs[:6]) == [0, 2, 4, 7, 9, 11] and offs[6] == 35
+    assert MK.K_BLOCK < 360          # the 360-tap case above takes two passes
+
+
+def test_worth_tiles(monkeypatch):
+    assert MK.worth_tiles(32, 800, 16, 32 * 20 * 20 * 4) == (4, 2)     # CIFAR-10 quick conv2
+    assert MK.worth_tiles(256, 2304, 8, 256 * 10 * 10 * 4) is None     # ResNet 3x3 x 256
+    assert MK.worth_tiles(32, 75, 4, 3 * 8 * 8 * 4) is None            # rows of 4: half padding
+    assert MK.worth_tiles(64, 576, 32, 64 * 34 * 34 * 4) is None       # image over 256 KiB
+    monkeypatch.setattr(MK, "ENABLED", False)
+    assert MK.worth_tiles(32, 800, 16, 32 * 20 * 20 * 4) is None
 
 
 def test_choose_tile():

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(not (P.numba_available() and G.AVAILABLE),
 SLOPES_NET = """
 name: "slopes"
 layer { name: "data" type: "Input" top: "data"
-        input_param { shape { dim: 2 dim: 3 dim: 13 dim: 11 } } }
+        input_param { shape { dim: 2 dim: 3 dim: 13 dim: 16 } } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
         convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
 layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1"
@@ -63,7 +63,7 @@ CASES = {
                       (3, 32, 32),
                       [["conv1+pool1+relu", "conv2+relu+pool2", "conv3+relu+pool3"]],
                       [[(4, 2), (4, 2), (8, 1)]]),
-    "slopes": (SLOPES_NET, (3, 13, 11),
+    "slopes": (SLOPES_NET, (3, 13, 16),
                [["conv1+relu+pool1+relu", "conv2+relu", "conv3+pool3"]],
                [[(6, 2), None, None]]),        # 1x1: the GEMM reads the image; stride 2
 }

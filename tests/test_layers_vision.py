@@ -213,7 +213,7 @@ def test_convolution_float32(monkeypatch, channels, params, tiles):
                         lambda self, *a: bwd.append(real_bwd(self, *a)) or bwd[-1])
     l64 = conv_layer(params)
     l32 = conv_layer(params, dtype=np.float32)
-    x = np.random.default_rng(5).standard_normal((2, channels, 6, 6))
+    x = np.random.default_rng(5).standard_normal((2, channels, 6, 16))
     t64 = run_forward(l64, make_blobs([x]))
     t32 = run_forward(l32, make_blobs([x], dtype=np.float32))
     assert t32[0].data.dtype == np.float32

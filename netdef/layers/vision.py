@@ -434,15 +434,17 @@ class ConvolutionLayer(_ConvBase):
         qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw
         o, oh, ow = dy.shape[1:]
         c, w = dx.shape[1], dx.shape[3]
-        if not MK.ENABLED or dy.dtype != np.float32 or (sh, sw) != (1, 1) \
-                or self.group != 1 or self._path() != "gemm" or min(qh, qw) < 0 \
-                or o * (oh + 2 * qh) * (ow + 2 * qw) * 4 > MK.MAX_IMAGE_BYTES:
+        if dy.dtype != np.float32 or (sh, sw) != (1, 1) or self.group != 1 \
+                or self._path() != "gemm" or min(qh, qw) < 0:
+            return False
+        tiles = MK.worth_tiles(c, o * kh * kw, w, o * (oh + 2 * qh) * (ow + 2 * qw) * 4)
+        if tiles is None:
             return False
         wt = self.blobs[0].data
         flipped = _scratch("tiles_flip", wt.size, wt.dtype).reshape(c, o, kh, kw)
         np.copyto(flipped, wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
         _tile_conv(dy, flipped.reshape(c, -1), _empty(dy.dtype),
-                   (kh, kw, qh, qw, 1, 1, dh, dw), dx, MK.choose_tile(c, w), self, "bwd")
+                   (kh, kw, qh, qw, 1, 1, dh, dw), dx, tiles, self, "bwd")
         return True
 
     def _forward_one(self, x, y):

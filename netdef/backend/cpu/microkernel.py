@@ -4,7 +4,9 @@ A tile computes ``mr`` output channels x ``8*nv`` consecutive output pixels of o
 row straight from the zero-bordered image (an implicit GEMM: no column matrix, no packing of
 the image)::
 
-    C[r*ldc + co + j] = sum_k A[ao + k*mr + r] * X[xo + offs[k] + j]     r < mr, j < 8*nv
+    C[r*ldc + co + j] (+)= sum_k A[ao + k*mr + r] * X[xo + offs[k] + j]    r < mr, j < 8*nv
+
+(k in [k0, k1); with ``acc`` the sum is added to C's values)
 
 ``A`` is the weight panel packed once (:func:`pack_weights`: for each block of ``mr``
 channels, k-major), ``offs[k]`` the image offset of the k-th (channel, ki, kj) tap
@@ -27,6 +29,11 @@ from numba.extending import intrinsic
 ENABLED = not os.environ.get("NETDEF_NO_CONV_TILES")
 #: ... when the zero-bordered image is at most this large (it is re-read per channel block)
 MAX_IMAGE_BYTES = 256 << 10
+#: ... and each output sums at most this many taps
+MAX_K = 1024
+
+#: taps per pass over the image (:func:`conv_rows`)
+K_BLOCK = 256
 
 #: (mr, nv) tile shapes compiled; :func:`choose_tile` picks one per convolution
 TILES = ((8, 1), (4, 2), (6, 2), (4, 3))
@@ -36,42 +43,51 @@ def _tile(mr: int, nv: int):
     lanes = 8
 
     @intrinsic
-    def tile(typingctx, a, ao, x, xo, offs, k, c, co, ldc):
-        sig = types.void(a, ao, x, xo, offs, k, c, co, ldc)
+    def tile(typingctx, a, ao, x, xo, offs, k0, k1, c, co, ldc, acc):
+        sig = types.void(a, ao, x, xo, offs, k0, k1, c, co, ldc, acc)
 
         def codegen(context, builder, sig, args):
-            a_, ao_, x_, xo_, offs_, k_, c_, co_, ldc_ = args
             i64 = ir.IntType(64)
+            a_, x_, offs_, c_ = (args[i] for i in (0, 2, 4, 7))
+            ao_, xo_, k0_, k1_, co_, ldc_ = (context.cast(builder, args[i], sig.args[i],
+                                                          types.int64)
+                                             for i in (1, 3, 5, 6, 8, 9))
+            acc_ = context.cast(builder, args[10], sig.args[10], types.boolean)
             ft = context.get_data_type(sig.args[0].dtype)
             vt = ir.VectorType(ft, lanes)
             vp = vt.as_pointer()
             A = context.make_array(sig.args[0])(context, builder, a_).data
             X = context.make_array(sig.args[2])(context, builder, x_).data
             OFF = context.make_array(sig.args[4])(context, builder, offs_).data
-            C = context.make_array(sig.args[6])(context, builder, c_).data
-            ao_ = context.cast(builder, ao_, sig.args[1], types.int64)
-            xo_ = context.cast(builder, xo_, sig.args[3], types.int64)
-            k_ = context.cast(builder, k_, sig.args[5], types.int64)
-            co_ = context.cast(builder, co_, sig.args[7], types.int64)
-            ldc_ = context.cast(builder, ldc_, sig.args[8], types.int64)
+            C = context.make_array(sig.args[7])(context, builder, c_).data
             pa0 = builder.gep(A, [ao_])
             px0 = builder.gep(X, [xo_])
-            zero = ir.Constant(vt, [0.0] * lanes)
+            pc0 = builder.gep(C, [co_])
             undef = ir.Constant(vt, ir.Undefined)
             splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
             i0 = ir.Constant(ir.IntType(32), 0)
+
+            def cptr(r, v):
+                prow = builder.gep(pc0, [builder.mul(ldc_, ir.Constant(i64, r))])
+                return builder.bitcast(builder.gep(prow, [ir.Constant(i64, lanes * v)]), vp)
+
+            # the accumulators start at C (acc) or 0: C is loaded either way (it may hold
+            # anything; select, unlike a multiply by 0, does not compute with it)
+            zero = ir.Constant(vt, [0.0] * lanes)
+            init = [builder.select(acc_, builder.load(cptr(r, v), align=4), zero)
+                    for r in range(mr) for v in range(nv)]
             entry = builder.block
             loop = builder.append_basic_block("tile.loop")
             done = builder.append_basic_block("tile.done")
-            builder.cbranch(builder.icmp_signed(">", k_, ir.Constant(i64, 0)), loop, done)
+            builder.cbranch(builder.icmp_signed("<", k0_, k1_), loop, done)
 
             builder.position_at_end(loop)
             kk = builder.phi(i64)
-            kk.add_incoming(ir.Constant(i64, 0), entry)
+            kk.add_incoming(k0_, entry)
             acc = []
-            for _ in range(mr * nv):
+            for i in range(mr * nv):
                 p = builder.phi(vt)
-                p.add_incoming(zero, entry)
+                p.add_incoming(init[i], entry)
                 acc.append(p)
             off = builder.load(builder.gep(OFF, [kk]))
             off = builder.sext(off, i64) if off.type.width < 64 else off
@@ -84,8 +100,8 @@ def _tile(mr: int, nv: int):
                 builder.module, ir.FunctionType(vt, [vt, vt, vt]), fname)
             new = []
             for r in range(mr):
-                s = builder.load(builder.gep(pa, [ir.Constant(i64, r)]))
-                sv = builder.shuffle_vector(builder.insert_element(undef, s, i0), undef,
+                sv = builder.load(builder.gep(pa, [ir.Constant(i64, r)]))
+                sv = builder.shuffle_vector(builder.insert_element(undef, sv, i0), undef,
                                             splat_mask)
                 for v in range(nv):
                     new.append(builder.call(fma, [sv, bv[v], acc[r * nv + v]]))
@@ -93,21 +109,18 @@ def _tile(mr: int, nv: int):
             kk.add_incoming(knext, loop)
             for p, n in zip(acc, new):
                 p.add_incoming(n, loop)
-            builder.cbranch(builder.icmp_signed("<", knext, k_), loop, done)
+            builder.cbranch(builder.icmp_signed("<", knext, k1_), loop, done)
 
             builder.position_at_end(done)
             res = []
-            for n in new:
+            for i, n in enumerate(new):
                 p = builder.phi(vt)
-                p.add_incoming(zero, entry)
+                p.add_incoming(init[i], entry)
                 p.add_incoming(n, loop)
                 res.append(p)
-            pc0 = builder.gep(C, [co_])
             for r in range(mr):
-                prow = builder.gep(pc0, [builder.mul(ldc_, ir.Constant(i64, r))])
                 for v in range(nv):
-                    builder.store(res[r * nv + v], builder.bitcast(
-                        builder.gep(prow, [ir.Constant(i64, lanes * v)]), vp), align=4)
+                    builder.store(res[r * nv + v], cptr(r, v), align=4)
             return context.get_dummy_value()
         return sig, codegen
     return tile
@@ -134,15 +147,31 @@ def choose_tile(o: int, ow: int) -> tuple[int, int]:
     return min(TILES, key=cost)
 
 
-def tiles_for(conv, x, hp: int, wp: int, ow: int):
-    """(mr, nv) of the register tile for Convolution layer ``conv`` on input ``x`` (padded
-    image hp x wp, output rows of ow), or None when it takes im2col + GEMM: float64,
-    strides, groups, 1x1 (the GEMM reads the image itself) and large images do."""
-    sh, sw = conv.geom[4:6]
-    if not ENABLED or x.dtype != np.float32 or (sh, sw) != (1, 1) or conv.group != 1 \
-            or conv._path() != "gemm" or x.shape[1] * hp * wp * 4 > MAX_IMAGE_BYTES:
+def worth_tiles(o: int, k: int, ow: int, image_bytes: int):
+    """(mr, nv) for a stride-1 convolution of k taps per output (C*kh*kw) into o channels of
+    rows ow wide over an image of ``image_bytes`` (zero-bordered), or None when im2col +
+    OpenBLAS measured as fast or faster (2-core Zen 3): more than :data:`MAX_K` taps
+    (ResNet's 3x3 x 256 and up), an image over :data:`MAX_IMAGE_BYTES`, or rows so short
+    that over a quarter of each tile's pixels would be padding."""
+    if not ENABLED or k > MAX_K or image_bytes > MAX_IMAGE_BYTES:
         return None
-    return choose_tile(conv.num_output, ow)
+    mr, nv = choose_tile(o, ow)
+    w = 8 * nv
+    if -(-ow // w) * w > 1.25 * ow:
+        return None
+    return mr, nv
+
+
+def tiles_for(conv, x, hp: int, wp: int, ow: int):
+    """:func:`worth_tiles` for Convolution layer ``conv`` on input ``x`` (zero-bordered
+    image hp x wp, output rows ow wide): None as well for float64, strides, groups and 1x1
+    (there the GEMM reads the image itself)."""
+    sh, sw = conv.geom[4:6]
+    if x.dtype != np.float32 or (sh, sw) != (1, 1) or conv.group != 1 \
+            or conv._path() != "gemm":
+        return None
+    k = conv.blobs[0].data[0].size
+    return worth_tiles(conv.num_output, k, ow, x.shape[1] * hp * wp * 4)
 
 
 def packed_size(o: int, k: int, mr: int) -> int:
@@ -176,19 +205,24 @@ def tap_offsets(c: int, kh: int, kw: int, dh: int, dw: int, hp: int, wp: int) ->
 @njit(cache=True, nogil=True)
 def conv_rows(mr, nv, ap, xp, xbase, offs, K, o_blocks, oh, wp, owp, out, obase, L):
     """All tiles of one image: out[obase + (b*mr + r)*L + oy*owp + ox] for every channel block
-    b, output row oy and column tile; the image is ``xp[xbase:]`` with row stride ``wp``."""
+    b, output row oy and column tile; the image is ``xp[xbase:]`` with row stride ``wp``.
+    The k loop runs in blocks of :data:`K_BLOCK` taps (the block's weights stay in L1
+    across the image), each block adding to what the previous ones left in ``out``."""
     w = 8 * nv
-    for b in range(o_blocks):
-        ao = b * K * mr
-        for oy in range(oh):
-            for ox in range(0, owp, w):
-                xo = xbase + oy * wp + ox
-                co = obase + b * mr * L + oy * owp + ox
-                if mr == 8:
-                    tile_8x1(ap, ao, xp, xo, offs, K, out, co, L)
-                elif nv == 3:
-                    tile_4x3(ap, ao, xp, xo, offs, K, out, co, L)
-                elif mr == 6:
-                    tile_6x2(ap, ao, xp, xo, offs, K, out, co, L)
-                else:
-                    tile_4x2(ap, ao, xp, xo, offs, K, out, co, L)
+    for k0 in range(0, K, K_BLOCK):
+        k1 = min(K, k0 + K_BLOCK)
+        acc = k0 > 0
+        for b in range(o_blocks):
+            ao = b * K * mr
+            for oy in range(oh):
+                for ox in range(0, owp, w):
+                    xo = xbase + oy * wp + ox
+                    co = obase + b * mr * L + oy * owp + ox
+                    if mr == 8:
+                        tile_8x1(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
+                    elif nv == 3:
+                        tile_4x3(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
+                    elif mr == 6:
+                        tile_6x2(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
+                    else:
+                        tile_4x2(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
