@@ -296,12 +296,10 @@ class _ConvBase(Layer):
 
 def _tile_conv(x, wmat, bias, geom, y, tiles, owner, tag):
     """y = conv(x, wmat) + bias (stride 1, one group) through the register tiles (mr, nv) of
-    :mod:`netdef.backend.cpu.microkernel`: the fused inference kernel without pooling or
-    ReLU, the batch split into tasks as for the GEMM path.  ``owner`` keeps the tap offsets
-    of its geometry under ``tag``; bias empty: none."""
+    :mod:`netdef.backend.cpu.microkernel`, the batch split into tasks as for the GEMM path.
+    ``owner`` keeps the tap offsets of its geometry under ``tag``; bias empty: none."""
     import numba
 
-    from ..backend.cpu import fused as F
     from ..backend.cpu import gemm as G
     from ..backend.cpu import microkernel as MK
     mr, nv = tiles
@@ -316,6 +314,7 @@ def _tile_conv(x, wmat, bias, geom, y, tiles, owner, tag):
     cache = owner.__dict__.setdefault("_tap_offsets", {})
     if cache.get(tag, (None,))[0] != key:
         cache[tag] = (key, MK.tap_offsets(c, kh, kw, dh, dw, hp, wp))
+    offs = cache[tag][1]
     if bias.shape[0] == 0:
         bias = _scratch("tiles_b", o, x.dtype)
         bias[:] = 0
@@ -325,12 +324,10 @@ def _tile_conv(x, wmat, bias, geom, y, tiles, owner, tag):
     out_ws = _scratch("tiles_out", nt * side, x.dtype).reshape(nt, side)
     pad = c * hp * wp + owp - ow + 8
     pad_ws = _scratch("tiles_pad", nt * pad, x.dtype).reshape(nt, pad)
-    one = x.dtype.type(1)
-    args = (kh, kw, ph, pw, sh, sw, dh, dw, 1, False, 1, oh, ow, one, 0, 1, 1, 0, 0, 1, 1,
-            one, ap, cache[tag][1], mr, nv, _scratch("tiles_col", 1, x.dtype))
 
     def task(k, slot):
-        F.conv_fused_task(k, ntasks, x, wmat, bias, *args, out_ws[slot], pad_ws[slot], y)
+        MK.conv_task(k, ntasks, x, bias, kh, kw, ph, pw, dh, dw, ap, offs, mr, nv,
+                     out_ws[slot], pad_ws[slot], y)
     G.run_tasks(task, ntasks, nt)
 
 

@@ -23,8 +23,8 @@ import numpy as np
 from numba import njit
 from numba import uint64 as U
 
-from .gemm import NO_TRANS, _im2col_chunk, _pad_image, gemm, padded_size
-from .microkernel import conv_rows
+from .gemm import NO_TRANS, _im2col_chunk, gemm
+from .microkernel import conv_image
 from .simd import add8, add8s2, clean8, max8, max8s2, store8, store8s2
 
 
@@ -222,14 +222,10 @@ def conv_fused_task(t, nt, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, group, p
     hb_ave = np.empty(nhb, np.float64)
     end = min(n_img, (t + 1) * per)
     if mr > 0:
-        hp, wp = padded_size(x.shape[2], x.shape[3], kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
-        w = 8 * nv
-        owp = (ow + w - 1) // w * w
+        owp = (ow + 8 * nv - 1) // (8 * nv) * (8 * nv)
         LP = oh * owp
         for n in range(t * per, end):
-            _pad_image(x, n, ph, pw, hp, wp, xp)
-            conv_rows(mr, nv, ap, xp, 0, offs, kkg, (o + mr - 1) // mr, oh, wp, owp, out, 0,
-                      LP)
+            conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, o, out, xp)
             for oc in range(o):
                 _epilogue(out, oc * LP, owp, oh, ow, bias[oc], slope_pre, pool, pkh, pkw,
                           pph, ppw, psh, psw, slope_post, yf, (n * o + oc) * PL, poh, pow_,

@@ -23,7 +23,11 @@ import os
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba import uint64 as U
 from numba.extending import intrinsic
+
+from .gemm import _pad_image, padded_size
+from .simd import store8
 
 #: stride-1 convolutions run through the tiles (NETDEF_NO_CONV_TILES=1: im2col + GEMM)
 ENABLED = not os.environ.get("NETDEF_NO_CONV_TILES")
@@ -226,3 +230,41 @@ def conv_rows(mr, nv, ap, xp, xbase, offs, K, o_blocks, oh, wp, owp, out, obase,
                         tile_6x2(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
                     else:
                         tile_4x2(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
+
+
+@njit(cache=True, nogil=True)
+def conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, o, out, xp):
+    """Image n of x (N, C, H, W) convolved (stride 1) into the thread's ``out``: channel c's
+    plane at c*oh*owp, rows owp apart (ow rounded up to whole tiles of 8*nv); ``xp`` takes
+    the zero-bordered image (plus owp - ow + 8 values the last tiles read past it)."""
+    hp, wp = padded_size(x.shape[2], x.shape[3], kh, kw, ph, pw, 1, 1, dh, dw, oh, ow)
+    owp = (ow + 8 * nv - 1) // (8 * nv) * (8 * nv)
+    _pad_image(x, n, ph, pw, hp, wp, xp)
+    conv_rows(mr, nv, ap, xp, 0, offs, offs.shape[0], (o + mr - 1) // mr, oh, wp, owp, out, 0,
+              oh * owp)
+
+
+@njit(cache=True, nogil=True)
+def conv_task(t, nt, x, bias, kh, kw, ph, pw, dh, dw, ap, offs, mr, nv, out, xp, y):
+    """Task ``t`` of ``nt`` of y = conv(x) + bias (bias (O,): zeros for none; stride 1, one
+    group; the batch split as
+    :func:`netdef.backend.cpu.gemm.conv_forward_task` does): training's convolution through
+    the tiles, without the pooling epilogues of :func:`netdef.backend.cpu.fused.conv_fused_task`
+    (which cost compile time)."""
+    n_img = x.shape[0]
+    o, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    owp = (ow + 8 * nv - 1) // (8 * nv) * (8 * nv)
+    ow8 = ow - ow % 8
+    yf = y.reshape(-1)
+    per = (n_img + nt - 1) // nt
+    for n in range(t * per, min(n_img, (t + 1) * per)):
+        conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, o, out, xp)
+        for oc in range(o):
+            b = bias[oc]
+            for oy in range(oh):
+                s0 = U((oc * oh + oy) * owp)
+                d0 = U(((n * o + oc) * oh + oy) * ow)
+                for i in range(0, ow8, 8):
+                    store8(yf, d0 + U(i), out, s0 + U(i), b, 1.0)
+                for i in range(ow8, ow):
+                    yf[d0 + U(i)] = out[s0 + U(i)] + b
