@@ -254,11 +254,9 @@ class Solver:
         U.clip_gradients(diffs, p.clip_gradients)
         for i, pi in enumerate(self.params):
             blob = pi.blob
-            diff, data = blob.diff, blob.data
-            U.normalize(diff, p.iter_size)
-            U.regularize(diff, data, p.weight_decay, pi.decay_mult, p.regularization_type)
-            self.rule.compute_update(i, diff, data, rate * pi.lr_mult, self.history, self.iter)
-            data -= diff
+            U.update_param(self.rule, i, blob.diff, blob.data, rate * pi.lr_mult, self.history,
+                           self.iter, p.iter_size, p.weight_decay, pi.decay_mult,
+                           p.regularization_type)
 
     # -- metrics ---------------------------------------------------------------------------
     def metrics_path(self) -> str:

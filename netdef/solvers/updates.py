@@ -11,7 +11,10 @@ Per iteration the training loop does, as ``SGDSolver::ApplyUpdate``::
         rule.compute_update(i, diff, data, rate * lr_mult[i], history, iter)
         data -= diff
 
-Every rule leaves the update Δ in ``diff`` (in place), computed in the param's dtype with
+``update_param`` does those four steps; for C-contiguous float32/float64 host arrays it runs them
+as one Numba kernel per param (``netdef.backend.cpu.update``), a single pass over memory that is
+bit-identical to the passes above (``NETDEF_NO_FUSED_UPDATE=1`` or ``FUSED = False`` keeps the
+passes).  Every rule leaves the update Δ in ``diff`` (in place), computed in the param's dtype with
 Caffe's operation order (so a float32 net updates in float32 like ``Caffe<float>``).  The history
 list holds, in ``.solverstate`` order, one blob per param (SGD, Nesterov, AdaGrad, RMSProp) or
 all first-moment blobs followed by all second-moment blobs (AdaDelta, Adam).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import numpy as np
 
@@ -34,6 +38,8 @@ REGULARIZATION_TYPES = ("L2", "L1")
 # -- one-pass CPU kernels ---------------------------------------------------------------------
 #: arrays at least this large are updated by all Numba threads
 PARALLEL_MIN_SIZE = 1 << 17
+#: ``update_param`` runs the fused one-pass kernel where it applies (off: the separate passes)
+FUSED = os.environ.get("NETDEF_NO_FUSED_UPDATE", "").strip() in ("", "0")
 
 
 def _flat_ok(a, b) -> bool:
@@ -75,22 +81,22 @@ def clip_gradients(diffs, threshold: float) -> float:
 
 def normalize(diff, iter_size: int) -> None:
     """Caffe's ``Normalize``: ``diff *= 1/iter_size`` (nothing when iter_size is 1)."""
+    scale = _normalize_scale(diff.dtype.type, iter_size)
+    if scale is not None:
+        diff *= scale
+
+
+def _normalize_scale(t, iter_size: int):
+    """``1/iter_size`` in dtype ``t`` (None for iter_size 1)."""
     if iter_size < 1:
         raise ConfigError(f"iter_size must be at least 1 (got {iter_size})", field="iter_size")
-    if iter_size == 1:
-        return
-    t = diff.dtype.type
-    diff *= t(1) / t(iter_size)
+    return None if iter_size == 1 else t(1) / t(iter_size)
 
 
 def regularize(diff, data, weight_decay: float, decay_mult: float, reg_type: str) -> None:
     """Caffe's ``Regularize``: with ``local_decay = weight_decay * decay_mult``,
     L2: ``diff += local_decay * w``; L1: ``diff += local_decay * sign(w)``."""
-    if reg_type not in REGULARIZATION_TYPES:
-        raise ConfigError(f"unknown regularization_type '{reg_type}' (use L2 or L1)",
-                          field="regularization_type")
-    t = diff.dtype.type
-    local = t(weight_decay) * t(decay_mult)
+    local = _local_decay(diff.dtype.type, weight_decay, decay_mult, reg_type)
     if not local:
         return
     if reg_type == "L2":
@@ -104,6 +110,28 @@ def regularize(diff, data, weight_decay: float, decay_mult: float, reg_type: str
             diff += data * local
     else:
         diff += np.sign(data) * local
+
+
+def _local_decay(t, weight_decay, decay_mult, reg_type: str):
+    """``weight_decay * decay_mult`` in dtype ``t`` (ConfigError for an unknown reg_type)."""
+    if reg_type not in REGULARIZATION_TYPES:
+        raise ConfigError(f"unknown regularization_type '{reg_type}' (use L2 or L1)",
+                          field="regularization_type")
+    return t(weight_decay) * t(decay_mult)
+
+
+def update_param(rule, i, diff, data, local_rate, history, iter, iter_size, weight_decay,
+                 decay_mult, reg_type) -> None:
+    """Param i's part of ``ApplyUpdate`` after the clipping: Normalize, Regularize, the rule's
+    update (left in ``diff``) and ``data -= diff`` -- in one pass where ``rule.fused_update``
+    applies, else as the separate passes (the same result, bit for bit)."""
+    if FUSED and rule.fused_update(i, diff, data, local_rate, history, iter, iter_size,
+                                   weight_decay, decay_mult, reg_type):
+        return
+    normalize(diff, iter_size)
+    regularize(diff, data, weight_decay, decay_mult, reg_type)
+    rule.compute_update(i, diff, data, local_rate, history, iter)
+    data -= diff
 
 
 # -- update rules ----------------------------------------------------------------------------
@@ -124,6 +152,8 @@ class UpdateRule:
     normalised) gradient in ``diff`` into the update Δ, in place."""
     type_name = ""
     history_count = 1
+    #: the one-pass kernel in ``netdef.backend.cpu.update`` (see ``fused_update``)
+    kernel = ""
 
     def __init__(self, p):
         self.p = p
@@ -149,25 +179,55 @@ class UpdateRule:
     def compute_update(self, i, diff, data, local_rate, history, iter) -> None:
         raise NotImplementedError
 
+    def constants(self, t, local_rate, iter) -> tuple:
+        """The kernel's per-call constants, in dtype ``t``, built as ``compute_update`` builds
+        its scalars."""
+        raise NotImplementedError
+
+    def fused_update(self, i, diff, data, local_rate, history, iter, iter_size, weight_decay,
+                     decay_mult, reg_type) -> bool:
+        """``update_param`` in one pass over memory; False (nothing done) where the kernel does
+        not apply: arrays that are not C-contiguous host float32/float64 of one dtype, or a
+        subclass that overrides ``compute_update`` without naming its own kernel."""
+        owner = next(c for c in type(self).__mro__ if "compute_update" in vars(c))
+        if not vars(owner).get("kernel"):
+            return False
+        n = self._num_params(history, self.history_count)
+        hist = [history[k * n + i] for k in range(self.history_count)]
+        if not all(_flat_ok(diff, a) for a in (data, *hist)):
+            return False
+        t = diff.dtype.type
+        scale = _normalize_scale(t, iter_size)
+        local = _local_decay(t, weight_decay, decay_mult, reg_type)
+        reg = 0 if not local else 1 if reg_type == "L2" else 2
+        c = self.constants(t, local_rate, iter)
+        K, nt = _kernels(diff.size)
+        h1, h2 = hist[0].reshape(-1), hist[-1].reshape(-1)
+        getattr(K, self.kernel)(diff.reshape(-1), data.reshape(-1), h1, h2,
+                                t(1) if scale is None else scale, local, reg, c, nt)
+        return True
+
 
 @register("SGD")
 class SGD(UpdateRule):
     """v ← μ·v + lr·g;  Δ = v."""
+    kernel = "sgd_fused"
+
+    def constants(self, t, local_rate, iter):
+        return t(self.p.momentum), t(local_rate)
 
     def compute_update(self, i, diff, data, local_rate, history, iter):
-        t = diff.dtype.type
+        mu, lr = self.constants(diff.dtype.type, local_rate, iter)
         v = history[i]
         if _flat_ok(diff, v):                         # the same, in one pass
             K, nt = _kernels(diff.size)
             if nt > 1:
-                K.sgd_momentum_par(diff.reshape(-1), v.reshape(-1), t(self.p.momentum),
-                                   t(local_rate), nt)
+                K.sgd_momentum_par(diff.reshape(-1), v.reshape(-1), mu, lr, nt)
             else:
-                K.sgd_momentum(diff.reshape(-1), v.reshape(-1), t(self.p.momentum),
-                               t(local_rate))
+                K.sgd_momentum(diff.reshape(-1), v.reshape(-1), mu, lr)
             return
-        v *= t(self.p.momentum)                       # caffe_cpu_axpby(lr, g, μ, v)
-        diff *= t(local_rate)
+        v *= mu                                       # caffe_cpu_axpby(lr, g, μ, v)
+        diff *= lr
         v += diff
         np.copyto(diff, v)
 
@@ -175,54 +235,66 @@ class SGD(UpdateRule):
 @register("Nesterov")
 class Nesterov(UpdateRule):
     """v_old = v; v ← μ·v + lr·g;  Δ = (1+μ)·v − μ·v_old."""
+    kernel = "nesterov_fused"
+
+    def constants(self, t, local_rate, iter):
+        mu = t(self.p.momentum)
+        return mu, t(local_rate), t(1) + mu, -mu
 
     def compute_update(self, i, diff, data, local_rate, history, iter):
-        t = diff.dtype.type
-        mu = t(self.p.momentum)
+        mu, lr, one_plus_mu, minus_mu = self.constants(diff.dtype.type, local_rate, iter)
         v = history[i]
         old = self._tmp(i, 0, diff)
         np.copyto(old, v)                             # save history for stepping back
         v *= mu
-        diff *= t(local_rate)
+        diff *= lr
         v += diff
-        old *= -mu                                    # axpby(1+μ, v, -μ, update)
-        np.multiply(v, t(1) + mu, out=diff)
+        old *= minus_mu                               # axpby(1+μ, v, -μ, update)
+        np.multiply(v, one_plus_mu, out=diff)
         diff += old
 
 
 @register("AdaGrad")
 class AdaGrad(UpdateRule):
     """h ← h + g²;  Δ = lr·g / (√h + δ).  (momentum must be 0)"""
+    kernel = "adagrad_fused"
+
+    def constants(self, t, local_rate, iter):
+        return t(self.p.delta), t(local_rate)
 
     def compute_update(self, i, diff, data, local_rate, history, iter):
-        t = diff.dtype.type
+        delta, lr = self.constants(diff.dtype.type, local_rate, iter)
         h = history[i]
         u = self._tmp(i, 0, diff)
         np.multiply(diff, diff, out=u)
         h += u
         np.sqrt(h, out=u)
-        u += t(self.p.delta)
+        u += delta
         np.divide(diff, u, out=u)
-        np.multiply(u, t(local_rate), out=diff)
+        np.multiply(u, lr, out=diff)
 
 
 @register("RMSProp")
 class RMSProp(UpdateRule):
     """h ← ρ·h + (1−ρ)·g² (ρ = rms_decay);  Δ = lr·g / (√h + δ).  (momentum must be 0)"""
+    kernel = "rmsprop_fused"
+
+    def constants(self, t, local_rate, iter):
+        rho = t(self.p.rms_decay)
+        return rho, t(1) - rho, t(self.p.delta), t(local_rate)
 
     def compute_update(self, i, diff, data, local_rate, history, iter):
-        t = diff.dtype.type
-        rho = t(self.p.rms_decay)
+        rho, one_minus_rho, delta, lr = self.constants(diff.dtype.type, local_rate, iter)
         h = history[i]
         u = self._tmp(i, 0, diff)
         np.multiply(diff, diff, out=u)
         h *= rho                                      # axpby(1-ρ, g², ρ, h)
-        u *= t(1) - rho
+        u *= one_minus_rho
         h += u
         np.sqrt(h, out=u)
-        u += t(self.p.delta)
+        u += delta
         np.divide(diff, u, out=u)
-        np.multiply(u, t(local_rate), out=diff)
+        np.multiply(u, lr, out=diff)
 
 
 @register("AdaDelta")
@@ -230,12 +302,14 @@ class AdaDelta(UpdateRule):
     """μ = momentum (the decay ρ):  h ← μ·h + (1−μ)·g²;  u = g·√((h2+δ)/(h+δ));
     h2 ← μ·h2 + (1−μ)·u²;  Δ = lr·u.  History: all h, then all h2."""
     history_count = 2
+    kernel = "adadelta_fused"
+
+    def constants(self, t, local_rate, iter):
+        mu = t(self.p.momentum)
+        return mu, t(1) - mu, t(self.p.delta), t(local_rate)
 
     def compute_update(self, i, diff, data, local_rate, history, iter):
-        t = diff.dtype.type
-        mu = t(self.p.momentum)
-        one_minus = t(1) - mu
-        delta = t(self.p.delta)
+        mu, one_minus, delta, lr = self.constants(diff.dtype.type, local_rate, iter)
         n = self._num_params(history, 2)
         h, h2 = history[i], history[n + i]
         u = self._tmp(i, 0, diff)
@@ -253,7 +327,7 @@ class AdaDelta(UpdateRule):
         h2 *= mu                                      # history of updates
         u *= one_minus
         h2 += u
-        diff *= t(local_rate)                         # apply learning rate
+        diff *= lr                                    # apply learning rate
 
 
 @register("Adam")
@@ -261,9 +335,9 @@ class Adam(UpdateRule):
     """β1 = momentum, β2 = momentum2, ε = delta, t = iter + 1:  m ← β1·m + (1−β1)·g;
     v ← β2·v + (1−β2)·g²;  Δ = lr·√(1−β2ᵗ)/(1−β1ᵗ) · m / (√v + ε).  History: all m, then all v."""
     history_count = 2
+    kernel = "adam_fused"
 
-    def compute_update(self, i, diff, data, local_rate, history, iter):
-        t = diff.dtype.type
+    def constants(self, t, local_rate, iter):
         b1, b2 = self.p.momentum, self.p.momentum2
         step = int(iter) + 1
         denom = 1.0 - b1 ** step
@@ -271,20 +345,26 @@ class Adam(UpdateRule):
             raise ConfigError("Adam needs momentum (beta1) < 1", field="momentum")
         # Caffe: const Dtype correction = sqrt(1 - pow(β2, t)) / (1 - pow(β1, t)), in double
         correction = t(math.sqrt(1.0 - b2 ** step) / denom)
+        return (t(b1), t(1) - t(b1), t(b2), t(1) - t(b2), t(self.p.delta),
+                t(local_rate) * correction)
+
+    def compute_update(self, i, diff, data, local_rate, history, iter):
+        b1, one_minus_b1, b2, one_minus_b2, eps, lr_corr = self.constants(
+            diff.dtype.type, local_rate, iter)
         n = self._num_params(history, 2)
         m, v = history[i], history[n + i]
         u = self._tmp(i, 0, diff)
-        m *= t(b1)                                    # axpby(1-β1, g, β1, m)
-        np.multiply(diff, t(1) - t(b1), out=u)
+        m *= b1                                       # axpby(1-β1, g, β1, m)
+        np.multiply(diff, one_minus_b1, out=u)
         m += u
         np.multiply(diff, diff, out=u)                # axpby(1-β2, g², β2, v)
-        v *= t(b2)
-        u *= t(1) - t(b2)
+        v *= b2
+        u *= one_minus_b2
         v += u
         np.sqrt(v, out=u)
-        u += t(self.p.delta)
+        u += eps
         np.divide(m, u, out=u)
-        np.multiply(u, t(local_rate) * correction, out=diff)
+        np.multiply(u, lr_corr, out=diff)
 
 
 def get_update_rule(type_name: str):
