@@ -146,63 +146,29 @@ def _adam(g, w, m, v, scale, decay, reg, c):
         w[i] -= u
 
 
-# The drivers: the whole array on this thread (nt 1), or one block per thread.  (One per rule:
-# a driver taking the span function as an argument could not be cached.)
-@njit(parallel=True, **_JIT)
-def sgd_fused(g, w, h1, h2, scale, decay, reg, c, nt):
-    if nt <= 1:
-        return _sgd(g, w, h1, h2, scale, decay, reg, c)
-    k = (g.shape[0] + nt - 1) // nt
-    for t in prange(nt):
-        s = slice(t * k, min(g.shape[0], t * k + k))
-        _sgd(g[s], w[s], h1[s], h2[s], scale, decay, reg, c)
+# The drivers: the whole array on this thread (nt 1), or one block per thread on netdef's
+# task pool (netdef.backend.cpu.gemm.run_tasks: plain nogil kernels, which compile several times
+# faster than ``parallel=True`` drivers -- the cold first iteration of ``netdef train``).
+def _driver(kernel):
+    def run(g, w, h1, h2, scale, decay, reg, c, nt):
+        if nt <= 1:
+            kernel(g, w, h1, h2, scale, decay, reg, c)
+            return
+        from .gemm import run_tasks
+        n = g.shape[0]
+        k = -(-n // nt)
+
+        def task(t, slot):
+            s = slice(t * k, min(n, t * k + k))
+            kernel(g[s], w[s], h1[s], h2[s], scale, decay, reg, c)
+        run_tasks(task, nt, nt)
+    run.__name__ = run.__qualname__ = kernel.__name__.lstrip("_") + "_fused"
+    return run
 
 
-@njit(parallel=True, **_JIT)
-def nesterov_fused(g, w, h1, h2, scale, decay, reg, c, nt):
-    if nt <= 1:
-        return _nesterov(g, w, h1, h2, scale, decay, reg, c)
-    k = (g.shape[0] + nt - 1) // nt
-    for t in prange(nt):
-        s = slice(t * k, min(g.shape[0], t * k + k))
-        _nesterov(g[s], w[s], h1[s], h2[s], scale, decay, reg, c)
-
-
-@njit(parallel=True, **_JIT)
-def adagrad_fused(g, w, h1, h2, scale, decay, reg, c, nt):
-    if nt <= 1:
-        return _adagrad(g, w, h1, h2, scale, decay, reg, c)
-    k = (g.shape[0] + nt - 1) // nt
-    for t in prange(nt):
-        s = slice(t * k, min(g.shape[0], t * k + k))
-        _adagrad(g[s], w[s], h1[s], h2[s], scale, decay, reg, c)
-
-
-@njit(parallel=True, **_JIT)
-def rmsprop_fused(g, w, h1, h2, scale, decay, reg, c, nt):
-    if nt <= 1:
-        return _rmsprop(g, w, h1, h2, scale, decay, reg, c)
-    k = (g.shape[0] + nt - 1) // nt
-    for t in prange(nt):
-        s = slice(t * k, min(g.shape[0], t * k + k))
-        _rmsprop(g[s], w[s], h1[s], h2[s], scale, decay, reg, c)
-
-
-@njit(parallel=True, **_JIT)
-def adadelta_fused(g, w, h1, h2, scale, decay, reg, c, nt):
-    if nt <= 1:
-        return _adadelta(g, w, h1, h2, scale, decay, reg, c)
-    k = (g.shape[0] + nt - 1) // nt
-    for t in prange(nt):
-        s = slice(t * k, min(g.shape[0], t * k + k))
-        _adadelta(g[s], w[s], h1[s], h2[s], scale, decay, reg, c)
-
-
-@njit(parallel=True, **_JIT)
-def adam_fused(g, w, h1, h2, scale, decay, reg, c, nt):
-    if nt <= 1:
-        return _adam(g, w, h1, h2, scale, decay, reg, c)
-    k = (g.shape[0] + nt - 1) // nt
-    for t in prange(nt):
-        s = slice(t * k, min(g.shape[0], t * k + k))
-        _adam(g[s], w[s], h1[s], h2[s], scale, decay, reg, c)
+sgd_fused = _driver(_sgd)
+nesterov_fused = _driver(_nesterov)
+adagrad_fused = _driver(_adagrad)
+rmsprop_fused = _driver(_rmsprop)
+adadelta_fused = _driver(_adadelta)
+adam_fused = _driver(_adam)
