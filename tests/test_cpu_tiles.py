@@ -118,6 +118,7 @@ def test_pack_weights_and_offsets():
 
 
 def test_worth_tiles(monkeypatch):
+    monkeypatch.setattr(MK, "ENABLED", True)       # (off by itself on x86 without FMA)
     assert MK.worth_tiles(32, 800, 16, 32 * 20 * 20 * 4) == (4, 2)     # CIFAR-10 quick conv2
     assert MK.worth_tiles(256, 2304, 8, 256 * 10 * 10 * 4) is None     # ResNet 3x3 x 256
     assert MK.worth_tiles(32, 75, 4, 3 * 8 * 8 * 4) is None            # rows of 4: half padding

@@ -217,7 +217,7 @@ def test_convolution_float32(monkeypatch, channels, params, tiles):
     t64 = run_forward(l64, make_blobs([x]))
     t32 = run_forward(l32, make_blobs([x], dtype=np.float32))
     assert t32[0].data.dtype == np.float32
-    assert (bool(used) and used[-1] is not None) == (tiles and G.AVAILABLE)
+    assert (bool(used) and used[-1] is not None) == (tiles and G.AVAILABLE and MK.ENABLED)
     np.testing.assert_allclose(t32[0].data, t64[0].data, rtol=1e-4, atol=1e-5)
     dy = np.random.default_rng(6).standard_normal(t64[0].shape)
     t64[0].diff[...] = dy
@@ -226,7 +226,7 @@ def test_convolution_float32(monkeypatch, channels, params, tiles):
     b32[0].diff[...] = np.nan                                   # overwritten, not added to
     l64.backward(t64, [True], b64)
     l32.backward(t32, [True], b32)
-    assert (bool(bwd) and bwd[-1]) == (tiles and G.AVAILABLE)    # dx through the tiles
+    assert (bool(bwd) and bwd[-1]) == (tiles and G.AVAILABLE and MK.ENABLED)  # dx: tiles
     assert l32.blobs[0].diff.dtype == np.float32
     np.testing.assert_allclose(b32[0].diff, b64[0].diff, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(l32.blobs[0].diff, l64.blobs[0].diff, rtol=1e-4, atol=1e-4)

@@ -29,8 +29,17 @@ from numba.extending import intrinsic
 from .gemm import _pad_image, padded_size
 from .simd import store8
 
+
+def _host_has_fma() -> bool:
+    """x86 without FMA would run llvm.fma as a library call per lane (other targets: native)."""
+    import llvmlite.binding as llb
+    if not llb.get_process_triple().startswith(("x86_64", "i686")):
+        return True
+    return "+fma" in llb.get_host_cpu_features().flatten()
+
+
 #: stride-1 convolutions run through the tiles (NETDEF_NO_CONV_TILES=1: im2col + GEMM)
-ENABLED = not os.environ.get("NETDEF_NO_CONV_TILES")
+ENABLED = not os.environ.get("NETDEF_NO_CONV_TILES") and _host_has_fma()
 #: ... when the zero-bordered image is at most this large (it is re-read per channel block)
 MAX_IMAGE_BYTES = 256 << 10
 #: ... and each output sums at most this many taps
