@@ -106,50 +106,72 @@ def scale(a, x, n=None):
 
 
 # -- reductions ------------------------------------------------------------------------------
+SUM, ASUM, SUMSQ, DOT = 0, 1, 2, 3
+
+
+def _blocks(n: int) -> int:
+    """Blocks for a one-block-per-segment kernel (grid-stride over segments)."""
+    n = max(int(n), 1)
+    return min(n, 8 if SIM else 65535)
+
+
 @cuda.jit
-def _segment_sum(x, rows, seg, inner, out, alpha, beta, sq):
-    """out[r] = alpha * sum over a in [0,rows), l in [0,inner) of x[(a*seg_count + r)*inner+l]
-    + beta*out[r]: one block per r (``seg`` = number of segments r).  With sq, sum of squares.
-    Accumulates in float64."""
+def _seg_reduce(x, x2, rows, seg, inner, mode, out, alpha, beta):
+    """out[s] = alpha * sum_{a < rows, l < inner} f(x[(a*seg + s)*inner + l]) + beta * out[s]
+    with f = identity / abs / square / x*x2 (mode 0..3); one block per segment s at a time,
+    float64 accumulation."""
     buf = cuda.shared.array(RED, np.float64)
-    r = cuda.blockIdx.x
     t = cuda.threadIdx.x
-    acc = 0.0
     total = rows * inner
-    for e in range(t, total, cuda.blockDim.x):
-        a = e // inner
-        lo = e - a * inner
-        v = x[(a * seg + r) * inner + lo]
-        if sq:
-            acc += v * v
-        else:
-            acc += v
-    buf[t] = acc
-    cuda.syncthreads()
-    s = cuda.blockDim.x // 2
-    while s > 0:
-        if t < s:
-            buf[t] += buf[t + s]
+    for s in range(cuda.blockIdx.x, seg, cuda.gridDim.x):
+        acc = 0.0
+        for e in range(t, total, cuda.blockDim.x):
+            a = e // inner
+            lo = e - a * inner
+            q = (a * seg + s) * inner + lo
+            v = x[q]
+            if mode == 1:
+                acc += abs(v)
+            elif mode == 2:
+                acc += v * v
+            elif mode == 3:
+                acc += v * x2[q]
+            else:
+                acc += v
+        buf[t] = acc
         cuda.syncthreads()
-        s //= 2
-    if t == 0:
-        if beta == 0:
-            out[r] = alpha * buf[0]
-        else:
-            out[r] = alpha * buf[0] + beta * out[r]
+        h = cuda.blockDim.x // 2
+        while h > 0:
+            if t < h:
+                buf[t] += buf[t + h]
+            cuda.syncthreads()
+            h //= 2
+        if t == 0:
+            if beta == 0:
+                out[s] = alpha * buf[0]
+            else:
+                out[s] = alpha * buf[0] + beta * out[s]
+        cuda.syncthreads()
+
+
+def seg_reduce(x, rows, seg, inner, out, mode=SUM, alpha=1.0, beta=0.0, x2=None):
+    """For x viewed as (rows, seg, inner): out[s] = alpha * sum f(x) + beta * out[s]."""
+    if seg:
+        _seg_reduce[_blocks(seg), RED](x, x if x2 is None else x2, rows, seg, inner, mode, out,
+                                       float(alpha), float(beta))
 
 
 def segment_sum(x, rows, seg, inner, out, alpha=1.0, beta=0.0, sq=False):
-    """For x viewed as (rows, seg, inner): out[s] = alpha*sum_{rows,inner} x + beta*out[s]."""
-    if seg:
-        _segment_sum[seg, RED](x, rows, seg, inner, out, alpha, beta, sq)
+    """For x viewed as (rows, seg, inner): out[s] = alpha*sum_{rows,inner} x + beta*out[s]
+    (with sq: of x*x)."""
+    seg_reduce(x, rows, seg, inner, out, SUMSQ if sq else SUM, alpha, beta)
 
 
 def sumsq(x, n=None):
     """Sum of squares of a flat array, on the host (float)."""
     out = cuda.device_array(1, np.float64)
     n = x.size if n is None else n
-    _segment_sum[1, RED](x, 1, 1, n, out, 1.0, 0.0, True)
+    seg_reduce(x, 1, 1, n, out, SUMSQ)
     return float(out.copy_to_host()[0])
 
 
@@ -223,9 +245,12 @@ def neuron_backward(op, x, y, dy, dx, n, p0=0.0, p1=0.0):
 
 
 # -- im2col / col2im ---------------------------------------------------------------------------
+# The column matrix's entry for row r = (ci*kh + i)*kw + j, image b and pixel l = oy*ow + ox
+# sits at col[r*rs + b*bs + l]: channel-major (rs = the row length, bs = L) for the GEMM
+# convolutions, image-major (rs = L, bs = C*kh*kw*L) for the Im2col layer's top.
 @cuda.jit
-def _im2col(x, xoff, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, m, col, ld):
-    """col[(ci*kh+i)*kw+j, b*L + l] (row length ld) for images b in [0, m) of x (from xoff)."""
+def _im2col(x, xoff, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, m, col, rs, bs):
+    """The column entries of images b in [0, m) of x (from xoff)."""
     L = oh * ow
     total = c * kh * kw * m * L
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
@@ -243,13 +268,12 @@ def _im2col(x, xoff, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, m, col, ld
         v = 0.0
         if 0 <= yy < h and 0 <= xx < w:
             v = x[xoff + ((b * c + ci) * h + yy) * w + xx]
-        col[r * ld + b * L + l] = v
+        col[r * rs + b * bs + l] = v
 
 
 @cuda.jit
-def _col2im(col, ld, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, m, x, xoff):
+def _col2im(col, rs, bs, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, m, x, xoff):
     """x[b, ci, yy, xx] = sum of the col entries that im2col read from it (a gather)."""
-    L = oh * ow
     total = m * c * h * w
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
         xx = e % w
@@ -273,20 +297,37 @@ def _col2im(col, ld, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, m, x, xoff
                 ox = tx // sw
                 if ox >= ow:
                     continue
-                acc += col[((ci * kh + i) * kw + j) * ld + b * L + oy * ow + ox]
+                acc += col[((ci * kh + i) * kw + j) * rs + b * bs + oy * ow + ox]
         x[xoff + e] = acc
 
 
 def im2col(x, xoff, c, h, w, geom, oh, ow, m, col, ld):
+    """Channel-major columns of m images (rows ld long)."""
     n = c * geom[0] * geom[1] * m * oh * ow
     if n:
-        _im2col[grid1d(n)](x, xoff, c, h, w, *geom, oh, ow, m, col, ld)
+        _im2col[grid1d(n)](x, xoff, c, h, w, *geom, oh, ow, m, col, ld, oh * ow)
 
 
 def col2im(col, ld, c, h, w, geom, oh, ow, m, x, xoff):
     n = m * c * h * w
     if n:
-        _col2im[grid1d(n)](col, ld, c, h, w, *geom, oh, ow, m, x, xoff)
+        _col2im[grid1d(n)](col, ld, oh * ow, c, h, w, *geom, oh, ow, m, x, xoff)
+
+
+def im2col_images(x, n, c, h, w, geom, oh, ow, col):
+    """Image-major columns (the Im2col layer's top: (N, C*kh*kw, oh, ow))."""
+    L = oh * ow
+    total = n * c * geom[0] * geom[1] * L
+    if total:
+        _im2col[grid1d(total)](x, 0, c, h, w, *geom, oh, ow, n, col, L,
+                               c * geom[0] * geom[1] * L)
+
+
+def col2im_images(col, n, c, h, w, geom, oh, ow, x):
+    L = oh * ow
+    if n * c * h * w:
+        _col2im[grid1d(n * c * h * w)](col, L, c * geom[0] * geom[1] * L, c, h, w, *geom, oh,
+                                       ow, n, x, 0)
 
 
 @cuda.jit

@@ -14,64 +14,9 @@ import math
 import numpy as np
 
 from .device import cuda as _get_cuda
-from .kernels import RED, SIM, grid1d
+from .kernels import SUM, grid1d, seg_reduce
 
 cuda = _get_cuda()
-
-
-def _blocks(n: int) -> int:
-    """Blocks for a one-block-per-segment kernel (grid-stride over segments)."""
-    n = max(int(n), 1)
-    return min(n, 8 if SIM else 65535)
-
-
-# -- generic segmented reduction -------------------------------------------------------------
-SUM, ASUM, SUMSQ, DOT = 0, 1, 2, 3
-
-
-@cuda.jit
-def _seg_reduce(x, x2, rows, seg, inner, mode, out, alpha, beta):
-    """out[s] = alpha * sum_{a < rows, l < inner} f(x[(a*seg + s)*inner + l]) + beta * out[s]
-    with f = identity / abs / square / x*x2 (mode 0..3); float64 accumulation."""
-    buf = cuda.shared.array(RED, np.float64)
-    t = cuda.threadIdx.x
-    total = rows * inner
-    for s in range(cuda.blockIdx.x, seg, cuda.gridDim.x):
-        acc = 0.0
-        for e in range(t, total, cuda.blockDim.x):
-            a = e // inner
-            lo = e - a * inner
-            q = (a * seg + s) * inner + lo
-            v = x[q]
-            if mode == 1:
-                acc += abs(v)
-            elif mode == 2:
-                acc += v * v
-            elif mode == 3:
-                acc += v * x2[q]
-            else:
-                acc += v
-        buf[t] = acc
-        cuda.syncthreads()
-        h = cuda.blockDim.x // 2
-        while h > 0:
-            if t < h:
-                buf[t] += buf[t + h]
-            cuda.syncthreads()
-            h //= 2
-        if t == 0:
-            if beta == 0:
-                out[s] = alpha * buf[0]
-            else:
-                out[s] = alpha * buf[0] + beta * out[s]
-        cuda.syncthreads()
-
-
-def seg_reduce(x, rows, seg, inner, out, mode=SUM, alpha=1.0, beta=0.0, x2=None):
-    """For x viewed as (rows, seg, inner): out[s] = alpha * sum f(x) + beta * out[s]."""
-    if seg:
-        _seg_reduce[_blocks(seg), RED](x, x if x2 is None else x2, rows, seg, inner, mode, out,
-                                       float(alpha), float(beta))
 
 
 def row_reduce(x, rows, dim, out, mode=SUM, alpha=1.0, beta=0.0, x2=None):
@@ -413,72 +358,6 @@ def gather_rows(src, idx, m, inner, dst):
 def scatter_rows_sum(dy, idx, m, nb, inner, dx):
     if nb * inner:
         _scatter_rows_sum[grid1d(nb * inner)](dy, idx, m, nb, inner, dx)
-
-
-# -- Im2col (per-image layout) -----------------------------------------------------------------------
-@cuda.jit
-def _im2col_img(x, n, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
-    """col[b, (ci*kh+i)*kw+j, oy, ox] (Im2col's top)."""
-    L = oh * ow
-    total = n * c * kh * kw * L
-    for e in range(cuda.grid(1), total, cuda.gridsize(1)):
-        l = e % L
-        t = e // L
-        r = t % (c * kh * kw)
-        b = t // (c * kh * kw)
-        j = r % kw
-        i = (r // kw) % kh
-        ci = r // (kw * kh)
-        oy = l // ow
-        ox = l - oy * ow
-        yy = oy * sh - ph + i * dh
-        xx = ox * sw - pw + j * dw
-        v = 0.0
-        if 0 <= yy < h and 0 <= xx < w:
-            v = x[((b * c + ci) * h + yy) * w + xx]
-        col[e] = v
-
-
-@cuda.jit
-def _col2im_img(col, n, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, x):
-    L = oh * ow
-    ckk = c * kh * kw
-    total = n * c * h * w
-    for e in range(cuda.grid(1), total, cuda.gridsize(1)):
-        xx = e % w
-        t = e // w
-        yy = t % h
-        t //= h
-        ci = t % c
-        b = t // c
-        acc = 0.0
-        for i in range(kh):
-            ty = yy + ph - i * dh
-            if ty < 0 or ty % sh != 0:
-                continue
-            oy = ty // sh
-            if oy >= oh:
-                continue
-            for j in range(kw):
-                tx = xx + pw - j * dw
-                if tx < 0 or tx % sw != 0:
-                    continue
-                ox = tx // sw
-                if ox >= ow:
-                    continue
-                acc += col[(b * ckk + (ci * kh + i) * kw + j) * L + oy * ow + ox]
-        x[e] = acc
-
-
-def im2col_images(x, n, c, h, w, geom, oh, ow, col):
-    total = n * c * geom[0] * geom[1] * oh * ow
-    if total:
-        _im2col_img[grid1d(total)](x, n, c, h, w, *geom, oh, ow, col)
-
-
-def col2im_images(col, n, c, h, w, geom, oh, ow, x):
-    if n * c * h * w:
-        _col2im_img[grid1d(n * c * h * w)](col, n, c, h, w, *geom, oh, ow, x)
 
 
 # -- STOCHASTIC pooling -------------------------------------------------------------------------------

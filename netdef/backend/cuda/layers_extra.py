@@ -164,7 +164,7 @@ class PReLU(Impl):
         dx = bottom[0].mutable_gpu_diff() if do_x else None
         X.prelu_backward(x, layer.blobs[0].gpu_data(), c, inner, dy, dx, prod, n, do_x, do_s)
         if do_s:
-            X.seg_reduce(prod, nb, c, inner, layer.blobs[0].mutable_gpu_diff(), X.SUM, 1.0, 1.0)
+            K.seg_reduce(prod, nb, c, inner, layer.blobs[0].mutable_gpu_diff(), K.SUM, 1.0, 1.0)
 
 
 # -- Scale / Bias -------------------------------------------------------------------------------------
@@ -186,15 +186,15 @@ class Scale(Impl):
         dy = top[0].gpu_diff()
         learned = len(bottom) == 1
         if layer.bias_term and layer.param_propagate_down[-1]:
-            X.seg_reduce(dy, o, d, i, layer.blobs[-1].mutable_gpu_diff(), X.SUM, 1.0, 1.0)
+            K.seg_reduce(dy, o, d, i, layer.blobs[-1].mutable_gpu_diff(), K.SUM, 1.0, 1.0)
         want_s = layer.param_propagate_down[0] if learned else propagate_down[1]
         if want_s:
             x = layer._cu_x if top[0] is bottom[0] else bottom[0].gpu_data()
             if learned:
-                X.seg_reduce(dy, o, d, i, layer.blobs[0].mutable_gpu_diff(), X.DOT, 1.0, 1.0,
+                K.seg_reduce(dy, o, d, i, layer.blobs[0].mutable_gpu_diff(), K.DOT, 1.0, 1.0,
                              x2=x)
             else:
-                X.seg_reduce(dy, o, d, i, bottom[1].mutable_gpu_diff(), X.DOT, 1.0, 0.0, x2=x)
+                K.seg_reduce(dy, o, d, i, bottom[1].mutable_gpu_diff(), K.DOT, 1.0, 0.0, x2=x)
         if propagate_down[0]:
             s = bottom[1].gpu_data() if len(bottom) == 2 else layer.blobs[0].gpu_data()
             X.bcast(dy, bottom[0].mutable_gpu_diff(), n, d, i, s=s)
@@ -212,9 +212,9 @@ class Bias(Impl):
         dy = top[0].gpu_diff()
         if len(bottom) == 1:
             if layer.param_propagate_down[0]:
-                X.seg_reduce(dy, o, d, i, layer.blobs[0].mutable_gpu_diff(), X.SUM, 1.0, 1.0)
+                K.seg_reduce(dy, o, d, i, layer.blobs[0].mutable_gpu_diff(), K.SUM, 1.0, 1.0)
         elif propagate_down[1]:
-            X.seg_reduce(dy, o, d, i, bottom[1].mutable_gpu_diff(), X.SUM, 1.0, 0.0)
+            K.seg_reduce(dy, o, d, i, bottom[1].mutable_gpu_diff(), K.SUM, 1.0, 0.0)
         if propagate_down[0] and top[0] is not bottom[0]:
             K.copy(bottom[0].mutable_gpu_diff(), dy, bottom[0].count)
 
@@ -235,7 +235,7 @@ class Embed(Impl):
         if layer.param_propagate_down[0]:
             X.embed_backward(bottom[0].gpu_data(), m, no, dy, layer.blobs[0].mutable_gpu_diff())
         if layer.bias_term and layer.param_propagate_down[1]:
-            X.seg_reduce(dy, m, no, 1, layer.blobs[1].mutable_gpu_diff(), X.SUM, 1.0, 1.0)
+            K.seg_reduce(dy, m, no, 1, layer.blobs[1].mutable_gpu_diff(), K.SUM, 1.0, 1.0)
 
 
 # -- MVN ---------------------------------------------------------------------------------------------
@@ -253,13 +253,13 @@ class MVN(Impl):
         n = bottom[0].count
         x = bottom[0].gpu_data()
         mean = state(layer, "mean", rows, np.float64)
-        X.row_reduce(x, rows, dim, mean, X.SUM, 1.0 / max(dim, 1))
+        X.row_reduce(x, rows, dim, mean, K.SUM, 1.0 / max(dim, 1))
         sigma = None
         if layer.normalize_variance:
             cen = scratch("mvn", n, np.float64)
             X.center(x, mean, dim, cen, n)
             sigma = state(layer, "sigma", rows, np.float64)
-            X.row_reduce(cen, rows, dim, sigma, X.SUMSQ, 1.0 / max(dim, 1))
+            X.row_reduce(cen, rows, dim, sigma, K.SUMSQ, 1.0 / max(dim, 1))
             X.sqrt_inplace(sigma, rows)
         X.mvn_normalize(x, mean, sigma, layer.eps, dim, top[0].mutable_gpu_data(), n)
 
@@ -271,7 +271,7 @@ class MVN(Impl):
         dy = top[0].gpu_diff()
         inv = 1.0 / max(dim, 1)
         mdy = state(layer, "mdy", rows, np.float64)
-        X.row_reduce(dy, rows, dim, mdy, X.SUM, inv)
+        X.row_reduce(dy, rows, dim, mdy, K.SUM, inv)
         if not layer.normalize_variance:
             X.mvn_backward(dy, None, mdy, None, None, 0.0, dim, bottom[0].mutable_gpu_diff(), n)
             return
@@ -280,7 +280,7 @@ class MVN(Impl):
         X.mvn_normalize(bottom[0].gpu_data(), layer._cu_mean, layer._cu_sigma, layer.eps, dim,
                         y, n)
         mdyy = state(layer, "mdyy", rows, np.float64)
-        X.row_reduce(dy, rows, dim, mdyy, X.DOT, inv, x2=y)
+        X.row_reduce(dy, rows, dim, mdyy, K.DOT, inv, x2=y)
         X.mvn_backward(dy, y, mdy, mdyy, layer._cu_sigma, layer.eps, dim,
                        bottom[0].mutable_gpu_diff(), n)
 
@@ -290,7 +290,7 @@ class MVN(Impl):
 class Reduction(Impl):
     def forward(self, layer, bottom, top):
         p = layer.param.reduction_param
-        mode = {p.ASUM: X.ASUM, p.SUMSQ: X.SUMSQ}.get(layer.op, X.SUM)
+        mode = {p.ASUM: K.ASUM, p.SUMSQ: K.SUMSQ}.get(layer.op, K.SUM)
         X.row_reduce(bottom[0].gpu_data(), layer.num, layer.dim, top[0].mutable_gpu_data(), mode,
                      layer._coeff())
 
@@ -497,14 +497,14 @@ class Im2col(Impl):
     def forward(self, layer, bottom, top):
         n, c, h, w = bottom[0].shape
         oh, ow = top[0].shape[2:]
-        X.im2col_images(bottom[0].gpu_data(), n, c, h, w, layer.geom, oh, ow,
+        K.im2col_images(bottom[0].gpu_data(), n, c, h, w, layer.geom, oh, ow,
                         top[0].mutable_gpu_data())
 
     def backward(self, layer, top, propagate_down, bottom):
         if propagate_down[0]:
             n, c, h, w = bottom[0].shape
             oh, ow = top[0].shape[2:]
-            X.col2im_images(top[0].gpu_diff(), n, c, h, w, layer.geom, oh, ow,
+            K.col2im_images(top[0].gpu_diff(), n, c, h, w, layer.geom, oh, ow,
                             bottom[0].mutable_gpu_diff())
 
 
@@ -634,7 +634,7 @@ class EuclideanLoss(Impl):
         n = bottom[0].count
         diff = state(layer, "diff", n, bottom[0].dtype)
         X.sub(bottom[0].gpu_data(), bottom[1].gpu_data(), diff, n)
-        X.row_reduce(diff, 1, n, _loss_out(top), X.SUMSQ, 1.0 / bottom[0].shape[0] / 2.0)
+        X.row_reduce(diff, 1, n, _loss_out(top), K.SUMSQ, 1.0 / bottom[0].shape[0] / 2.0)
 
     def backward(self, layer, top, propagate_down, bottom):
         for i, sign in ((0, 1.0), (1, -1.0)):
@@ -659,7 +659,7 @@ class SigmoidCrossEntropyLoss(Impl):
         sig = state(layer, "sig", n, np.float64)
         X.sce_forward(bottom[0].gpu_data(), bottom[1].gpu_data(), layer.has_ignore,
                       layer.ignore, per, sig, n)
-        X.row_reduce(per, 1, n, _loss_out(top), X.SUM, 1.0 / layer.norm)
+        X.row_reduce(per, 1, n, _loss_out(top), K.SUM, 1.0 / layer.norm)
 
     def backward(self, layer, top, propagate_down, bottom):
         layer.check_no_label_gradient(propagate_down, bottom)
@@ -678,7 +678,7 @@ class HingeLoss(Impl):
         _labels(layer, bottom[1], dim)
         margin = state(layer, "margin", n * dim, np.float64)
         X.hinge_margin(bottom[0].gpu_data(), bottom[1].gpu_data(), n, dim, margin)
-        X.row_reduce(margin, 1, n * dim, _loss_out(top), X.SUMSQ if layer._l2() else X.SUM,
+        X.row_reduce(margin, 1, n * dim, _loss_out(top), K.SUMSQ if layer._l2() else K.SUM,
                      1.0 / n)
 
     def backward(self, layer, top, propagate_down, bottom):
@@ -702,7 +702,7 @@ class MultinomialLogisticLoss(Impl):
         nll = scratch("mlog", n, np.float64)
         X.mlog_forward(bottom[0].gpu_data(), bottom[1].gpu_data(), n, dim, LOG_THRESHOLD, pl,
                        nll)
-        X.row_reduce(nll, 1, n, _loss_out(top), X.SUM, 1.0 / n)
+        X.row_reduce(nll, 1, n, _loss_out(top), K.SUM, 1.0 / n)
 
     def backward(self, layer, top, propagate_down, bottom):
         layer.check_no_label_gradient(propagate_down, bottom)
@@ -737,7 +737,7 @@ class InfogainLoss(Impl):
         per = scratch("infogain", outer * inner, np.float64)
         X.infogain_forward(prob, bottom[1].gpu_data(), self._h(layer, bottom), outer, c, inner,
                            layer.has_ignore, layer.ignore, LOG_THRESHOLD, per)
-        X.row_reduce(per, 1, outer * inner, _loss_out(top), X.SUM, 1.0 / layer.norm)
+        X.row_reduce(per, 1, outer * inner, _loss_out(top), K.SUM, 1.0 / layer.norm)
         if len(top) == 2:
             K.copy(top[1].mutable_gpu_data(), prob, n)
 
@@ -759,12 +759,12 @@ class ContrastiveLoss(Impl):
         diff = state(layer, "diff", cnt, bottom[0].dtype)
         X.sub(bottom[0].gpu_data(), bottom[1].gpu_data(), diff, cnt)
         d2 = scratch("contrastive_d2", n, np.float64)
-        X.row_reduce(diff, n, cnt // n, d2, X.SUMSQ)
+        X.row_reduce(diff, n, cnt // n, d2, K.SUMSQ)
         per = scratch("contrastive_per", n, np.float64)
         coefs = state(layer, "coefs", n, np.float64)
         X.contrastive_forward(d2, bottom[2].gpu_data(), n, p.margin, bool(p.legacy_version),
                               per, coefs)
-        X.row_reduce(per, 1, n, _loss_out(top), X.SUM, 1.0 / n / 2.0)
+        X.row_reduce(per, 1, n, _loss_out(top), K.SUM, 1.0 / n / 2.0)
 
     def backward(self, layer, top, propagate_down, bottom):
         n = bottom[0].shape[0]
@@ -837,7 +837,7 @@ class _Recurrent(Impl):
                  bottom[0].mutable_gpu_diff())
         if layer.static_input:
             Gs = scratch("rnn_gs", N * GH, dG.dtype)
-            X.seg_reduce(dG, T, N * GH, 1, Gs, X.SUM)
+            K.seg_reduce(dG, T, N * GH, 1, Gs, K.SUM)
             if ppd[2]:
                 gemm(1, 0, GH, layer.Ds, N, 1.0, Gs, bottom[2].gpu_data(), 1.0,
                      ws.mutable_gpu_diff())
