@@ -64,11 +64,6 @@ class Convolution(Impl):
     def supports(self, layer):
         return True
 
-    @staticmethod
-    def _chunk(n, per_image):
-        from ...layers.vision import COL_CHUNK_ELEMENTS
-        return max(1, min(n, COL_CHUNK_ELEMENTS // max(1, per_image)))
-
     def forward(self, layer, bottom, top):
         path = layer._path()
         wt = layer.blobs[0].gpu_data()
@@ -85,7 +80,7 @@ class Convolution(Impl):
             L = oh * ow
             kkg = layer.blobs[0].count // o
             ckk, og = kkg * g, o // g
-            nb = self._chunk(n, ckk * L)
+            nb = _chunk(n, ckk * L)
             for n0 in range(0, n, nb):
                 m = min(nb, n - n0)
                 ML = m * L
@@ -106,14 +101,12 @@ class Convolution(Impl):
         do_b = layer.bias_term and layer.param_propagate_down[1]
         wt = layer.blobs[0].gpu_data()
         dwt = layer.blobs[0].mutable_gpu_diff() if do_w else None
-        g = layer.group
         for i, (b, t) in enumerate(zip(bottom, top)):
             n, c, h, w = b.shape
             o, oh, ow = t.shape[1:]
-            L = oh * ow
             dy = t.gpu_diff()
             if do_b:
-                K.segment_sum(dy, n, o, L, layer.blobs[1].mutable_gpu_diff(), 1.0, 1.0)
+                K.segment_sum(dy, n, o, oh * ow, layer.blobs[1].mutable_gpu_diff(), 1.0, 1.0)
             pd = propagate_down[i]
             if not (do_w or pd):
                 continue
@@ -127,31 +120,47 @@ class Convolution(Impl):
                     K.depthwise_backward_data(dy, n, c, h, w, wt, layer.geom, o // c, dx,
                                               oh, ow)
                 continue
-            kkg = layer.blobs[0].count // o
-            ckk, og = kkg * g, o // g
-            nb = self._chunk(n, ckk * L)
-            for n0 in range(0, n, nb):
-                m = min(nb, n - n0)
-                ML = m * L
-                dycl = scratch("cl", o * ML, x.dtype)
-                K.nchw_to_cl(dy, n0 * o * L, m, o, L, dycl)
-                col = scratch("col", ckk * ML, x.dtype)
-                if do_w:
-                    if path == "pointwise":
-                        K.nchw_to_cl(x, n0 * c * L, m, c, L, col)
-                    else:
-                        K.im2col(x, n0 * c * h * w, c, h, w, layer.geom, oh, ow, m, col, ML)
-                    for gi in range(g):
-                        gemm(0, 1, og, kkg, ML, 1.0, dycl, col, 1.0, dwt, offA=gi * og * ML,
-                             lda=ML, offB=gi * kkg * ML, ldb=ML, offC=gi * og * kkg, ldc=kkg)
-                if pd:
-                    for gi in range(g):
-                        gemm(1, 0, kkg, ML, og, 1.0, wt, dycl, 0.0, col, offA=gi * og * kkg,
-                             lda=kkg, offB=gi * og * ML, ldb=ML, offC=gi * kkg * ML, ldc=ML)
-                    if path == "pointwise":
-                        K.cl_to_nchw(col, m, c, L, None, dx, n0 * c * L)
-                    else:
-                        K.col2im(col, ML, c, h, w, layer.geom, oh, ow, m, dx, n0 * c * h * w)
+            conv_backward(x, dy, (n, c, h, w), (o, oh, ow), wt, layer.blobs[0].count // o,
+                          layer.group, layer.geom, path, dwt, dx)
+
+
+def _chunk(n, per_image):
+    """Images per chunk of a convolution's column matrix."""
+    from ...layers.vision import COL_CHUNK_ELEMENTS
+    return max(1, min(n, COL_CHUNK_ELEMENTS // max(1, per_image)))
+
+
+def conv_backward(x, dy, xshape, yshape, wt, kkg, g, geom, path, dwt, dx):
+    """A convolution's gradients on the device: dwt += dL/dW (dwt not None) and dx = dL/dx
+    (dx not None) for x (N, C, H, W), dy (N, O, oh, ow), weights (O, kkg) in g groups; path
+    "gemm" or "pointwise".  Deconvolution's forward is this with dx its output."""
+    n, c, h, w = xshape
+    o, oh, ow = yshape
+    L = oh * ow
+    ckk, og = kkg * g, o // g
+    nb = _chunk(n, ckk * L)
+    for n0 in range(0, n, nb):
+        m = min(nb, n - n0)
+        ML = m * L
+        dycl = scratch("cl", o * ML, dy.dtype)
+        K.nchw_to_cl(dy, n0 * o * L, m, o, L, dycl)
+        col = scratch("col", ckk * ML, dy.dtype)
+        if dwt is not None:
+            if path == "pointwise":
+                K.nchw_to_cl(x, n0 * c * L, m, c, L, col)
+            else:
+                K.im2col(x, n0 * c * h * w, c, h, w, geom, oh, ow, m, col, ML)
+            for gi in range(g):
+                gemm(0, 1, og, kkg, ML, 1.0, dycl, col, 1.0, dwt, offA=gi * og * ML,
+                     lda=ML, offB=gi * kkg * ML, ldb=ML, offC=gi * og * kkg, ldc=kkg)
+        if dx is not None:
+            for gi in range(g):
+                gemm(1, 0, kkg, ML, og, 1.0, wt, dycl, 0.0, col, offA=gi * og * kkg,
+                     lda=kkg, offB=gi * og * ML, ldb=ML, offC=gi * kkg * ML, ldc=ML)
+            if path == "pointwise":
+                K.cl_to_nchw(col, m, c, L, None, dx, n0 * c * L)
+            else:
+                K.col2im(col, ML, c, h, w, geom, oh, ow, m, dx, n0 * c * h * w)
 
 
 # -- Pooling ---------------------------------------------------------------------------------

@@ -20,7 +20,16 @@ import numpy as np
 from . import kernels as K
 from . import kernels_extra as X
 from .gemm import gemm
-from .layers import TABLE, Impl, _checked_labels, impl, scratch, state
+from .layers import (
+    TABLE,
+    Impl,
+    _checked_labels,
+    _chunk,
+    conv_backward,
+    impl,
+    scratch,
+    state,
+)
 from .memory import count_h2d, to_device
 
 
@@ -413,14 +422,8 @@ class Parameter(Impl):
 # -- Deconvolution / Im2col ----------------------------------------------------------------------------
 @impl("Deconvolution")
 class Deconvolution(Impl):
-    @staticmethod
-    def _chunk(n, per_image):
-        from ...layers.vision import COL_CHUNK_ELEMENTS
-        return max(1, min(n, COL_CHUNK_ELEMENTS // max(1, per_image)))
-
     def forward(self, layer, bottom, top):
         wt = layer.blobs[0].gpu_data()
-        g = layer.group
         for b, t in zip(bottom, top):
             n, c, h, w = b.shape
             o, oh, ow = t.shape[1:]
@@ -428,21 +431,10 @@ class Deconvolution(Impl):
             y = t.mutable_gpu_data()
             if layer._depthwise():
                 K.depthwise_backward_data(x, n, o, oh, ow, wt, layer.geom, c // o, y, h, w)
-            else:
-                L = h * w
-                okkg = layer.blobs[0].count // c
-                okk, cg = okkg * g, c // g
-                nb = self._chunk(n, okk * L)
-                for n0 in range(0, n, nb):
-                    m = min(nb, n - n0)
-                    ML = m * L
-                    xcl = scratch("cl", c * ML, x.dtype)
-                    K.nchw_to_cl(x, n0 * c * L, m, c, L, xcl)
-                    col = scratch("col", okk * ML, x.dtype)
-                    for gi in range(g):
-                        gemm(1, 0, okkg, ML, cg, 1.0, wt, xcl, 0.0, col, offA=gi * cg * okkg,
-                             lda=okkg, offB=gi * cg * ML, ldb=ML, offC=gi * okkg * ML, ldc=ML)
-                    K.col2im(col, ML, o, oh, ow, layer.geom, h, w, m, y, n0 * o * oh * ow)
+            else:       # the transposed convolution: a convolution's input gradient
+                conv_backward(None, x, (n, o, oh, ow), (c, h, w), wt,
+                              layer.blobs[0].count // c, layer.group, layer.geom, "gemm",
+                              None, y)
             if layer.bias_term:
                 K.add_bias(y, n, o, oh * ow, layer.blobs[1].gpu_data())
 
@@ -473,7 +465,7 @@ class Deconvolution(Impl):
             L = h * w
             okkg = layer.blobs[0].count // c
             okk, cg = okkg * g, c // g
-            nb = self._chunk(n, okk * L)
+            nb = _chunk(n, okk * L)
             for n0 in range(0, n, nb):
                 m = min(nb, n - n0)
                 ML = m * L
