@@ -34,7 +34,7 @@ def parity(layer, shapes, phase=TRAIN, dtype=np.float32, tops=("y",), values=Non
     the layers under test, an EuclideanLoss per top in ``tops`` against a random target.
     Runs one forward/backward on the CPU and on the device and compares every blob's data and
     diff and every parameter; checks that only ``cpu_ok`` layers ran on the CPU."""
-    from netdef.backend.cuda.parity import copy_params, rel_diff
+    from netdef.backend.cuda.parity import compare, copy_params
     names = [f"x{i}" for i in range(len(shapes))]
     inp = ('layer { name: "in" type: "Input" ' + " ".join(f'top: "{n}"' for n in names) +
            " input_param { " + " ".join(_shape_text(s) for s in shapes) + " } }\n")
@@ -57,22 +57,7 @@ def parity(layer, shapes, phase=TRAIN, dtype=np.float32, tops=("y",), values=Non
     rng = np.random.default_rng(seed)
     vals = {n: rng.standard_normal(cpu.blobs[n].shape) for n in cpu.input_names}
     vals.update(values or {})
-    for n, v in vals.items():
-        cpu.blobs[n].data = v
-        gpu.blobs[n].data = v
-    for net in (cpu, gpu):
-        net.clear_param_diffs()
-        net.forward()
-        net.backward()
-    res = []
-    for n, b in cpu.blobs.items():
-        g = gpu.blobs[n]
-        res.append((f"{n} data", rel_diff(b.data, g.cpu_data())))
-        res.append((f"{n} diff", rel_diff(b.diff, g.cpu_diff())))
-    for ln, la, lb in zip(cpu.layer_names, cpu.layers, gpu.layers):
-        for j, (pa, pb_) in enumerate(zip(la.blobs, lb.blobs)):
-            res.append((f"{ln}[{j}] data", rel_diff(pa.data, pb_.cpu_data())))
-            res.append((f"{ln}[{j}] diff", rel_diff(pa.diff, pb_.cpu_diff())))
+    res = compare(cpu, gpu, vals)
     on_cpu = [n for n in gpu.device.cpu_layers if not n.startswith(("in", "loss_"))]
     assert on_cpu == list(cpu_ok), f"layers without a CUDA path: {on_cpu}"
     bad = [(n, v) for n, v in res if not v <= TOL[dtype]]

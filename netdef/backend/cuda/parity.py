@@ -66,8 +66,13 @@ def run_parity(make_net, device_id: int = 0, seed: int = 0) -> list[tuple[str, f
     gpu = make_net()
     copy_params(cpu, gpu)
     gpu.to_device(device_id)
-    rng = np.random.default_rng(seed)
-    values = fill_inputs(cpu, rng)
+    return compare(cpu, gpu, fill_inputs(cpu, np.random.default_rng(seed)))
+
+
+def compare(cpu, gpu, values: dict) -> list[tuple[str, float]]:
+    """Feed ``values`` to both nets (the second one on the device, same parameters), run one
+    forward/backward on each; [(label, relative difference)] for every blob's data and diff
+    and every parameter."""
     for name, v in values.items():
         cpu.blobs[name].data = v
         gpu.blobs[name].data = v
