@@ -239,6 +239,7 @@ class _ChainRunner:
     def __init__(self, chain):
         import numba
 
+        from ..backend.cpu import gemm as G
         from ..backend.cpu import microkernel as MK
         from ..layers.vision import GEMM_COL_BYTES
         self.chain = chain
@@ -262,8 +263,7 @@ class _ChainRunner:
                                GEMM_COL_BYTES // max(1, ckk * L * itemsize)))
             kh, kw, ph, pw, sh, sw, dh, dw = conv.geom
             pointwise = conv._path() == "pointwise"
-            hp = max(x.shape[2] + 2 * ph, (oh - 1) * sh + (kh - 1) * dh + 1)
-            wp = max(x.shape[3] + 2 * pw, (ow - 1) * sw + (kw - 1) * dw + 1)
+            hp, wp = G.padded_size(x.shape[2], x.shape[3], *conv.geom, oh, ow)
             pad = x.shape[1] * hp * wp if (hp, wp) != tuple(x.shape[2:]) else 0
             tiles = MK.tiles_for(conv, x, hp, wp, ow)
             self.tiles.append(tiles)

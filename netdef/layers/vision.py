@@ -352,9 +352,7 @@ class ConvolutionLayer(_ConvBase):
         col_ws = _scratch("gcol", nt * ckk * cols, x.dtype).reshape(nt, ckk * cols)
         side = o * cols if chunk > 1 else 0
         out_ws = _scratch("g" + tag, nt * side, x.dtype).reshape(nt, side)
-        kh, kw, ph, pw, sh, sw, dh, dw = self.geom
-        hp = max(x.shape[2] + 2 * ph, (oh - 1) * sh + (kh - 1) * dh + 1)    # padded_size
-        wp = max(x.shape[3] + 2 * pw, (ow - 1) * sw + (kw - 1) * dw + 1)
+        hp, wp = _gemm_kernels().padded_size(x.shape[2], x.shape[3], *self.geom, oh, ow)
         pad = x.shape[1] * hp * wp if (hp, wp) != x.shape[2:] else 0
         pad_ws = _scratch("gpad", nt * pad, x.dtype).reshape(nt, pad)
         return nt, ntasks, chunk, col_ws, out_ws, pad_ws

@@ -25,14 +25,17 @@ from numba import uint64 as U
 
 from .gemm import NO_TRANS, _im2col_chunk, gemm
 from .microkernel import conv_image
-from .simd import add8, add8s2, clean8, max8, max8s2, store8, store8s2
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _act(v, slope):
-    if v < 0:
-        return v * slope
-    return v
+from .simd import (
+    act,
+    add8,
+    add8s2,
+    bias_act_plane,
+    clean8,
+    max8,
+    max8s2,
+    store8,
+    store8s2,
+)
 
 
 @njit(cache=True)
@@ -84,25 +87,25 @@ def _pool_plane(src, sb, rs, h, w, kh, kw, ph, pw, sh, sw, bias, slope_pre, ave,
                     for x in range(0, w8, 8):
                         store8(vm, U(x), src, r + U(x), bias, slope_pre)
                     for x in range(w8, w):
-                        vm[U(x)] = _act(src[r + U(x)] + bias, slope_pre)
+                        vm[U(x)] = act(src[r + U(x)] + bias, slope_pre)
                 else:
                     for x in range(0, w8, 8):
                         add8(vm, U(x), src, r + U(x), bias, slope_pre)
                     for x in range(w8, w):
-                        vm[U(x)] += _act(src[r + U(x)] + bias, slope_pre)
+                        vm[U(x)] += act(src[r + U(x)] + bias, slope_pre)
             elif iy == hs0:
                 for x in range(0, w8, 8):
                     store8(vf, U(x), src, r + U(x), bias, slope_pre)
                     clean8(vm, U(x), src, r + U(x), bias, slope_pre)
                 for x in range(w8, w):
-                    v = _act(src[r + U(x)] + bias, slope_pre)
+                    v = act(src[r + U(x)] + bias, slope_pre)
                     vf[U(x)] = v
                     vm[U(x)] = -np.inf if np.isnan(v) else v
             else:
                 for x in range(0, w8, 8):
                     max8(vm, U(x), src, r + U(x), bias, slope_pre)
                 for x in range(w8, w):
-                    v = _act(src[r + U(x)] + bias, slope_pre)
+                    v = act(src[r + U(x)] + bias, slope_pre)
                     a = vm[U(x)]
                     vm[U(x)] = v if v > a else a  # noqa: FURB136 (NaN: ignored)
         for px0 in range(pxa, pxa + nv, 8):
@@ -154,13 +157,13 @@ def _pool_plane(src, sb, rs, h, w, kh, kw, ph, pw, sh, sw, bias, slope_pre, ave,
             for px in range(ow):
                 ws = px * sw - pw
                 v = hb[U(px)] / (rows * (min(ws + kw, w + pw) - ws))
-                yf[U(rb + px)] = _act(v, slope_post)
+                yf[U(rb + px)] = act(v, slope_post)
         else:
             ow8 = ow - ow % 8
             for px in range(0, ow8, 8):
                 store8(yf, U(rb + px), hb, U(px), zero, slope_post)
             for px in range(ow8, ow):
-                yf[U(rb + px)] = _act(hb[U(px)], slope_post)
+                yf[U(rb + px)] = act(hb[U(px)], slope_post)
 
 
 @njit(cache=True, nogil=True)
@@ -169,14 +172,7 @@ def _epilogue(src, sb, rs, h, w, bias, slope_pre, pool, pkh, pkw, pph, ppw, psh,
     """Finish one channel of one image: the (h, w) plane of ``src`` at ``sb`` (row stride
     ``rs``) through bias, ReLU, pooling and ReLU into y's plane at ``yb``."""
     if pool == 0:
-        w8 = w - w % 8
-        for iy in range(h):
-            r = U(sb + iy * rs)
-            d = U(yb + iy * w)
-            for i in range(0, w8, 8):
-                store8(yf, d + U(i), src, r + U(i), bias, slope_pre)
-            for i in range(w8, w):
-                yf[d + U(i)] = _act(src[r + U(i)] + bias, slope_pre)
+        bias_act_plane(src, sb, rs, h, w, bias, slope_pre, yf, yb)
     elif pool == 1:
         _pool_plane(src, sb, rs, h, w, pkh, pkw, pph, ppw, psh, psw, bias, slope_pre, False,
                     slope_post, yf, yb, poh, pow_, vm_max, vf_max, hb_max)

@@ -23,11 +23,10 @@ import os
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba import uint64 as U
 from numba.extending import intrinsic
 
 from .gemm import _pad_image, padded_size
-from .simd import store8
+from .simd import bias_act_plane
 
 
 def _host_has_fma() -> bool:
@@ -263,17 +262,10 @@ def conv_task(t, nt, x, bias, kh, kw, ph, pw, dh, dw, ap, offs, mr, nv, out, xp,
     n_img = x.shape[0]
     o, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     owp = (ow + 8 * nv - 1) // (8 * nv) * (8 * nv)
-    ow8 = ow - ow % 8
     yf = y.reshape(-1)
     per = (n_img + nt - 1) // nt
     for n in range(t * per, min(n_img, (t + 1) * per)):
         conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, o, out, xp)
         for oc in range(o):
-            b = bias[oc]
-            for oy in range(oh):
-                s0 = U((oc * oh + oy) * owp)
-                d0 = U(((n * o + oc) * oh + oy) * ow)
-                for i in range(0, ow8, 8):
-                    store8(yf, d0 + U(i), out, s0 + U(i), b, 1.0)
-                for i in range(ow8, ow):
-                    yf[d0 + U(i)] = out[s0 + U(i)] + b
+            bias_act_plane(out, oc * oh * owp, owp, oh, ow, bias[oc], 1.0, yf,
+                           (n * o + oc) * oh * ow)

@@ -6,6 +6,8 @@ the 8- to 24-element rows of small feature maps ran scalar; these intrinsics do 
 in elements and unchecked (the caller keeps them in bounds); loads and stores are unaligned.
 
 * :func:`copy8` -- ``dst[d:d+8] = src[s:s+8]``.
+* :func:`bias_act_plane` -- a whole plane through :func:`store8` (and :func:`act`, its scalar
+  lane, for the rest of each row).
 * :func:`store8`, :func:`clean8`, :func:`max8`, :func:`add8` -- ``v = act(src[s:s+8] + bias)`` with
   ``act(v) = v * slope if v < 0 else v`` (slope 1: no activation), then ``dst[d:d+8] = v``,
   ``= v if v > dst else dst`` (``max``: NaN in dst is kept, NaN in v is not -- the scan of
@@ -19,7 +21,8 @@ from __future__ import annotations
 
 import llvmlite.binding as llb
 from llvmlite import ir
-from numba import types
+from numba import njit, types
+from numba import uint64 as U
 from numba.extending import intrinsic
 
 #: the host has AVX: a max is (v)maxps -- LLVM turns the portable compare + select + store
@@ -151,3 +154,25 @@ add8 = _act_op("add")
 store8s2 = _stride2_op("store")
 max8s2 = _stride2_op("max")
 add8s2 = _stride2_op("add")
+
+
+@njit(cache=True, nogil=True, inline="always")
+def act(v, slope):
+    """One lane of the intrinsics' activation: ``v * slope if v < 0 else v``."""
+    if v < 0:
+        return v * slope
+    return v
+
+
+@njit(cache=True, nogil=True)
+def bias_act_plane(src, sb, rs, h, w, bias, slope, yf, yb):
+    """yf[yb:yb + h*w] = act(plane + bias) for the (h, w) plane of ``src`` at ``sb`` whose rows
+    are ``rs`` apart."""
+    w8 = w - w % 8
+    for iy in range(h):
+        r = U(sb + iy * rs)
+        d = U(yb + iy * w)
+        for i in range(0, w8, 8):
+            store8(yf, d + U(i), src, r + U(i), bias, slope)
+        for i in range(w8, w):
+            yf[d + U(i)] = act(src[r + U(i)] + bias, slope)
