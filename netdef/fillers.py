@@ -31,6 +31,9 @@ def make_filled(shape, settings: dict, rng: np.random.Generator, dtype=np.float3
     if t == "constant":
         out = np.full(shape, settings["value"], dtype=np.float64)
     elif t == "uniform":
+        if settings["min"] > settings["max"]:
+            raise ConfigError(f"{where}uniform filler min ({settings['min']:g}) is larger than "
+                              f"its max ({settings['max']:g})")
         out = rng.uniform(settings["min"], settings["max"], size=shape)
     elif t == "gaussian":
         out = rng.normal(settings["mean"], settings["std"], size=shape)

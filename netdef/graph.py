@@ -79,7 +79,20 @@ def filter_layers(net, state, loc: Locator) -> list[LayerRef]:
             keep = not any(state_meets_rule(state, r) for r in lp.exclude)
         if keep:
             out.append(LayerRef(lp, i))
+    if not out:
+        what = ("defines no layers" if not len(net.layer) else
+                f"has no layer in this state ({_describe_state(state)})")
+        raise loc.error(f"the net {what}")
     return out
+
+
+def _describe_state(state) -> str:
+    parts = [f"phase {pb.Phase.Name(state.phase)}"]
+    if state.level:
+        parts.append(f"level {state.level}")
+    if len(state.stage):
+        parts.append("stages " + ",".join(state.stage))
+    return ", ".join(parts)
 
 
 # -- ordering --------------------------------------------------------------------------------

@@ -105,6 +105,7 @@ class Net:
         named_params: dict[str, int] = {}
         seen_names: dict[str, LayerRef] = {}
         used_shapes: set[str] = set()
+        learnable_names: dict[str, int | None] = {}
 
         for ref in refs:
             lp = ref.param
@@ -174,6 +175,19 @@ class Net:
                 layer.setup(bottoms, tops)
             except NetdefError as e:
                 raise self._layer_error(e, ref, lp) from None
+            if layer.blobs:
+                # weights are saved and copied by layer name: two learnable layers of one
+                # name would write a snapshot that cannot be loaded back (Caffe accepts
+                # duplicate names only harmlessly, e.g. BVLC's autoencoder's two "loss")
+                if lp.name in learnable_names:
+                    l0, _ = self.loc.where(("layer", learnable_names[lp.name]))
+                    at = f" (first at line {l0})" if l0 is not None else ""
+                    raise self.loc.error(
+                        f"another layer with parameters is named '{lp.name}'{at}: weights are "
+                        f"saved and copied by layer name, so rename one (include/exclude "
+                        f"rules may keep one per phase)", self.loc.layer_path(ref, "name"),
+                        layer=lp.name, layer_type=lp.type)
+                learnable_names[lp.name] = ref.index
             # parameters
             owners = []
             need_backward = any(bneed)

@@ -207,3 +207,95 @@ def test_yaml_and_prototxt_same_message(tmp_path):
     d2 = load_net(str(y))
     assert d2.message == d.message
     assert d2.where(("layer", 5)) != (None, None)
+
+
+# --- hostile input: every parser bounded, every failure one ConfigError with a position ---
+
+def _alias_bomb(levels=9):
+    """YAML 'billion laughs': 9 aliases per level, 9**levels leaves once expanded, ~550 bytes."""
+    lines = ["l0: &l0 {name: x}"]
+    for i in range(1, levels + 1):
+        lines.append(f"l{i}: &l{i} {{a: [" + ",".join([f"*l{i - 1}"] * 9) + "]}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text,fmt,message,where", [
+    (_alias_bomb(), "yaml", "once aliases are expanded", (None, None)),
+    ("a: &a {b: *a}\n", "yaml", "an alias refers to a mapping that contains it", (1, 4)),
+    ("layer {" * 3000, "prototxt", "nested deeper than 100 levels", (1, 707)),
+    ("a: {" * 150 + "}" * 150, "yaml", "nested", None),
+    ("{a: " * 3000, "yaml", "nested too deeply", None),
+    ('name: "ab\\x"', "prototxt", "'\\x' must be followed by one or two hex digits", (1, 7)),
+])
+def test_parsers_are_bounded(text, fmt, message, where):
+    with pytest.raises(ConfigError) as e:
+        net_from_text(text, fmt, "net." + fmt)
+    assert message in str(e.value)
+    assert str(e.value).startswith("net." + fmt)
+    if where and where[0] is not None:
+        assert (e.value.line, e.value.col) == where
+
+
+def test_alias_within_budget_still_expands():
+    text = "name: n\nlayer: [&b {name: relu, type: ReLU, bottom: x, top: x}, *b]\n"
+    d = net_from_text(text, "yaml", "n.yaml")
+    assert [l.name for l in d.message.layer] == ["relu", "relu"]
+
+
+@pytest.mark.parametrize("path,message", [
+    ("/dev/zero", "not a regular file"),
+    ("/dev/urandom", "not a regular file"),
+    ("/etc", "is a directory"),
+])
+def test_only_regular_files_are_read(path, message):
+    for load in (load_net, load_solver):
+        with pytest.raises(ConfigError, match=message):
+            load(path)
+    with pytest.raises(ConfigError, match=message):
+        load_net(path, fmt="binary")
+
+
+def test_text_definition_size_is_capped(tmp_path):
+    from netdef.io.files import MAX_TEXT_BYTES
+    big = tmp_path / "big.prototxt"
+    with open(big, "wb") as f:
+        f.truncate(MAX_TEXT_BYTES + 1)       # sparse: costs no disk
+    with pytest.raises(ConfigError, match="too large for a definition file"):
+        load_net(str(big))
+
+
+@pytest.mark.parametrize("text,field", [
+    ('base_lr: nan', "base_lr"),
+    ('base_lr: inf', "base_lr"),
+    ('momentum: -inf', "momentum"),
+    ('weight_decay: 1e39', "weight_decay"),
+])
+def test_solver_floats_must_be_finite(text, field):
+    with pytest.raises(ConfigError) as e:
+        parse_text(text, pb.SolverParameter(), "s.prototxt")
+    assert e.value.field == field and (e.value.line, e.value.col) == (1, len(field) + 3)
+    assert "must be a finite number" in str(e.value)
+
+
+@pytest.mark.parametrize("body,field", [
+    ('param { lr_mult: nan }', "param.lr_mult"),
+    ('loss_weight: inf', "loss_weight"),
+    ('convolution_param { weight_filler { type: "gaussian" std: nan } }',
+     "convolution_param.weight_filler.std"),
+    ('scale_param { filler { value: -inf } }', "scale_param.filler.value"),
+    ('clip_param { min: nan max: 1 }', "clip_param.min"),
+])
+def test_net_floats_must_be_finite(body, field):
+    text = f'layer {{ name: "l" type: "Convolution" {body} }}'
+    with pytest.raises(ConfigError, match="must be a finite number") as e:
+        net_from_text(text, "prototxt", "n.prototxt")
+    assert e.value.field == field and e.value.file == "n.prototxt" and e.value.line == 1
+
+
+def test_infinite_bounds_where_caffe_gives_them_a_meaning():
+    d = net_from_text('layer { name: "c" type: "Clip" clip_param { min: -inf max: inf } }\n'
+                      'layer { name: "t" type: "Threshold" threshold_param { threshold: inf } }',
+                      "prototxt", "n.prototxt")
+    assert d.message.layer[0].clip_param.min == float("-inf")
+    assert d.message.layer[0].clip_param.max == float("inf")
+    assert d.message.layer[1].threshold_param.threshold == float("inf")

@@ -292,3 +292,36 @@ def test_shape_only_net_allocates_nothing():
     net = build(MLP, init_params=False, input_shapes={"x": (100000, 5), "label": (100000,)})
     assert all(b._data is None for b in net.blobs.values())
     assert all(p.blob._data is None for p in net.params)
+
+
+DUP = """
+layer { name: "data" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "a" inner_product_param { num_output: 4 } }
+layer { name: "ip" type: "InnerProduct" bottom: "a" top: "b" %s inner_product_param { num_output: 2 } }
+"""
+
+
+def test_two_learnable_layers_of_one_name_are_refused():
+    with pytest.raises(NetdefError) as e:
+        build(DUP % "")
+    assert (e.value.file, e.value.line, e.value.layer) == ("t.prototxt", 4, "ip")
+    assert "another layer with parameters is named 'ip' (first at line 3)" in str(e.value)
+
+
+def test_same_name_in_other_phases_and_without_parameters_is_fine():
+    net = build(DUP % "include { phase: TRAIN }", TEST)        # one 'ip' per state
+    assert [l.name for l in net.layers] == ["data", "ip"]
+    net = build(DUP.replace('type: "InnerProduct" bottom: "a" top: "b" %s inner_product_param '
+                            '{ num_output: 2 }', 'type: "ReLU" bottom: "a" top: "b"'))
+    assert [l.type for l in net.layers] == ["Input", "InnerProduct", "ReLU"]
+
+
+@pytest.mark.parametrize("text,fmt,message", [
+    ("", "prototxt", "the net defines no layers"),
+    ("name: empty\n", "yaml", "the net defines no layers"),
+    ('layer { name: "d" type: "Input" top: "x" include { phase: TRAIN } '
+     'input_param { shape { dim: 1 } } }', "prototxt", "has no layer in this state (phase TEST)"),
+])
+def test_empty_net_is_an_error(text, fmt, message):
+    with pytest.raises(NetdefError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Net(net_from_text(text, fmt, "t." + fmt), TEST)

@@ -34,6 +34,19 @@ def _ceil_mode_alias(msg, value: bool):
 
 _ALIASES[("PoolingParameter", "ceil_mode")] = (_ceil_mode_alias, FD.TYPE_BOOL)
 
+#: the float fields where Caffe gives +-inf a meaning (a bound that is no bound); NaN is
+#: refused everywhere, and so is +-inf in every other field (lr = nan trains nothing)
+INF_ALLOWED = {("ClipParameter", "min"), ("ClipParameter", "max"),
+               ("ThresholdParameter", "threshold")}
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _field_name(path: tuple) -> str:
+    """``("layer", 3, "exp_param", "base")`` -> ``"exp_param.base"`` (the layer's own view)."""
+    if len(path) > 2 and path[0] in ("layer", "layers") and isinstance(path[1], int):
+        path = path[2:]
+    return ".".join(p for p in path if not isinstance(p, int))
+
 
 class Builder:
     def __init__(self, file: str | None):
@@ -86,6 +99,8 @@ class Builder:
                     raise self.err(f"field '{e.key}' of {desc.name} takes a value, not a "
                                    f"message: write {e.key}: <value>", e.line, e.col)
                 v = self._convert_scalar(e, fd.type, fd, desc.name)
+                if fd.type in _FLOATS:
+                    self._check_finite(v, fd, desc.name, e, sub_path)
                 try:
                     if repeated:
                         getattr(msg, e.key).append(v)
@@ -93,6 +108,18 @@ class Builder:
                         setattr(msg, e.key, v)
                 except (ValueError, TypeError) as ex:  # pragma: no cover - defensive
                     raise self.err(f"bad value for '{e.key}': {ex}", e.line, e.col) from None
+
+    def _check_finite(self, v: float, fd, owner: str, e, path: tuple) -> None:
+        big = fd.type == FD.TYPE_FLOAT and math.isfinite(v) and abs(v) > _FLOAT32_MAX
+        if math.isfinite(v) and not big:
+            return
+        if not math.isnan(v) and (owner, e.key) in INF_ALLOWED:
+            return
+        s = e.value
+        what = "beyond float32's range" if big else f"{s.text}"
+        raise ConfigError(f"field '{e.key}' of {owner} must be a finite number, got {what}",
+                          file=self.file, line=s.line or e.line, col=s.col or e.col,
+                          field=_field_name(path))
 
     def _unknown(self, e, desc) -> ConfigError:
         names = list(desc.fields_by_name)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 
 from ..errors import ConfigError, FileFormatError
+from ..io.files import MAX_TEXT_BYTES, read_regular
 from ..proto import pb
 from .build import build_message
 from .prototxt import parse_prototxt
@@ -56,15 +57,7 @@ class Definition:
 
 
 def _read_text(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise ConfigError("file not found", file=path) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a definition file", file=path) from None
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", file=path) from None
+    raw = read_regular(path, "definition file", MAX_TEXT_BYTES)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -84,11 +77,7 @@ def _load(path: str, message, fmt: str | None) -> Definition:
     path = str(path)
     fmt = fmt or file_format(path)
     if fmt == "binary":
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise ConfigError("file not found", file=path) from None
+        data = read_regular(path, f"binary {message.DESCRIPTOR.name}")
         try:
             message.ParseFromString(data)
         except DecodeError as e:

@@ -11,6 +11,9 @@ import re
 from ..errors import ConfigError
 from .tree import Entry, Message, Scalar
 
+# protobuf's own text-format parser stops at 100 levels of nested messages
+MAX_DEPTH = 100
+
 _TOKEN = re.compile(r"""
     (?P<ws>[ \t\r\f\v]+) |
     (?P<nl>\n) |
@@ -82,6 +85,8 @@ def _unquote(s: str) -> str:
                 j = i + 2
                 while j < len(body) and j < i + 4 and body[j] in "0123456789abcdefABCDEF":
                     j += 1
+                if j == i + 2:
+                    raise ValueError("'\\x' must be followed by one or two hex digits")
                 out.append(chr(int(body[i + 2:j], 16)))
                 i = j
                 continue
@@ -95,6 +100,7 @@ class _Parser:
         self.file = file
         self.toks = list(_tokenize(text, file))
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -147,7 +153,11 @@ class _Parser:
     def _submessage(self, key: _Tok) -> Entry:
         open_tok = self.next()
         close = "}" if open_tok.text == "{" else ">"
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(open_tok, f"messages nested deeper than {MAX_DEPTH} levels")
         entries = self.parse_message(close)
+        self.depth -= 1
         return Entry(key.text, Message(entries, open_tok.line, open_tok.col), key.line, key.col)
 
     def _list(self, key: _Tok) -> list[Entry]:
@@ -172,15 +182,21 @@ class _Parser:
     def _scalar(self) -> Scalar:
         t = self.next()
         if t.kind == "string":
-            parts = [_unquote(t.text)]
+            parts = [self._unquote(t)]
             while self.peek().kind == "string":
-                parts.append(_unquote(self.next().text))
+                parts.append(self._unquote(self.next()))
             return Scalar("".join(parts), "string", t.line, t.col)
         if t.kind == "number":
             return Scalar(t.text, "number", t.line, t.col)
         if t.kind == "ident":
             return Scalar(t.text, "ident", t.line, t.col)
         raise self.error(t, f"expected a value, found {self._describe(t)}")
+
+    def _unquote(self, t: _Tok) -> str:
+        try:
+            return _unquote(t.text)
+        except ValueError as e:
+            raise self.error(t, f"bad escape in string: {e}") from None
 
     @staticmethod
     def _describe(t: _Tok) -> str:

@@ -392,6 +392,13 @@ def solver_problems(p) -> list[tuple[str, str]]:
         return [("type", _unknown_type_message(kind))]
     if p.iter_size < 1:
         bad.append(("iter_size", f"iter_size must be at least 1 (got {p.iter_size})"))
+    for k, n in enumerate(p.test_iter):
+        if n < 0:
+            bad.append(("test_iter", f"test_iter must not be negative (value {k + 1} is {n})"))
+            break
+    if p.average_loss < 1:
+        bad.append(("average_loss", f"average_loss must be at least 1 (got {p.average_loss}; "
+                                    "1 shows each iteration's loss)"))
     if p.regularization_type not in REGULARIZATION_TYPES:
         bad.append(("regularization_type", f"unknown regularization_type "
                                            f"'{p.regularization_type}' (use L2 or L1)"))
