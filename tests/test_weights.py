@@ -86,3 +86,33 @@ def test_save_and_reload_round_trip(tmp_path):
     load_weights(net2, str(out))
     for pa, pb_ in zip(net.params, net2.params):
         np.testing.assert_array_equal(pa.blob.data, pb_.blob.data)
+
+
+def test_weights_log_copied_and_ignored_layers_as_caffe(caplog):
+    net = deploy(1)
+    with caplog.at_level("INFO", logger="netdef.weights"):
+        load_weights(net, os.path.join(LENET, "lenet_iter_10000.caffemodel"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert "Copying source layer conv1 Type:Convolution #blobs=2" in lines
+    assert "Copying source layer ip2 Type:InnerProduct #blobs=2" in lines
+    assert "Ignoring source layer mnist" in lines            # the TRAIN data layer
+    assert "Ignoring source layer loss" in lines
+
+
+def test_weights_matching_no_layer_are_an_error(tmp_path):
+    from netdef.config import net_from_text
+    from netdef.errors import ConfigError
+    net = Net(net_from_text('layer { name: "d" type: "Input" top: "x" input_param { shape { '
+                            'dim: 1 dim: 4 } } }\nlayer { name: "fc" type: "InnerProduct" '
+                            'bottom: "x" top: "y" inner_product_param { num_output: 2 } }'), TEST)
+    w = os.path.join(LENET, "lenet_iter_10000.caffemodel")
+    with pytest.raises(ConfigError, match=r"matches a layer of the net with parameters \(fc\)"):
+        load_weights(net, w)
+
+
+@pytest.mark.parametrize("path,message", [("/etc", "is a directory"),
+                                          ("/dev/zero", "not a regular file")])
+def test_weights_must_be_a_regular_file(path, message):
+    from netdef.errors import ConfigError
+    with pytest.raises(ConfigError, match=message):
+        load_caffemodel(path)

@@ -5,12 +5,16 @@ legacy files (V0/V1 layers, 4-D ``num/channels/height/width`` blob shapes) load 
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..config.loader import load_net
 from ..config.writer import write_atomic
-from ..errors import FileFormatError, ShapeError
+from ..errors import ConfigError, FileFormatError, ShapeError
 from ..proto import pb
+
+log = logging.getLogger("netdef.weights")
 
 
 def blob_proto_shape(bp) -> tuple[int, ...]:
@@ -87,8 +91,10 @@ def copy_trained_layers(net, source, file: str | None = None) -> list[str]:
     copied = []
     for lp in source.layer:
         if lp.name not in net.layer_index or not len(lp.blobs):
+            log.info("Ignoring source layer %s", lp.name)
             continue
         layer = net.layers[net.layer_index[lp.name]]
+        log.info("Copying source layer %s Type:%s #blobs=%d", lp.name, lp.type, len(lp.blobs))
         if len(lp.blobs) != len(layer.blobs):
             raise ShapeError(
                 f"the weights have {len(lp.blobs)} blobs for this layer but the net's "
@@ -118,6 +124,12 @@ def load_weights(net, paths) -> list[str]:
     copied = []
     for p in paths:
         copied += copy_trained_layers(net, load_caffemodel(p), p)
+    learnable = [l.name for l in net.layers if l.blobs]
+    if paths and learnable and not copied:
+        shown = ", ".join(learnable[:5]) + (", ..." if len(learnable) > 5 else "")
+        raise ConfigError(f"no layer of the weights matches a layer of the net with "
+                          f"parameters ({shown}) by name: nothing was copied; check that "
+                          f"these weights belong to this net", file=",".join(paths))
     return copied
 
 
