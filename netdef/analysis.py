@@ -38,6 +38,8 @@ class NetStats:
     flops: int
     activation_bytes: int
     param_bytes: int
+    #: layers left out because their shapes need a Python layer's module: [name, type]
+    unknown: list[list[str]] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -79,7 +81,8 @@ def analyze(net) -> NetStats:
         outputs={n: list(net.blobs[n].shape) for n in net.output_names},
         inputs={n: list(net.blobs[n].shape) for n in net.input_names},
         learnable_params=total_params, stat_params=total_stats, flops=total_flops,
-        activation_bytes=total_act, param_bytes=(total_params + total_stats) * itemsize)
+        activation_bytes=total_act, param_bytes=(total_params + total_stats) * itemsize,
+        unknown=[list(u) for u in getattr(net, "unknown_layers", [])])
 
 
 def human(n: float, unit: str = "") -> str:
@@ -114,6 +117,8 @@ def format_table(s: NetStats) -> str:
                              human_bytes(l.activation_bytes) if l.activation_bytes else ""))
             else:
                 rows.append(("", "", shape_s, "", "", ""))
+    for name, typ in s.unknown:
+        rows.append((name, typ, "?", "?", "?", "?"))
     widths = [max(len(r[c]) for r in rows) for c in range(6)]
     lines = []
     for n, r in enumerate(rows):
@@ -130,4 +135,8 @@ def format_table(s: NetStats) -> str:
     lines.append(f"forward FLOPs: {human(s.flops)} ({s.flops:,})")
     lines.append(f"activation memory (forward, data only): {human_bytes(s.activation_bytes)}")
     lines.append(f"outputs: {outs or 'none'}")
+    if s.unknown:
+        lines.append(f"unknown: {len(s.unknown)} layers, left out of the totals: their shapes "
+                     f"need a Python layer's module, which summary does not import (give its "
+                     f"tops with --input-shape TOP=N,C,H,W, or --allow-python-layers)")
     return "\n".join(lines)

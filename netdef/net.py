@@ -106,6 +106,10 @@ class Net:
         seen_names: dict[str, LayerRef] = {}
         used_shapes: set[str] = set()
         learnable_names: dict[str, int | None] = {}
+        #: shape-only nets (summary): layers whose tops cannot be known without running a
+        #: Python layer's module (and every layer after one), left out of the net
+        self.unknown_layers: list[tuple[str, str]] = []
+        unknown_blobs: set[str] = set()
 
         for ref in refs:
             lp = ref.param
@@ -135,6 +139,12 @@ class Net:
             if self.definition is not None and self.definition.file:
                 import os
                 layer.base_dir = os.path.dirname(os.path.abspath(self.definition.file))
+            if self._shape_unknown(layer, lp, unknown_blobs, used_shapes):
+                self.unknown_layers.append((lp.name, lp.type))
+                unknown_blobs.update(lp.top)
+                for t in lp.top:
+                    available.pop(t, None)
+                continue
             # bottoms
             bottoms, bnames, bneed = [], [], []
             for j, b in enumerate(lp.bottom):
@@ -276,6 +286,21 @@ class Net:
         self.layer_index = {}
         for i, n in enumerate(self.layer_names):
             self.layer_index.setdefault(n, i)
+
+    def _shape_unknown(self, layer, lp, unknown_blobs: set, used: set) -> bool:
+        """True for a layer left out of a shape-only net: a Python layer that was not imported
+        (SKIP) and whose tops --input-shape does not give, or a layer reading such a top."""
+        if any(b in unknown_blobs for b in lp.bottom):
+            return True
+        if not getattr(layer, "skipped", False):
+            return False
+        if all(t in self.input_shapes for t in lp.top):
+            used.update(lp.top)
+            return False
+        if len(lp.top) and len(lp.loss_weight) == len(lp.top) and all(lp.loss_weight):
+            layer.input_shapes = {t: () for t in lp.top}     # a loss: scalars
+            return False
+        return True
 
     def _apply_input_shapes(self, lp, used: set):
         """--input-shape overrides the shape of an Input layer's top."""

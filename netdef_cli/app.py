@@ -26,6 +26,31 @@ def user_errors(fn):
     return wrapper
 
 
+def python_layers_option(runs_by_default: bool):
+    """The switch for Python layers (user code from the model's folder). Commands that run the
+    net import them, as Caffe does, unless ``--no-python-layers``; commands that only read a
+    definition (summary) import nothing unless ``--allow-python-layers``."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, python_layers_flag=False, **kwargs):
+            from netdef.layers.python_layer import REFUSE, RUN, SKIP, python_layers_mode
+            if runs_by_default:
+                mode = REFUSE if python_layers_flag else RUN
+                hint = "drop --no-python-layers to run them"
+            else:
+                mode, hint = (RUN if python_layers_flag else SKIP), None
+            with python_layers_mode(mode, hint):
+                return fn(*args, **kwargs)
+        if runs_by_default:
+            return click.option("--no-python-layers", "python_layers_flag", is_flag=True,
+                                help="refuse a net with Python layers instead of importing "
+                                     "their modules")(wrapper)
+        return click.option("--allow-python-layers", "python_layers_flag", is_flag=True,
+                            help="import Python layers' modules to infer their shapes (runs "
+                                 "their setup and reshape)")(wrapper)
+    return deco
+
+
 def parse_input_shapes(ctx, param, values) -> dict:
     shapes = {}
     for v in values:

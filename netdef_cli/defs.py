@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .app import PHASE, cli, parse_input_shapes, user_errors
+from .app import PHASE, cli, parse_input_shapes, python_layers_option, user_errors
 
 
 @cli.command()
@@ -19,9 +19,11 @@ from .app import PHASE, cli, parse_input_shapes, user_errors
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True, help="for memory figures")
+@python_layers_option(runs_by_default=False)
 @user_errors
 def summary(net, phase, level, stages, input_shapes, as_json, dtype):
-    """Shapes, learnable parameters, FLOPs and memory of NET, per layer, without running it."""
+    """Shapes, learnable parameters, FLOPs and memory of NET, per layer, without running it
+    (Python layers' modules are not imported unless --allow-python-layers)."""
     from netdef.analysis import analyze, format_table
     from netdef.config import load_net
     from netdef.net import PHASES, Net

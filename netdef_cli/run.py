@@ -7,7 +7,7 @@ from contextlib import nullcontext
 
 import click
 
-from .app import PHASE, cli, parse_input_shapes, user_errors
+from .app import PHASE, cli, parse_input_shapes, python_layers_option, user_errors
 from .progress import for_command
 
 EFFECT = click.Choice(["snapshot", "stop", "none"])
@@ -72,6 +72,7 @@ def _check_gpu(gpu, mode_gpu: bool = False, device_id: int = 0):
 @click.option("--check-sync", type=int, default=0, metavar="N",
               help="under MPI: verify every N iterations that all ranks hold the same weights")
 @progress_option
+@python_layers_option(runs_by_default=True)
 @user_errors
 def train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint, sighup,
           dtype, overrides, progress, check_sync):
@@ -209,6 +210,7 @@ def _model_net(model, weights, phase, level, stages, input_shapes, dtype):
               metavar="BLOB=N,C,H,W")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON object of the means")
 @progress_option
+@python_layers_option(runs_by_default=True)
 @user_errors
 def test(model, weights, iterations, gpu, level, stages, input_shapes, as_json, progress):
     """Score a model: forward passes in the TEST phase, per-batch and mean outputs."""
@@ -267,6 +269,7 @@ def test(model, weights, iterations, gpu, level, stages, input_shapes, as_json, 
               metavar="BLOB=N,C,H,W")
 @click.option("--weights", default="")
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON object of the times")
+@python_layers_option(runs_by_default=True)
 @user_errors
 def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights, as_json):
     """Benchmark per-layer forward and backward times (data layers are fed random data)."""

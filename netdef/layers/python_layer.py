@@ -18,9 +18,11 @@ A module written for pycaffe (``import caffe`` and ``class L(caffe.Layer)``) wor
 while it is imported, and only when no real ``caffe`` package is installed, ``import caffe``
 finds a small stand-in offering ``caffe.Layer``, ``caffe.TRAIN`` and ``caffe.TEST``.
 
-Running user code is opt-in for files that come from elsewhere: :func:`set_allow_python_layers`
-/ :func:`python_layers_allowed` switch it off (the deploy loader does, unless
-``--allow-python-layers`` is given); a Python layer then refuses to be constructed.
+Running user code is the user's choice (:func:`set_python_layer_mode`): RUN where the user runs
+the net (train, test, time, pycaffe; the module's file is logged), REFUSE for files from
+elsewhere (the deploy loader, unless ``--allow-python-layers``; ``--no-python-layers``) -- a
+Python layer then refuses to be constructed -- and SKIP where nothing should run (summary):
+no module is imported and the layer's tops are unknown unless ``--input-shape`` gives them.
 """
 from __future__ import annotations
 
@@ -38,30 +40,58 @@ from .registry import register_layer
 
 log = logging.getLogger(__name__)
 
-_ALLOW = True
+#: what a Python layer does when a net is built: RUN imports its module and runs it (train,
+#: test, time, pycaffe: as Caffe does), REFUSE raises (frozen files, --no-python-layers), SKIP
+#: imports nothing and leaves its tops' shapes unknown unless --input-shape gives them
+#: (summary: shape inference must not run code from the model's folder)
+RUN, REFUSE, SKIP = "run", "refuse", "skip"
+_MODE = RUN
+_DEFAULT_HINT = "pass --allow-python-layers to run them"
+_HINT = _DEFAULT_HINT
+
+
+def python_layer_mode() -> str:
+    return _MODE
+
+
+def set_python_layer_mode(mode: str, hint: str | None = None) -> tuple[str, str]:
+    """Set RUN, REFUSE or SKIP process-wide (``hint``: what the refusal tells the user to do);
+    returns the previous (mode, hint)."""
+    global _MODE, _HINT
+    if mode not in (RUN, REFUSE, SKIP):
+        raise ValueError(f"unknown Python layer mode {mode!r}")
+    prev = (_MODE, _HINT)
+    _MODE, _HINT = mode, hint or _DEFAULT_HINT
+    return prev
+
+
+@contextlib.contextmanager
+def python_layers_mode(mode: str, hint: str | None = None):
+    prev = set_python_layer_mode(mode, hint)
+    try:
+        yield
+    finally:
+        set_python_layer_mode(*prev)
 
 
 def allow_python_layers() -> bool:
     """Whether Python layers may import and run user modules (default True)."""
-    return _ALLOW
+    return _MODE == RUN
 
 
 def set_allow_python_layers(allow: bool) -> bool:
-    """Allow or forbid Python layers process-wide; returns the previous setting."""
-    global _ALLOW
-    prev, _ALLOW = _ALLOW, bool(allow)
-    return prev
+    """Allow (RUN) or forbid (REFUSE) Python layers process-wide; returns whether they were
+    allowed."""
+    prev, _ = set_python_layer_mode(RUN if allow else REFUSE)
+    return prev == RUN
 
 
 @contextlib.contextmanager
 def python_layers_allowed(allow: bool):
     """``with python_layers_allowed(False): Net(...)`` builds a net that must not run user
     code (a Python layer then raises ConfigError)."""
-    prev = set_allow_python_layers(allow)
-    try:
+    with python_layers_mode(RUN if allow else REFUSE):
         yield
-    finally:
-        set_allow_python_layers(prev)
 
 
 # -- what the user's class sees ------------------------------------------------------------------
@@ -197,11 +227,12 @@ class PythonLayer(Layer):
         pp = param.python_param
         self.module_name = pp.module
         self.class_name = pp.layer
-        if not _ALLOW:
+        if _MODE == REFUSE:
             raise ConfigError(
-                f"this model contains Python layers (module '{pp.module}'); pass "
-                f"--allow-python-layers to run them", layer=self.name, layer_type="Python",
-                field="python_param.module")
+                f"this model contains Python layers (module '{pp.module}'); {_HINT}",
+                layer=self.name, layer_type="Python", field="python_param.module")
+        #: SKIP: nothing imported; the tops' shapes come from --input-shape or stay unknown
+        self.skipped = _MODE == SKIP
         self.user = None
 
     # -- loading -----------------------------------------------------------------------------
@@ -236,6 +267,8 @@ class PythonLayer(Layer):
             raise self.config_error(f"importing Python module '{mod}' failed: "
                                     f"{type(e).__name__}: {e}", field="python_param.module") \
                 from e
+        log.info("Python layer '%s': imported module '%s' from %s", self.name, mod,
+                 getattr(module, "__file__", None) or "(built in)")
         klass = getattr(module, cls, None)
         if klass is None or not callable(klass):
             found = sorted(k for k, v in vars(module).items()
@@ -273,6 +306,8 @@ class PythonLayer(Layer):
     # -- contract ------------------------------------------------------------------------------
     def layer_setup(self, bottom, top):
         self._shape_only_fallback = False
+        if self.skipped:
+            return
         try:
             klass = self._load_class()
         except ConfigError as e:
@@ -288,6 +323,10 @@ class PythonLayer(Layer):
         self._call("setup", [PyBlob(b) for b in bottom], [PyBlob(t) for t in top])
 
     def reshape(self, bottom, top):
+        if self.skipped:
+            for t, name in zip(top, self.param.top):
+                t.reshape(self.input_shapes[name])
+            return
         if self._shape_only_fallback:
             for t in top:
                 t.reshape(())
