@@ -19,8 +19,9 @@ from ..config.loader import Definition, load_net
 from ..errors import ConfigError, FileFormatError, NetdefError
 from ..io.hdf5_snapshot import (is_hdf5, load_solverstate_h5, save_caffemodel_h5,
                                 save_solverstate_h5)
-from ..io.weights import (blob_proto_array, copy_trained_layers, load_caffemodel,
-                          save_caffemodel, to_blob_proto)
+from ..io.files import read_regular
+from ..io.weights import (blob_proto_array, blob_proto_shape, copy_trained_layers,
+                          load_caffemodel, save_caffemodel, shape_matches, to_blob_proto)
 from ..config.writer import write_atomic
 from ..layers.base import TEST, TRAIN
 from ..net import Net
@@ -37,6 +38,14 @@ def _rng_state(rng: np.random.Generator) -> bytes:
 
 def _set_rng_state(rng: np.random.Generator, raw: bytes) -> None:
     rng.bit_generator.state = json.loads(raw.decode())
+
+
+def _check_rng_state(raw: bytes, bad, whose: str) -> None:
+    """Raise ``bad(...)`` unless ``raw`` is an RNG state numpy accepts."""
+    try:
+        _set_rng_state(np.random.default_rng(0), raw)
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError, OverflowError):
+        raise bad(f"{whose} RNG state is corrupt") from None
 
 
 class Solver:
@@ -379,28 +388,59 @@ class Solver:
         return states[1:] if self.mpi.rank == 0 else []
 
     def restore(self, path: str) -> None:
+        """Resume from a .solverstate (or .solverstate.h5). The whole state is checked before
+        any of it is applied -- solver type, RNG state, history count and shapes, the learned
+        net -- and a bad one is one error naming the snapshot and what is wrong."""
         state = pb.SolverState()
         try:
             if is_hdf5(path):
                 state = load_solverstate_h5(path)
             else:
-                with open(path, "rb") as f:
-                    state.ParseFromString(f.read())
-        except FileNotFoundError:
-            raise ConfigError("snapshot file not found", file=path) from None
+                state.ParseFromString(read_regular(path, "solver state"))
         except NetdefError:
             raise
         except Exception as e:  # DecodeError
             raise FileFormatError(f"not a valid .solverstate ({e})", file=path) from None
+
+        def bad(msg):
+            return FileFormatError(f"cannot resume from this snapshot: {msg}", file=path)
+
+        ext = state.netdef_resume
+        if ext.solver_type and ext.solver_type != self.param.type:
+            raise bad(f"it was written by a {ext.solver_type} solver, this one is "
+                      f"{self.param.type} (type)")
+        if state.iter < 0 or state.current_step < 0:
+            raise bad(f"iteration {state.iter} / step {state.current_step} is negative")
+        if ext.HasField("rng_state"):
+            _check_rng_state(ext.rng_state, bad, "the solver's")
+        for c in ext.data_cursor:
+            if c.layer.endswith("/solver"):
+                _check_rng_state(c.rng_state, bad, f"'{c.layer}'")
+        if len(state.history) != len(self.history):
+            raise bad(f"it holds {len(state.history)} history blobs but a {self.param.type} "
+                      f"solver of this net needs {len(self.history)}")
+        names = [f"{pi.layer}[{pi.index}]" for pi in self.params]
+        for j, (h, bp) in enumerate(zip(self.history, state.history)):
+            owner = names[j % len(names)] if names else "?"
+            if not shape_matches(bp, h.shape):
+                raise bad(f"history blob {j} ({owner}) has shape {list(blob_proto_shape(bp))}"
+                          f" but the net needs {list(h.shape)}")
+            n = len(bp.double_data) or len(bp.data)
+            if n != h.size:
+                raise bad(f"history blob {j} ({owner}) holds {n} values but its shape needs "
+                          f"{h.size} (truncated file?)")
         learned = state.learned_net
-        if learned and not os.path.exists(learned):
+        if not learned:
+            raise bad("it names no learned_net (the .caffemodel written with it)")
+        if not os.path.exists(learned):
             alt = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.basename(learned))
             learned = alt
-        copy_trained_layers(self.net, load_caffemodel(learned), learned)
-        if len(state.history) != len(self.history):
-            raise FileFormatError(f"the state holds {len(state.history)} history blobs but a "
-                                  f"{self.param.type} solver of this net needs "
-                                  f"{len(self.history)}", file=path)
+        try:
+            copied = copy_trained_layers(self.net, load_caffemodel(learned), learned)
+        except NetdefError as e:
+            raise bad(f"its learned_net {state.learned_net!r}: {e}") from None
+        if self.params and not copied:
+            raise bad(f"its learned_net {state.learned_net!r} matches no layer of this net")
         for h, bp in zip(self.history, state.history):
             h[...] = blob_proto_array(bp, h.shape)
         if self.device is not None:
