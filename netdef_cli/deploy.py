@@ -101,10 +101,11 @@ def _load_input(path: str, pred):
         from PIL import Image
     except ImportError:
         raise ConfigError("reading images needs Pillow (pip install pillow)") from None
+    from netdef.data.datum import open_image
     shape = pred.input_shape()
     c, h, w = shape[1:]
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im = im.convert("L" if c == 1 else "RGB")
             model = pred.model.deploy.input[0]
             th, tw = h, w
@@ -133,13 +134,20 @@ def _load_input(path: str, pred):
               show_default=True)
 @click.option("--allow-python-layers", is_flag=True,
               help="load Python layers (only for files you trust)")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="refuse larger images before decoding them (default 89,478,485, Pillow's)")
 @user_errors
-def predict(model, inputs, top_k, output_name, as_json, backend, allow_python_layers):
+def predict(model, inputs, top_k, output_name, as_json, backend, allow_python_layers,
+            max_pixels):
     """Classify images (PNG/JPEG) or .npy arrays with a frozen model."""
     import numpy as np
 
     from netdef.deploy import load
     from netdef.errors import ConfigError
+
+    if max_pixels is not None:
+        from netdef.data.datum import set_max_pixels
+        set_max_pixels(max_pixels)
 
     pred = load(model, backend=backend, allow_python_layers=allow_python_layers)
     name = output_name or pred.outputs[0]

@@ -541,3 +541,45 @@ def test_image_list_errors(tmp_path):
         ImageListSource(tmp_path / "notimg.txt").read(1)
     with pytest.raises(ValueError, match="rng"):
         ImageListSource(lst, shuffle=True)
+
+
+def _png_header_only(w, h):
+    """A PNG that declares w x h grey pixels and holds none: what a decompression bomb shows
+    the decoder before it allocates."""
+    import struct
+    import zlib
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("w,h", [(10000, 10000), (20000, 10000)])   # Pillow warns / raises
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, w, h):
+    from netdef.data.datum import MAX_PIXELS, decode_image, open_image
+    from netdef.errors import FileFormatError
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header_only(w, h))
+    assert w * h > MAX_PIXELS
+    with pytest.raises(FileFormatError, match="over the limit|more than 89,478,485 pixels") as e:
+        open_image(str(path))
+    assert e.value.file == str(path) and "--max-pixels" in str(e.value)
+    with pytest.raises(FileFormatError, match="^x.png: "):
+        decode_image(path.read_bytes(), name="x.png")
+
+
+def test_max_pixels_limit_is_adjustable(tmp_path):
+    from netdef.data import datum
+    from netdef.errors import FileFormatError
+    path = tmp_path / "small.png"
+    path.write_bytes(datum.encode_image(np.zeros((1, 40, 50), np.uint8)))
+    prev = datum.set_max_pixels(40 * 50 - 1)
+    try:
+        with pytest.raises(FileFormatError, match="50x40 = 2,000 pixels, over the limit of 1,999"):
+            datum.open_image(str(path))
+        datum.set_max_pixels(40 * 50)
+        assert datum.open_image(str(path)).size == (50, 40)
+    finally:
+        datum.set_max_pixels(prev)

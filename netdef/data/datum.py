@@ -17,6 +17,7 @@ transformer does ("Image data type must be unsigned byte").
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 
@@ -91,11 +92,41 @@ def pil_to_array(img, color: bool | None = None, *, name: str = "image") -> np.n
     return np.ascontiguousarray(a, dtype=np.uint8)
 
 
-def open_image(fp, color: bool | None = None):
-    """``PIL.Image.open`` + load.  A JPEG wanted in grey is decoded straight to its luma
-    channel, as libjpeg does for OpenCV's IMREAD_GRAYSCALE."""
+#: the most pixels an image may have before it is decoded (Pillow's own default limit; a
+#: 10 KB PNG can declare 50,000 x 50,000 pixels): set_max_pixels / --max-pixels raise it
+MAX_PIXELS = 89_478_485
+
+
+def set_max_pixels(n: int) -> int:
+    """Allow images of up to ``n`` pixels; returns the previous limit."""
+    global MAX_PIXELS
+    prev, MAX_PIXELS = MAX_PIXELS, int(n)
     Image = _pil()
-    img = Image.open(fp)
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS        # Pillow's own bomb check follows
+    return prev
+
+
+def open_image(fp, color: bool | None = None):
+    """``PIL.Image.open`` + load, refusing images over :data:`MAX_PIXELS` before decoding them.
+    A JPEG wanted in grey is decoded straight to its luma channel, as libjpeg does for
+    OpenCV's IMREAD_GRAYSCALE."""
+    Image = _pil()
+    name = fp if isinstance(fp, str) else None
+    try:
+        with warnings.catch_warnings():     # the limit below decides, not Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+    except Image.DecompressionBombError:
+        raise FileFormatError(f"the image has more than {MAX_PIXELS:,} pixels (a "
+                              f"decompression bomb?); --max-pixels raises the limit",
+                              file=name) from None
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        img.close()
+        raise FileFormatError(f"the image is {w}x{h} = {w * h:,} pixels, over the limit of "
+                              f"{MAX_PIXELS:,} (a decompression bomb?); --max-pixels raises it",
+                              file=name)
     if color is False and img.format == "JPEG" and img.mode in ("RGB", "YCbCr"):
         img.draft("L", img.size)
     img.load()
@@ -107,6 +138,8 @@ def decode_image(data: bytes, color: bool | None = None, *, name: str = "image")
     _pil()
     try:
         img = open_image(io.BytesIO(data), color)
+    except FileFormatError as e:
+        raise FileFormatError(f"{name}: {e.message}") from None
     except Exception as e:  # PIL.UnidentifiedImageError, OSError on truncated data...
         raise FileFormatError(f"{name}: cannot decode the image ({e})") from None
     return pil_to_array(img, color, name=name)
