@@ -230,7 +230,8 @@ def test_lmdb_source_errors(tmp_path):
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "data.mdb").write_bytes(b"\x00" * 5000)
-    with pytest.raises(FileFormatError, match="not a readable LMDB"):
+    with pytest.raises(FileFormatError,
+                       match=r"not an LMDB: data.mdb \(5,000 bytes\) has no LMDB meta page"):
         LMDBSource(junk)
     write_lmdb(tmp_path / "none", [])
     with pytest.raises(FileFormatError, match="no records"):

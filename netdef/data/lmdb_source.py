@@ -46,12 +46,43 @@ _ENVS: dict[str, list] = {}
 _ENVS_LOCK = threading.Lock()
 
 
+def check_lmdb_size(path: str) -> None:
+    """Refuse an LMDB whose data.mdb is shorter than its own meta page says: LMDB maps the
+    file and reads pages past its end as memory, so a truncated copy kills the process with
+    SIGBUS instead of raising. The newer of the two meta pages (pages 0 and 1: magic
+    0xBEEFC0DE, page size in the free DB's md_pad, the last page used, the transaction id)
+    gives the size the file must have."""
+    import struct
+    mdb = os.path.join(path, "data.mdb")
+    size = os.path.getsize(mdb)
+    with open(mdb, "rb") as f:
+        head = f.read(2 * 65536)
+    metas = []
+    for base in {0, *(struct.unpack_from("<I", head, 40) if len(head) >= 44 else ())}:
+        if len(head) < base + 152:
+            continue
+        magic, version = struct.unpack_from("<II", head, base + 16)
+        psize, = struct.unpack_from("<I", head, base + 40)
+        last_pg, txnid = struct.unpack_from("<QQ", head, base + 136)
+        if magic == 0xBEEFC0DE and psize >= 512 and psize & (psize - 1) == 0:
+            metas.append((txnid, last_pg, psize))
+    if not metas:
+        raise FileFormatError(f"not an LMDB: data.mdb ({size:,} bytes) has no LMDB meta page "
+                              f"(a truncated or foreign file?)", file=path)
+    _, last_pg, psize = max(metas)
+    need = (last_pg + 1) * psize
+    if size < need:
+        raise FileFormatError(f"truncated LMDB: data.mdb holds {size:,} bytes but its pages "
+                              f"need {need:,} (an interrupted copy or download?)", file=path)
+
+
 def _acquire_env(path: str):
     lmdb = _lmdb()
     key = os.path.realpath(path)
     with _ENVS_LOCK:
         entry = _ENVS.get(key)
         if entry is None:
+            check_lmdb_size(path)
             # As Caffe: read-only; no lock file (works on read-only media), no readahead.
             env = lmdb.open(path, readonly=True, lock=False, readahead=False,
                             max_readers=126, subdir=True)
