@@ -23,6 +23,10 @@ def user_errors(fn):
         except NetdefError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(EXIT_USER_ERROR)
+        except MemoryError:
+            click.echo("error: out of memory (the net, its data or a file needs more than "
+                       "this process can allocate: lower the batch size)", err=True)
+            sys.exit(EXIT_USER_ERROR)
     return wrapper
 
 

@@ -187,13 +187,16 @@ def apply_overrides(message, overrides) -> None:
         message.MergeFrom(tmp)
 
 
-def _model_net(model, weights, phase, level, stages, input_shapes, dtype):
+def _model_net(model, weights, phase, level, stages, input_shapes, dtype, backward=False):
     from netdef.config import load_net
     from netdef.io.weights import load_weights
+    from netdef.memcheck import check, preflight_net
     from netdef.net import Net
 
-    net = Net(load_net(model), phase, level=level, stages=_stages(stages), dtype=dtype,
-              input_shapes=input_shapes)
+    d = load_net(model)
+    kw = dict(level=level, stages=_stages(stages), dtype=dtype, input_shapes=input_shapes)
+    check([preflight_net(d, phase, backward=backward, **kw)], "this net", file=model)
+    net = Net(d, phase, **kw)
     if weights:
         load_weights(net, weights)
     return net
@@ -285,7 +288,7 @@ def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights
     log = logging.getLogger("netdef.time")
     gid = _check_gpu(gpu)
     net = _model_net(model, weights, PHASES[phase.upper()], level, stages, input_shapes,
-                     "float32")
+                     "float32", backward=True)
     dev = net.to_device(gid) if gid is not None else None
     rng = np.random.default_rng(0)
     data_layers = set()

@@ -67,6 +67,7 @@ class Solver:
         self.current_step = 0
         self.requested_stop = False
         self.requested_snapshot = False
+        self._preflight(level, stages)
         self.net = self._train_net(level, stages)
         # rank 0 alone tests (and logs and snapshots)
         self.test_nets = self._test_nets() if self.mpi.rank == 0 else []
@@ -119,7 +120,24 @@ class Solver:
                    stages=list(state.stage) + list(stages), dtype=self.dtype,
                    input_shapes=self.input_shapes, rng=self.rng)
 
-    def _test_nets(self):
+    def _preflight(self, level, stages) -> None:
+        """Refuse (one line) nets that need more memory than there is, before allocating."""
+        from ..memcheck import check, preflight_net
+        p = self.param
+        state = p.train_state
+        kw = dict(dtype=self.dtype, input_shapes=self.input_shapes)
+        needs = [preflight_net(self._net_definition("train"), TRAIN, backward=True,
+                               history=self.rule.history_count,
+                               level=level if level is not None else state.level,
+                               stages=list(state.stage) + list(stages), **kw)]
+        if self.mpi.rank == 0:
+            for d, st in self._test_defs():
+                needs.append(preflight_net(d, TEST, backward=False, level=st.level,
+                                           stages=list(st.stage), **kw))
+        check(needs, "training", file=self.file)
+
+    def _test_defs(self) -> list:
+        """(definition, NetState) of each test net."""
         p = self.param
         defs = []
         for i, tn in enumerate(p.test_net_param):
@@ -139,10 +157,17 @@ class Solver:
         if len(p.test_state) not in (0, 1, len(defs)):
             raise ConfigError("test_state must be given once or once per test net",
                               file=self.file)
-        nets = []
+        out = []
         for i, d in enumerate(defs):
             st = p.test_state[i if len(p.test_state) > 1 else 0] if len(p.test_state) \
                 else pb.NetState()
+            out.append((d, st))
+        return out
+
+    def _test_nets(self):
+        p = self.param
+        nets = []
+        for d, st in self._test_defs():
             net = Net(d, TEST, level=st.level, stages=list(st.stage), dtype=self.dtype,
                       input_shapes=self.input_shapes, rng=self.rng, init_params=True)
             self._share_weights(net)
