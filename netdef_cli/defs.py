@@ -62,13 +62,14 @@ KIND = click.Choice(["auto", "net", "solver"])
 
 
 def _write(message, out: str) -> None:
-    from netdef.config import file_format, to_text, write_atomic
+    from netdef.config import file_format, to_text
+    from netdef.io.files import write_file
 
     fmt = file_format(out)
     if fmt == "binary":
-        write_atomic(out, message.SerializeToString())
+        write_file(out, message.SerializeToString())
     else:
-        write_atomic(out, to_text(message, fmt))
+        write_file(out, to_text(message, fmt))
 
 
 @cli.command()

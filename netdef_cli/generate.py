@@ -55,7 +55,7 @@ def generate(name, variant, kind, data, net_path, fmt, output):
     """Write NAME's definition: resnet, vgg, googlenet, squeezenet, mobilenet, densenet
     (a variant may be glued on: resnet152, vgg_19, squeezenet_v1.1)."""
     from netdef import zoo
-    from netdef.config.writer import write_atomic
+    from netdef.io.files import write_file as write_atomic
     fam, variant = _resolve(name, variant)
     if fmt is None:
         fmt = "yaml" if output and output.lower().endswith((".yaml", ".yml")) else "prototxt"

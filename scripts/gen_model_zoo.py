@@ -7,7 +7,7 @@
 import os
 import sys
 
-from netdef.config.writer import write_atomic
+from netdef.io.files import write_file as write_atomic
 from netdef.zoo import MODELS, zoo_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,8 @@ from google.protobuf import text_format
 
 from ..errors import ConfigError
 from ..proto import pb
-from .frozen import FrozenModel, _atomic_write
+from ..io.files import write_file
+from .frozen import FrozenModel
 
 #: layer types of BVLC Caffe (master, 2020) that can appear in a deploy net
 CAFFE_TYPES = {
@@ -56,7 +57,7 @@ def preprocessing_comment(fm: FrozenModel) -> str:
 def export_caffe(fm: FrozenModel, prototxt: str, caffemodel: str) -> dict:
     definition = caffe_net(fm, blobs=False)
     weights = caffe_net(fm, blobs=True)
-    _atomic_write(prototxt, (preprocessing_comment(fm)
+    write_file(prototxt, (preprocessing_comment(fm)
                              + text_format.MessageToString(definition)).encode("utf-8"))
-    _atomic_write(caffemodel, weights.SerializeToString())
+    write_file(caffemodel, weights.SerializeToString())
     return {"layers": len(definition.layer)}

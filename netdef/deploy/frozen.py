@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
 from ..errors import FileFormatError
+from ..io.files import write_file
 from ..proto import pb
 
 FORMAT_VERSION = 1
@@ -37,19 +37,7 @@ FORBIDDEN_TYPES = {"Data", "ImageData", "HDF5Data", "HDF5Output", "WindowData", 
 PYTHON_TYPES = {"Python"}
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+_atomic_write = write_file      # (export_onnx's name for it until it imports write_file)
 
 
 def encode(net_param, deploy) -> bytes:
@@ -72,7 +60,7 @@ def encode(net_param, deploy) -> bytes:
 def write_frozen(path: str, net_param, deploy) -> int:
     """Write a frozen model to ``path`` atomically; returns its size in bytes."""
     data = encode(net_param, deploy)
-    _atomic_write(path, data)
+    write_file(path, data)
     return len(data)
 
 

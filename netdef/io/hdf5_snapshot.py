@@ -17,12 +17,12 @@ blobs, SolverState), so everything downstream is shared.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
 from ..errors import ConfigError, FileFormatError
 from ..proto import pb
+from .files import write_through
 
 
 def is_hdf5(path: str) -> bool:
@@ -39,19 +39,11 @@ def _h5py(what: str):
 
 def _write_atomic_h5(path: str, fill) -> None:
     h5py = _h5py("HDF5 snapshots (snapshot_format: HDF5)")
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=d)
-    os.close(fd)
-    try:
+
+    def write(tmp):
         with h5py.File(tmp, "w") as f:
             fill(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_through(path, write)
 
 
 def _open(path: str, what: str):

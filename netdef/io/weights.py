@@ -10,8 +10,8 @@ import logging
 import numpy as np
 
 from ..config.loader import load_net
-from ..config.writer import write_atomic
 from ..errors import ConfigError, FileFormatError, ShapeError
+from .files import write_file
 from ..proto import pb
 
 log = logging.getLogger("netdef.weights")
@@ -151,4 +151,4 @@ def net_to_proto(net, *, double: bool = False):
 
 
 def save_caffemodel(net, path: str, *, double: bool = False) -> None:
-    write_atomic(path, net_to_proto(net, double=double).SerializeToString())
+    write_file(path, net_to_proto(net, double=double).SerializeToString())

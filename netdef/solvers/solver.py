@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from collections import deque
 
@@ -19,10 +20,9 @@ from ..config.loader import Definition, load_net
 from ..errors import ConfigError, FileFormatError, NetdefError
 from ..io.hdf5_snapshot import (is_hdf5, load_solverstate_h5, save_caffemodel_h5,
                                 save_solverstate_h5)
-from ..io.files import read_regular
+from ..io.files import WriteError, read_regular, remove_stale_temps, write_file
 from ..io.weights import (blob_proto_array, blob_proto_shape, copy_trained_layers,
                           load_caffemodel, save_caffemodel, shape_matches, to_blob_proto)
-from ..config.writer import write_atomic
 from ..layers.base import TEST, TRAIN
 from ..net import Net
 from ..proto import pb
@@ -350,6 +350,40 @@ class Solver:
         return "snapshot"
 
     def snapshot(self) -> tuple[str, str]:
+        """Write ``<prefix>_iter_N.caffemodel`` and ``.solverstate`` (durably: see
+        netdef.io.files); a full disk is one error saying the previous snapshot is intact."""
+        try:
+            return self._write_snapshot()
+        except WriteError as e:
+            prev = (f"the previous snapshot (iteration {self.last_snapshot_iter}) is intact"
+                    if self.last_snapshot_iter >= 0 else
+                    "no earlier snapshot of this run was written")
+            raise WriteError(f"snapshot at iteration {self.iter} failed: {e.message}; {prev}",
+                             file=e.file) from None
+
+    def check_snapshot_folder(self) -> None:
+        """Before training: the snapshot folder exists (it is created) and takes files, so a
+        bad snapshot_prefix is an error now, not after the work is done; temp files that a
+        killed run left there are removed."""
+        if self.mpi.rank != 0:
+            return
+        prefix = self.prefix()
+        d = os.path.dirname(os.path.abspath(prefix))
+        line, col = self.sdef.where(("snapshot_prefix",))
+        try:
+            os.makedirs(d, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".netdef-probe-", dir=d)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise ConfigError(f"snapshot_prefix '{prefix}': cannot write into {d} "
+                              f"({e.strerror}); snapshots would fail after training",
+                              file=self.file, line=line, col=col,
+                              field="snapshot_prefix") from None
+        for stale in remove_stale_temps(d, os.path.basename(prefix)):
+            log.info(f"Removed {stale}, left by an interrupted snapshot")
+
+    def _write_snapshot(self) -> tuple[str, str]:
         p = self.param
         h5 = p.snapshot_format == pb.SolverParameter.HDF5
         base = f"{self.prefix()}_iter_{self.iter}"
@@ -395,7 +429,7 @@ class Solver:
         if h5:
             save_solverstate_h5(state, self.history, sfile)
         else:
-            write_atomic(sfile, state.SerializeToString())
+            write_file(sfile, state.SerializeToString())
         self.last_snapshot_iter = self.iter
         return model, sfile
 
@@ -496,6 +530,7 @@ class Solver:
         p = self.param
         log.info(f"Solving {self.net.name}")
         log.info(f"Learning Rate Policy: {p.lr_policy}")
+        self.check_snapshot_folder()
         if resume:
             self.restore(resume)
         self.step(p.max_iter - self.iter)

@@ -40,7 +40,7 @@ def script_main(name: str, argv=None) -> int:
         text = net_text(name, variant, deploy=(kind == "deploy"), data_dir=a.data,
                         fmt=a.format)
     if a.output:
-        from ..config.writer import write_atomic
+        from ..io.files import write_file as write_atomic
         write_atomic(a.output, text)
     else:
         sys.stdout.write(text)
