@@ -584,3 +584,23 @@ def test_max_pixels_limit_is_adjustable(tmp_path):
         assert datum.open_image(str(path)).size == (50, 40)
     finally:
         datum.set_max_pixels(prev)
+
+
+def test_write_lmdb_builds_in_a_temp_folder(tmp_path):
+    """A writer that fails half-way leaves neither the LMDB nor its temp folder; one that ends
+    moves the complete database in."""
+    pytest.importorskip("lmdb")
+    from netdef.data.lmdb_source import LMDBSource, write_lmdb
+
+    def records():
+        for i in range(5):
+            yield np.full((1, 2, 2), i, np.uint8), i
+        raise RuntimeError("source died")
+    with pytest.raises(RuntimeError, match="source died"):
+        write_lmdb(tmp_path / "db", records())
+    assert os.listdir(tmp_path) == []
+    assert write_lmdb(tmp_path / "db", [(np.zeros((1, 2, 2), np.uint8), 3)]) == 1
+    assert os.listdir(tmp_path) == ["db"] and sorted(os.listdir(tmp_path / "db")) == [
+        "data.mdb", "lock.mdb"]
+    with LMDBSource(tmp_path / "db") as src:
+        assert len(src) == 1 and src.read(1)[0][1] == 3

@@ -286,11 +286,12 @@ def write_lmdb(path: str, records, *, map_size: int = 16 << 20, commit_every: in
         if names and not overwrite:
             raise ConfigError(f"cannot write an LMDB at '{path}': the folder exists and is not "
                               f"empty (remove it first, or pass overwrite=True)")
-        for name in ("data.mdb", "lock.mdb"):
-            if name in names:
-                os.remove(os.path.join(path, name))
-    os.makedirs(path, exist_ok=True)
-    env = lmdb.open(path, map_size=int(map_size), subdir=True, meminit=False)
+    # built in a temp folder beside ``path`` and moved in when complete: a killed or failed
+    # run never leaves a half-written LMDB that reads as a good one
+    from ..io.files import temp_path
+    tmp = temp_path(path)
+    os.makedirs(tmp)
+    env = lmdb.open(tmp, map_size=int(map_size), subdir=True, meminit=False)
     pending: list[tuple[bytes, bytes]] = []
 
     def commit():
@@ -318,6 +319,20 @@ def write_lmdb(path: str, records, *, map_size: int = 16 << 20, commit_every: in
                 commit()
         if pending:
             commit()
-    finally:
+        env.sync(True)
+    except BaseException:
         env.close()
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    env.close()
+    if os.path.isdir(path):
+        for name in ("data.mdb", "lock.mdb"):
+            if os.path.exists(os.path.join(tmp, name)):
+                os.replace(os.path.join(tmp, name), os.path.join(path, name))
+            elif os.path.exists(os.path.join(path, name)):
+                os.remove(os.path.join(path, name))
+        os.rmdir(tmp)
+    else:
+        os.replace(tmp, path)
     return n

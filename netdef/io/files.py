@@ -61,7 +61,9 @@ class WriteError(NetdefError):
 _TMP = re.compile(r"^\.(?P<target>.+)\.tmp-(?P<pid>\d+)-[0-9a-z]+$")
 
 
-def _tmp_name(path: str) -> str:
+def temp_path(path: str) -> str:
+    """``.<name>.tmp-<pid>-<random>`` beside ``path``: where a file or folder is built before
+    it is renamed to ``path`` (:func:`remove_stale_temps` knows the pattern)."""
     d, base = os.path.split(os.path.abspath(path))
     return os.path.join(d, f".{base}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
@@ -100,7 +102,7 @@ def write_through(path: str, write_tmp: Callable[[str], None]) -> None:
     fsynced -- so a crash or power loss leaves the old file or the new one, never a torn one.
     A full disk or a size limit is a :class:`WriteError` saying the old file is intact."""
     path = os.fspath(path)
-    tmp = _tmp_name(path)
+    tmp = temp_path(path)
     try:
         write_tmp(tmp)
         fd = os.open(tmp, os.O_RDONLY)
