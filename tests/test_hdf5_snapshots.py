@@ -76,3 +76,26 @@ def test_damaged_hdf5_snapshots_are_refused(tmp_path):
 def test_bvlc_hdf5_solver_loads_unchanged():
     d = load_solver(os.path.join(CORPUS, "cifar10", "cifar10_quick_solver_lr1.prototxt"))
     assert d.message.snapshot_format == d.message.HDF5
+
+
+def test_hdf5_bomb_is_refused_before_reading(tmp_path):
+    """A 3 KB .caffemodel.h5 declaring a 20 GB compressed dataset (nothing stored): refused
+    from its metadata, not expanded. A small genuine model still loads."""
+    bomb = tmp_path / "bomb.caffemodel.h5"
+    with h5py.File(bomb, "w") as f:
+        f.create_group("data/conv1").create_dataset(
+            "0", shape=(50000, 100000), dtype="f4", compression="gzip", chunks=(1000, 1000))
+    assert os.path.getsize(bomb) < 10_000
+    with pytest.raises(NetdefError, match=r"dataset data/conv1/0 declares \[50000, 100000\] = "
+                                          r"20,000,000,000 bytes but stores 0"):
+        load_caffemodel(str(bomb))
+    text = tmp_path / "text.caffemodel.h5"
+    with h5py.File(text, "w") as f:
+        f.create_group("data/conv1").create_dataset("0", data=np.array([b"ab", b"cd"]))
+    with pytest.raises(NetdefError, match=r"holds \|S2 values, not numbers"):
+        load_caffemodel(str(text))
+    ok = tmp_path / "ok.caffemodel.h5"
+    with h5py.File(ok, "w") as f:
+        f.create_group("data/ip").create_dataset("0", data=np.arange(6, dtype="f4").reshape(2, 3))
+    blobs = load_caffemodel(str(ok)).layer[0].blobs
+    assert list(blobs[0].shape.dim) == [2, 3] and list(blobs[0].data) == [0, 1, 2, 3, 4, 5]

@@ -28,6 +28,7 @@ import os
 import numpy as np
 
 from ..errors import ConfigError, FileFormatError
+from ..io.hdf5_snapshot import check_dataset
 
 __all__ = ["H5PY_HINT", "HDF5Source", "list_hdf5_files", "read_hdf5_meta"]
 
@@ -220,8 +221,11 @@ class HDF5Source:
         else:
             path = self.files[f]
             with _open_h5(path) as h5:
-                arrays = {name: np.asarray(_dataset(h5, path, name)[...], dtype=self.dtype)
-                          for name in self.names}
+                arrays = {}
+                for name in self.names:
+                    ds = _dataset(h5, path, name)
+                    check_dataset(ds, path, f"dataset '{name}'", "fiu")
+                    arrays[name] = np.asarray(ds[...], dtype=self.dtype)
             for name, a in arrays.items():
                 if a.shape != (self.rows[f],) + self.shapes[name]:
                     raise FileFormatError(f"dataset '{name}' changed shape while reading "

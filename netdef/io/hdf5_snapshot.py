@@ -56,6 +56,36 @@ def _open(path: str, what: str):
         raise FileFormatError(f"not a readable HDF5 {what} ({e})", file=path) from None
 
 
+#: the most a compressed dataset may expand relative to what it stores (float weights and
+#: data barely compress; a 3.8 KB file that declares 18.6 GiB is a bomb)
+MAX_EXPANSION = 1024
+
+
+def check_dataset(ds, path: str, what: str, dtype_kinds: str = "f") -> None:
+    """Refuse (one line) a dataset whose values could not be what it claims before reading
+    it: a foreign dtype, no stored data, far more data declared than stored, or more than
+    this process may allocate."""
+    if ds.dtype.kind not in dtype_kinds:
+        raise FileFormatError(f"{what} holds {ds.dtype} values, not numbers", file=path)
+    declared = int(ds.size) * ds.dtype.itemsize
+    if not declared:
+        return
+    stored = ds.id.get_storage_size()
+    compressed = bool(ds.compression) or bool(getattr(ds, "_filters", None))
+    if stored == 0 and ds.fillvalue is not None and not compressed and declared <= 1 << 20:
+        return          # a small contiguous dataset of the fill value (h5py allocates late)
+    limit = max(1 << 26, MAX_EXPANSION * stored) if compressed else stored
+    if declared > limit:
+        raise FileFormatError(f"{what} declares {list(ds.shape)} = {declared:,} bytes but "
+                              f"stores {stored:,} (a truncated file or a decompression bomb)",
+                              file=path)
+    from ..memcheck import available_bytes, human_bytes
+    avail, source = available_bytes()
+    if avail is not None and declared > avail:
+        raise FileFormatError(f"{what} needs {human_bytes(declared)} but {human_bytes(avail)} "
+                              f"is available ({source})", file=path)
+
+
 def save_caffemodel_h5(net, path: str, *, double: bool = False) -> None:
     dtype = np.float64 if double else np.float32
 
@@ -74,7 +104,14 @@ def _indexed(group, path: str, where: str) -> list[np.ndarray]:
     if any(not k.isdigit() for k in keys) or [int(k) for k in keys] != list(range(len(keys))):
         raise FileFormatError(f"{where} should hold datasets 0, 1, ... but holds "
                               f"{', '.join(keys)}", file=path)
-    return [np.asarray(group[k]) for k in keys]
+    out = []
+    for k in keys:
+        ds = group[k]
+        if not hasattr(ds, "dtype"):
+            raise FileFormatError(f"{where}/{k} is a group, not a dataset", file=path)
+        check_dataset(ds, path, f"dataset {where}/{k}")
+        out.append(np.asarray(ds))
+    return out
 
 
 def _blob(arr: np.ndarray) -> pb.BlobProto:
