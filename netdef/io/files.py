@@ -35,6 +35,9 @@ def read_regular(path: str, what: str = "file", max_bytes: int | None = None) ->
         raise ConfigError(f"is a directory, not a {what}", file=path) from None
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", file=path) from None
+    except ValueError:                      # an embedded NUL
+        raise ConfigError("not a valid file name (it contains a NUL character)",
+                          file=repr(path)) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)

@@ -491,6 +491,8 @@ class Solver:
         learned = state.learned_net
         if not learned:
             raise bad("it names no learned_net (the .caffemodel written with it)")
+        if not isinstance(learned, str) or "\x00" in learned:
+            raise bad(f"its learned_net {learned!r} is not a file name")
         if not os.path.exists(learned):
             alt = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.basename(learned))
             learned = alt
