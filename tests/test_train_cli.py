@@ -1,5 +1,7 @@
 """`netdef train` as a process: a run killed with SIGKILL between snapshots resumes from the
-last snapshot and ends bit-equal to the uninterrupted run; damaged snapshot files are refused."""
+last snapshot and ends bit-equal to the uninterrupted run; 22 kills timed inside snapshot
+writes (binary and HDF5) always resume from the newest snapshot and leave no temp file behind
+the next start; damaged snapshot files are refused."""
 import os
 import signal
 import subprocess
@@ -93,3 +95,82 @@ def test_damaged_snapshots_are_refused(tmp_path):
                               tmp_path / "trunc.solverstate"), capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "trunc.solverstate" in r.stderr
+
+
+CHILD = r"""
+import sys
+from netdef.io import files, hdf5_snapshot
+real = files.write_through
+
+def announced(path, write_tmp):          # tells the parent a snapshot file is being written
+    sys.stdout.write("w")
+    sys.stdout.flush()
+    return real(path, write_tmp)
+
+files.write_through = hdf5_snapshot.write_through = announced
+from netdef.config import load_solver
+from netdef.solvers.solver import Solver
+Solver(load_solver(sys.argv[1])).solve(sys.argv[2] if len(sys.argv) > 2 else None)
+"""
+
+BIG_NET = NET.replace("num_output: 32", "num_output: 4096")      # ~1.5 MB of snapshot per write
+
+
+@pytest.mark.parametrize("fmt,kills", [("BINARYPROTO", 12), ("HDF5", 10)])
+def test_kills_inside_snapshot_writes_always_resume(tmp_path, fmt, kills):
+    """SIGKILL timed inside snapshot writes (the child announces each file it starts to write;
+    the parent kills it 0-4 ms after the n-th announcement), again and again: every restart
+    resumes from the newest .solverstate, and the temp files of killed writers are gone once
+    the next run has started."""
+    if fmt == "HDF5":
+        pytest.importorskip("h5py")
+    rng = np.random.default_rng(11)
+    (tmp_path / "net.prototxt").write_text(BIG_NET)
+    ext = ".h5" if fmt == "HDF5" else ""
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'net: "{tmp_path / "net.prototxt"}" base_lr: 0.001 momentum: 0.9 '
+                      f'lr_policy: "fixed" max_iter: 1000000 snapshot: 1 display: 0 '
+                      f'snapshot_prefix: "{tmp_path / "s"}" snapshot_format: {fmt} '
+                      f'random_seed: 5')
+
+    def states():
+        return sorted(tmp_path.glob(f"s_iter_*.solverstate{ext}"),
+                      key=lambda p: int(p.name.split("_iter_")[1].split(".")[0]))
+
+    resumed_from = []
+    torn = 0                    # kills that left a partial temp file: inside a write
+    for k in range(kills):
+        newest = states()[-1] if states() else None
+        args = [sys.executable, "-c", CHILD, str(solver)] + ([str(newest)] if newest else [])
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        target = int(rng.integers(1, 7)) if k else 5     # the first run completes 2 snapshots
+        seen = 0
+        while seen < target:
+            ch = proc.stdout.read(1)
+            if not ch:
+                pytest.fail(f"run {k} (resuming from {newest}) ended: "
+                            f"{proc.stderr.read().decode()[-2000:]}")
+            seen += 1
+        if seen == 1:
+            # started and past its start-up: no temp file of an earlier (dead) run is left
+            stale = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name
+                     and f".tmp-{proc.pid}-" not in p.name]
+            assert stale == [], stale
+        time.sleep(float(rng.uniform(0, 0.004)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        torn += any(f".tmp-{proc.pid}-" in p.name for p in tmp_path.iterdir())
+        proc.stdout.close()
+        proc.stderr.close()
+        resumed_from.append(newest)
+    assert sum(r is not None for r in resumed_from) == kills - 1
+    print(f"{torn} of {kills} kills landed inside a write")
+    # a last start resumes from the newest state and ends cleanly, leaving no temp file
+    newest = states()[-1]
+    it = int(newest.name.split("_iter_")[1].split(".")[0])
+    solver.write_text(solver.read_text().replace("max_iter: 1000000", f"max_iter: {it + 2}"))
+    r = subprocess.run([sys.executable, "-c", CHILD, str(solver), str(newest)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / f"s_iter_{it + 2}.solverstate{ext}").exists()
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
