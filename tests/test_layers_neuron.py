@@ -4,61 +4,22 @@ import math
 import numpy as np
 import pytest
 
+from layer_refs import (
+    ref_bnll,
+    ref_elu,
+    ref_exp,
+    ref_log,
+    ref_power,
+    ref_prelu,
+    ref_relu,
+    ref_sigmoid,
+    ref_swish,
+)
 from netdef.blob import Blob
 from netdef.errors import ConfigError, ShapeError
 from netdef.testing import TEST, TRAIN, GradientChecker, make_blobs, make_layer, run_forward
 
 SHAPES = [(2, 3, 4, 5), (3, 7), (2, 2, 3)]
-
-
-# --------------------------------------------------------------------------------------------
-# references written from the formulas (float64, elementwise)
-
-def ref_relu(x, slope=0.0):
-    return np.array([v if v > 0 else slope * v for v in x.ravel()]).reshape(x.shape)
-
-
-def ref_elu(x, alpha=1.0):
-    return np.array([v if v > 0 else alpha * (math.exp(v) - 1) for v in x.ravel()]
-                    ).reshape(x.shape)
-
-
-def ref_sigmoid(x):
-    return np.array([1.0 / (1.0 + math.exp(-v)) if v > -700 else 0.0 for v in x.ravel()]
-                    ).reshape(x.shape)
-
-
-def ref_swish(x, beta=1.0):
-    return x * ref_sigmoid(beta * x)
-
-
-def ref_bnll(x):
-    # log(1 + e^x) = x + log(1 + e^-x)
-    return np.array([v + math.log1p(math.exp(-v)) if v > 0 else math.log1p(math.exp(v))
-                     for v in x.ravel()]).reshape(x.shape)
-
-
-def ref_power(x, power=1.0, scale=1.0, shift=0.0):
-    return np.array([(shift + scale * v) ** power for v in x.ravel()]).reshape(x.shape)
-
-
-def ref_exp(x, base=-1.0, scale=1.0, shift=0.0):
-    b = math.e if base == -1 else base
-    return np.array([b ** (shift + scale * v) for v in x.ravel()]).reshape(x.shape)
-
-
-def ref_log(x, base=-1.0, scale=1.0, shift=0.0):
-    return np.array([math.log(shift + scale * v) / (1.0 if base == -1 else math.log(base))
-                     for v in x.ravel()]).reshape(x.shape)
-
-
-def ref_prelu(x, slopes, shared):
-    out = np.empty_like(x)
-    for idx in np.ndindex(*x.shape):
-        a = slopes.reshape(-1)[0] if shared else slopes[idx[1]]
-        v = x[idx]
-        out[idx] = v if v > 0 else a * v
-    return out
 
 
 def f32(v):
@@ -519,9 +480,9 @@ def test_dropout_gradient_train(in_place, ratio):
     ("Clip", "", "clip_param.min"),
 ])
 def test_config_errors(typ, params, field):
-    layer = make_layer(typ, params)
+    # a non-finite number is refused as the definition is read, the rest at setup
     with pytest.raises(ConfigError) as e:
-        run_forward(layer, make_blobs([(2, 3)]))
+        run_forward(make_layer(typ, params), make_blobs([(2, 3)]))
     assert e.value.field == field
     assert e.value.layer == "test"
 

@@ -1,101 +1,25 @@
-"""Vision layers (Convolution, Deconvolution, Im2col, Pooling): forward values against float64
-references written here from the definitions, Caffe's gradient checks, shapes, errors."""
+"""Vision layers (Convolution, Deconvolution, Im2col, Pooling incl. STOCHASTIC, SPP): forward
+values against the float64 references of ``layer_refs`` (written from Caffe's definitions),
+Caffe's central-difference gradient checks on the bottom and every parameter, shapes, flops
+and errors."""
 import numpy as np
 import pytest
 
+from layer_refs import (
+    conv_out,
+    conv_ref,
+    deconv_ref,
+    im2col_ref,
+    pool_ref,
+    spp_ref,
+    stochastic_ref,
+)
 from netdef.blob import Blob
 from netdef.errors import ConfigError, NetdefError, ShapeError
 from netdef.layers import vision as V
-from netdef.testing import GradientChecker, make_blobs, make_layer, run_forward
+from netdef.testing import TEST, TRAIN, GradientChecker, make_blobs, make_layer, run_forward
 
 FILL = "weight_filler { type: 'gaussian' std: 0.5 } bias_filler { type: 'gaussian' std: 0.5 }"
-
-
-# -- references -------------------------------------------------------------------------------
-def conv_out(size, k, p, s, d):
-    span = size + 2 * p - (d * (k - 1) + 1)
-    return int(span / s) + 1            # C integer division, as Caffe
-
-
-def conv_ref(x, w, b, stride=(1, 1), pad=(0, 0), dil=(1, 1), group=1):
-    """Direct definition: y[n,o,i,j] = b[o] + sum_{c in group(o), a, e} w[o,c,a,e] *
-    x[n, c, i*sh - ph + a*dh, j*sw - pw + e*dw] (zero outside the image)."""
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, pad, dil
-    oh, ow = conv_out(h, kh, ph, sh, dh), conv_out(wd, kw, pw, sw, dw)
-    og = o // group
-    y = np.zeros((n, o, oh, ow))
-    for oc in range(o):
-        g = oc // og
-        for i in range(oh):
-            for j in range(ow):
-                for ci in range(cg):
-                    for a in range(kh):
-                        iy = i * sh - ph + a * dh
-                        if not 0 <= iy < h:
-                            continue
-                        for e in range(kw):
-                            ix = j * sw - pw + e * dw
-                            if 0 <= ix < wd:
-                                y[:, oc, i, j] += w[oc, ci, a, e] * x[:, g * cg + ci, iy, ix]
-        if b is not None:
-            y[:, oc] += b[oc]
-    return y
-
-
-def deconv_ref(x, w, b, stride=(1, 1), pad=(0, 0), dil=(1, 1), group=1):
-    """Scatter-add: every input pixel adds x * w[c] into the output at stride spacing."""
-    n, c, h, wd = x.shape
-    _, og, kh, kw = w.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, pad, dil
-    o = og * group
-    cg = c // group
-    fh, fw = sh * (h - 1) + dh * (kh - 1) + 1, sw * (wd - 1) + dw * (kw - 1) + 1
-    full = np.zeros((n, o, fh, fw))
-    for ci in range(c):
-        g = ci // cg
-        for i in range(h):
-            for j in range(wd):
-                for a in range(kh):
-                    for e in range(kw):
-                        full[:, g * og:(g + 1) * og, i * sh + a * dh, j * sw + e * dw] += \
-                            x[:, ci, i, j][:, None] * w[ci, :, a, e][None, :]
-    y = full[:, :, ph:fh - ph, pw:fw - pw]
-    if b is not None:
-        y = y + b.reshape(1, -1, 1, 1)
-    return y
-
-
-def pool_ref(x, k, s, p, method, ceil=True):
-    """Caffe's pooling written out: sizes, last-window rule, AVE divisor, MAX first argmax."""
-    n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw) = k, s, p
-    rnd = np.ceil if ceil else np.floor
-    oh = int(rnd((h + 2 * ph - kh) / sh)) + 1
-    ow = int(rnd((w + 2 * pw - kw) / sw)) + 1
-    if ph or pw:
-        if (oh - 1) * sh >= h + ph:
-            oh -= 1
-        if (ow - 1) * sw >= w + pw:
-            ow -= 1
-    y = np.zeros((n, c, oh, ow))
-    mask = np.full((n, c, oh, ow), -1.0)
-    for i in range(oh):
-        for j in range(ow):
-            h0, w0 = i * sh - ph, j * sw - pw
-            h1, w1 = min(h0 + kh, h + ph), min(w0 + kw, w + pw)
-            size = (h1 - h0) * (w1 - w0)
-            h0, w0, h1, w1 = max(h0, 0), max(w0, 0), min(h1, h), min(w1, w)
-            win = x[:, :, h0:h1, w0:w1]
-            if method == "AVE":
-                y[:, :, i, j] = win.sum(axis=(2, 3)) / size
-            else:
-                flat = win.reshape(n, c, -1)
-                arg = flat.argmax(axis=2)                      # first maximum in scan order
-                y[:, :, i, j] = flat.max(axis=2)
-                mask[:, :, i, j] = (h0 + arg // (w1 - w0)) * w + (w0 + arg % (w1 - w0))
-    return y, mask
 
 
 def conv_layer(params, dtype=np.float64, type_="Convolution"):
@@ -106,52 +30,142 @@ def bias_of(layer):
     return layer.blobs[1].data if len(layer.blobs) > 1 else None
 
 
+def distinct(shape, seed=0):
+    """Values 0.05 apart in random order: no ties for MAX, and the checker's 1e-2 step never
+    changes an argmax."""
+    n = int(np.prod(shape))
+    rng = np.random.default_rng(seed)
+    return (rng.permutation(n).astype(np.float64) - n / 2).reshape(shape) * 0.05
+
+
+def ids(cases):
+    return [c[0] for c in cases]
+
+
 # -- Convolution ------------------------------------------------------------------------------
-# (bottom shape, params, stride, pad, dilation, group)
+# (id, bottom shape, params, stride, pad, dilation, group, gradient-checked)
 CONV_CASES = [
-    ((2, 3, 6, 5), "num_output: 4 kernel_size: 3", (1, 1), (0, 0), (1, 1), 1),
-    ((2, 3, 7, 7), "num_output: 2 kernel_size: 3 stride: 2 pad: 1", (2, 2), (1, 1), (1, 1), 1),
-    ((2, 2, 7, 6), "num_output: 3 kernel_size: 3 dilation: 2 pad: 1", (1, 1), (1, 1), (2, 2), 1),
-    ((2, 4, 5, 5), "num_output: 6 kernel_size: 3 group: 2 pad: 1", (1, 1), (1, 1), (1, 1), 2),
-    ((2, 4, 6, 6), "num_output: 4 kernel_size: 3 group: 4 pad: 1", (1, 1), (1, 1), (1, 1), 4),
-    ((2, 3, 7, 6), "num_output: 6 kernel_size: 3 group: 3 pad: 2 stride: 2 dilation: 2",
-     (2, 2), (2, 2), (2, 2), 3),
-    ((2, 4, 3, 4), "num_output: 5 kernel_size: 1", (1, 1), (0, 0), (1, 1), 1),
-    ((2, 4, 5, 5), "num_output: 3 kernel_size: 1 stride: 2", (2, 2), (0, 0), (1, 1), 1),
-    ((2, 2, 6, 7), "num_output: 3 kernel_h: 3 kernel_w: 2 pad_h: 1 stride_h: 2 stride_w: 1 "
-     "bias_term: false", (2, 1), (1, 0), (1, 1), 1),
-    ((1, 2, 5, 6), "num_output: 2 kernel_size: 2 kernel_size: 3 pad: 1 pad: 0 stride: 1 "
-     "stride: 2", (1, 2), (1, 0), (1, 1), 1),
+    ("k3", (2, 3, 6, 5), "num_output: 4 kernel_size: 3", (1, 1), (0, 0), (1, 1), 1, True),
+    ("k3_5x5", (2, 3, 5, 5), "num_output: 4 kernel_size: 3", (1, 1), (0, 0), (1, 1), 1, True),
+    ("s2p1", (2, 3, 7, 7), "num_output: 2 kernel_size: 3 stride: 2 pad: 1", (2, 2), (1, 1),
+     (1, 1), 1, True),
+    ("s2p1_6x6", (2, 3, 6, 6), "num_output: 2 kernel_size: 3 stride: 2 pad: 1", (2, 2), (1, 1),
+     (1, 1), 1, True),
+    ("d2p1", (2, 2, 7, 6), "num_output: 3 kernel_size: 3 dilation: 2 pad: 1", (1, 1), (1, 1),
+     (2, 2), 1, True),
+    ("d2p1_n1", (1, 2, 7, 6), "num_output: 3 kernel_size: 3 pad: 1 dilation: 2", (1, 1), (1, 1),
+     (2, 2), 1, True),
+    ("k2d2p1", (1, 2, 7, 6), "num_output: 3 kernel_size: 2 dilation: 2 pad: 1", (1, 1), (1, 1),
+     (2, 2), 1, True),
+    ("g2p1", (2, 4, 5, 5), "num_output: 6 kernel_size: 3 group: 2 pad: 1", (1, 1), (1, 1),
+     (1, 1), 2, True),
+    ("g2s2", (2, 4, 6, 6), "num_output: 4 kernel_size: 3 group: 2 stride: 2", (2, 2), (0, 0),
+     (1, 1), 2, False),
+    ("g2s2_c2", (2, 2, 6, 6), "num_output: 4 kernel_size: 3 group: 2 stride: 2", (2, 2), (0, 0),
+     (1, 1), 2, True),
+    ("depthwise", (2, 3, 5, 5), "num_output: 3 kernel_size: 3 pad: 1 group: 3", (1, 1), (1, 1),
+     (1, 1), 3, True),
+    ("depthwise_c4", (2, 4, 6, 6), "num_output: 4 kernel_size: 3 group: 4 pad: 1", (1, 1),
+     (1, 1), (1, 1), 4, True),
+    ("depthwise_mult2", (2, 3, 5, 5), "num_output: 6 kernel_size: 3 pad: 1 group: 3", (1, 1),
+     (1, 1), (1, 1), 3, True),
+    ("depthwise_mult2_s2p1", (2, 2, 5, 5), "num_output: 4 kernel_size: 3 group: 2 pad: 1 "
+     "stride: 2", (2, 2), (1, 1), (1, 1), 2, True),
+    ("depthwise_mult2_s2_d2", (1, 2, 7, 7), "num_output: 4 kernel_size: 3 pad: 2 stride: 2 "
+     "dilation: 2 group: 2 bias_term: false", (2, 2), (2, 2), (2, 2), 2, True),
+    ("depthwise_mult2_s2_d2_p2", (2, 3, 7, 6), "num_output: 6 kernel_size: 3 group: 3 pad: 2 "
+     "stride: 2 dilation: 2", (2, 2), (2, 2), (2, 2), 3, True),
+    ("depthwise_nonsquare", (1, 2, 5, 6), "num_output: 2 kernel_h: 2 kernel_w: 3 pad_h: 0 "
+     "pad_w: 1 stride_h: 1 stride_w: 2 group: 2", (1, 2), (0, 1), (1, 1), 2, False),
+    ("pointwise", (2, 4, 3, 3), "num_output: 5 kernel_size: 1", (1, 1), (0, 0), (1, 1), 1, True),
+    ("pointwise_3x4", (2, 4, 3, 4), "num_output: 5 kernel_size: 1", (1, 1), (0, 0), (1, 1), 1,
+     True),
+    ("pointwise_g2", (2, 4, 3, 3), "num_output: 6 kernel_size: 1 group: 2", (1, 1), (0, 0),
+     (1, 1), 2, True),
+    ("pointwise_g2_o4", (2, 4, 3, 3), "num_output: 4 kernel_size: 1 group: 2", (1, 1), (0, 0),
+     (1, 1), 2, True),
+    ("1x1_s2", (2, 4, 5, 5), "num_output: 3 kernel_size: 1 stride: 2", (2, 2), (0, 0), (1, 1),
+     1, False),
+    ("1x1_s2_c3", (2, 3, 5, 5), "num_output: 2 kernel_size: 1 stride: 2", (2, 2), (0, 0),
+     (1, 1), 1, True),
+    ("1x1_p1", (1, 2, 3, 3), "num_output: 2 kernel_size: 1 pad: 1", (1, 1), (1, 1), (1, 1), 1,
+     False),
+    ("no_bias", (2, 2, 5, 5), "num_output: 3 kernel_size: 3 bias_term: false", (1, 1), (0, 0),
+     (1, 1), 1, True),
+    ("khw_no_bias", (2, 2, 6, 7), "num_output: 3 kernel_h: 3 kernel_w: 2 pad_h: 1 stride_h: 2 "
+     "stride_w: 1 bias_term: false", (2, 1), (1, 0), (1, 1), 1, True),
+    ("khw_no_bias_n1", (1, 2, 6, 7), "num_output: 2 kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 0 "
+     "stride_h: 2 stride_w: 1 bias_term: false", (2, 1), (1, 0), (1, 1), 1, True),
+    ("khw_pad_hw", (1, 2, 6, 7), "num_output: 2 kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 0 "
+     "stride_h: 2 stride_w: 1", (2, 1), (1, 0), (1, 1), 1, True),
+    ("repeated_pairs", (1, 2, 5, 6), "num_output: 2 kernel_size: 2 kernel_size: 3 pad: 1 "
+     "pad: 0 stride: 1 stride: 2", (1, 2), (1, 0), (1, 1), 1, False),
+    ("repeated_pairs_dil", (1, 2, 6, 7), "num_output: 2 kernel_size: 2 kernel_size: 3 pad: 0 "
+     "pad: 1 stride: 1 stride: 2 dilation: 2 dilation: 1", (1, 2), (0, 1), (2, 1), 1, True),
     # padding wider than the image: whole kernel columns fall outside it
-    ((3, 2, 3, 1), "num_output: 2 kernel_size: 7 pad: 3", (1, 1), (3, 3), (1, 1), 1),
-    ((3, 2, 3, 1), "num_output: 2 group: 2 kernel_size: 7 pad: 3", (1, 1), (3, 3), (1, 1), 2),
-    ((2, 1, 3, 1), "num_output: 2 kernel_size: 3 dilation: 3 pad: 3", (1, 1), (3, 3), (3, 3), 1),
+    ("pad_wider_than_image", (3, 2, 3, 1), "num_output: 2 kernel_size: 7 pad: 3", (1, 1),
+     (3, 3), (1, 1), 1, True),
+    ("pad_wider_than_image_g2", (3, 2, 3, 1), "num_output: 2 group: 2 kernel_size: 7 pad: 3",
+     (1, 1), (3, 3), (1, 1), 2, True),
+    ("dilated_pad_wider", (2, 1, 3, 1), "num_output: 2 kernel_size: 3 dilation: 3 pad: 3",
+     (1, 1), (3, 3), (3, 3), 1, True),
 ]
 
 
-@pytest.mark.parametrize("shape,params,stride,pad,dil,group", CONV_CASES)
-def test_convolution_forward(shape, params, stride, pad, dil, group):
+@pytest.mark.parametrize("case", CONV_CASES, ids=ids(CONV_CASES))
+def test_convolution_forward(case):
+    _, shape, params, stride, pad, dil, group, _ = case
     layer = conv_layer(params)
-    bottom = make_blobs([shape])
+    bottom = make_blobs([shape], seed=3)
     top = run_forward(layer, bottom)
-    ref = conv_ref(bottom[0].data, layer.blobs[0].data, bias_of(layer), stride, pad, dil, group)
+    b = bias_of(layer)
+    o, cg, kh, kw = layer.blobs[0].shape
+    assert cg * group == shape[1]
+    assert (b is None) == ("bias_term: false" in params)
+    ref = conv_ref(bottom[0].data, layer.blobs[0].data, b, stride, pad, dil, group)
     assert top[0].shape == ref.shape
     np.testing.assert_allclose(top[0].data, ref, rtol=1e-10, atol=1e-12)
+    # the layer's own flops: 2 per weight tap and output, plus the bias adds
+    assert layer.flops(bottom, top) == 2 * ref.size * cg * kh * kw + (ref.size if b is not None
+                                                                      else 0)
 
 
-@pytest.mark.parametrize("idx", [1, 2, 3, 4, 5, 6, 8, 10, 11, 12])
-def test_convolution_gradients(idx):
-    shape, params = CONV_CASES[idx][:2]
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[-1]],
+                         ids=ids([c for c in CONV_CASES if c[-1]]))
+def test_convolution_gradients(case):
+    layer = conv_layer(case[2])
+    bottom = make_blobs([case[1]], seed=4)
+    GradientChecker().check(layer, bottom, [Blob(dtype=np.float64)])
+
+
+def test_convolution_reshape_to_new_size():
+    """A second input size reuses the layer (scratch buffers must follow the new shape)."""
+    params = "num_output: 2 kernel_size: 3 stride: 2 pad: 1"
     layer = conv_layer(params)
-    bottom = make_blobs([shape])
-    top = [Blob(dtype=np.float64)]
-    GradientChecker().check(layer, bottom, top)
+    bottom = make_blobs([(2, 3, 6, 6)], seed=5)
+    top = run_forward(layer, bottom)
+    bottom[0].reshape((1, 3, 9, 7))
+    bottom[0].data = np.random.default_rng(6).standard_normal((1, 3, 9, 7))
+    layer.reshape(bottom, top)
+    layer.forward(bottom, top)
+    ref = conv_ref(bottom[0].data, layer.blobs[0].data, layer.blobs[1].data, (2, 2), (1, 1))
+    assert top[0].shape == ref.shape
+    np.testing.assert_allclose(top[0].data, ref, rtol=1e-10, atol=1e-12)
+    GradientChecker().check(layer, bottom, [Blob(dtype=np.float64)])
 
 
 def test_convolution_batch_chunks_and_multiple_bottoms(monkeypatch):
     """The batch split into several im2col chunks gives the same values and gradients; two
     bottoms share the weights."""
-    monkeypatch.setattr(V, "COL_CHUNK_ELEMENTS", 1)        # one image per chunk
+    # one image per chunk; the constant lives in backend/cpu/workspace.py once it moves there
+    try:
+        from netdef.backend.cpu import workspace
+    except ImportError:
+        workspace = None
+    homes = [m for m in (V, workspace) if hasattr(m, "COL_CHUNK_ELEMENTS")]
+    assert homes
+    for m in homes:
+        monkeypatch.setattr(m, "COL_CHUNK_ELEMENTS", 1)
     layer = conv_layer("num_output: 4 kernel_size: 3 pad: 1 stride: 2 group: 2")
     bottom = make_blobs([(3, 2, 5, 5), (3, 2, 5, 5)], seed=3)
     top = [Blob(dtype=np.float64), Blob(dtype=np.float64)]
@@ -162,6 +176,24 @@ def test_convolution_batch_chunks_and_multiple_bottoms(monkeypatch):
                        (1, 1), 2)
         np.testing.assert_allclose(t.data, ref, rtol=1e-10, atol=1e-12)
     GradientChecker().check(layer, bottom, top, setup=False)
+
+
+@pytest.mark.parametrize("type_", ["Convolution", "Deconvolution"])
+def test_convolution_two_bottoms_share_weights(type_):
+    """Caffe's BaseConvolutionLayer: several bottoms of one shape, one top each, same filters;
+    the parameter gradients sum over the bottoms; bottoms of different shapes are refused."""
+    layer = conv_layer("num_output: 4 kernel_size: 3 pad: 1 stride: 2 group: 2", type_=type_)
+    bottom = make_blobs([(2, 4, 4, 4), (2, 4, 4, 4)], seed=10)
+    top = run_forward(layer, bottom, ntop=2)
+    ref = conv_ref if type_ == "Convolution" else deconv_ref
+    for b, t in zip(bottom, top):
+        want = ref(b.data, layer.blobs[0].data, layer.blobs[1].data, (2, 2), (1, 1), (1, 1), 2)
+        assert t.shape == want.shape
+        np.testing.assert_allclose(t.data, want, rtol=1e-10, atol=1e-12)
+    GradientChecker().check(layer, bottom, [Blob(dtype=np.float64) for _ in range(2)])
+    bottom[1].reshape((2, 4, 5, 4))
+    with pytest.raises(ShapeError, match="bottom"):
+        layer.reshape(bottom, top)
 
 
 def test_convolution_kernel_overhanging_input_truncates_like_caffe():
@@ -193,6 +225,41 @@ def test_convolution_param_gradients_accumulate_and_default_fillers():
     np.testing.assert_allclose(b1, top[0].diff.sum(axis=(0, 2, 3)))
 
 
+@pytest.mark.parametrize("cid", ["g2p1", "depthwise_mult2", "pointwise"])
+def test_convolution_backward_accumulates_params_overwrites_bottom(cid):
+    case = next(c for c in CONV_CASES if c[0] == cid)
+    layer = conv_layer(case[2])
+    bottom = make_blobs([case[1]], seed=7)
+    top = run_forward(layer, bottom)
+    top[0].diff = np.random.default_rng(8).standard_normal(top[0].shape)
+    for p in layer.blobs:
+        p.diff = np.zeros(p.shape)
+    bottom[0].diff = np.full(bottom[0].shape, 123.0)
+    layer.backward(top, [True], bottom)
+    dx1 = bottom[0].diff.copy()
+    dp1 = [p.diff.copy() for p in layer.blobs]
+    assert np.all(np.isfinite(dx1)) and not np.allclose(dx1, 123.0)
+    layer.backward(top, [True], bottom)
+    np.testing.assert_allclose(bottom[0].diff, dx1, rtol=1e-10, atol=1e-12)
+    for p, d in zip(layer.blobs, dp1):
+        np.testing.assert_allclose(p.diff, 2 * d, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cid", ["d2p1_n1", "depthwise_mult2", "pointwise", "k3_o3"])
+def test_convolution_float32_against_reference(cid):
+    cases = CONV_CASES + [("k3_o3", (2, 2, 5, 5), "num_output: 3 kernel_size: 3", (1, 1),
+                           (0, 0), (1, 1), 1, False)]
+    _, shape, params, stride, pad, dil, group, _ = next(c for c in cases if c[0] == cid)
+    layer = conv_layer(params, dtype=np.float32)
+    bottom = make_blobs([shape], dtype=np.float32, seed=9)
+    top = run_forward(layer, bottom)
+    assert top[0].data.dtype == np.float32 and layer.blobs[0].data.dtype == np.float32
+    ref = conv_ref(bottom[0].data.astype(np.float64), layer.blobs[0].data.astype(np.float64),
+                   layer.blobs[1].data.astype(np.float64), stride, pad, dil, group)
+    assert top[0].shape == ref.shape
+    np.testing.assert_allclose(top[0].data, ref, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("channels,params,tiles", [
     (2, "num_output: 4 kernel_size: 3 pad: 1 stride: 2", False),
     (3, "num_output: 3 kernel_size: 3 group: 3 pad: 1", False),
@@ -201,7 +268,7 @@ def test_convolution_param_gradients_accumulate_and_default_fillers():
     (2, "num_output: 5 kernel_size: 3 pad: 1", True),
     (3, "num_output: 9 kernel_size: 3 dilation: 2 pad: 2 bias_term: false", True),
     (1, "num_output: 13 kernel_h: 2 kernel_w: 4", True)])
-def test_convolution_float32(monkeypatch, channels, params, tiles):
+def test_convolution_float32_paths(monkeypatch, channels, params, tiles):
     from netdef.backend.cpu import gemm as G
     from netdef.backend.cpu import microkernel as MK
     used = []
@@ -244,23 +311,65 @@ def test_convolution_flops_and_shape_inference():
     assert layer.flops(bottom, top) == 2 * 2 * 6 * 5 * 4 * 2 * 3 * 3 + 2 * 6 * 5 * 4
 
 
+@pytest.mark.parametrize("shape,params,expected", [
+    ((2, 3, 6, 6), "num_output: 4 kernel_size: 3 pad: 1 stride: 2",
+     2 * 2 * 4 * 3 * 3 * 3 * 3 * 3 + 2 * 4 * 3 * 3),
+    ((2, 4, 5, 5), "num_output: 6 kernel_size: 3 group: 2",
+     2 * 2 * 6 * 3 * 3 * 2 * 3 * 3 + 2 * 6 * 3 * 3),
+    ((1, 4, 5, 5), "num_output: 8 kernel_size: 3 group: 4 pad: 1 bias_term: false",
+     2 * 1 * 8 * 5 * 5 * 1 * 3 * 3),
+    ((1, 4, 5, 6), "num_output: 2 kernel_h: 1 kernel_w: 3",
+     2 * 1 * 2 * 5 * 4 * 4 * 1 * 3 + 1 * 2 * 5 * 4),
+], ids=["stride2_pad1", "group2", "depthwise_mult2_no_bias", "kernel_hw"])
+def test_convolution_flops(shape, params, expected):
+    layer = make_layer("Convolution", f"convolution_param {{ {params} }}")
+    bottom = make_blobs([shape])
+    top = [Blob((), dtype=np.float64)]
+    layer.setup(bottom, top)
+    assert layer.flops(bottom, top) == expected
+
+
 # -- Deconvolution ----------------------------------------------------------------------------
+# (id, bottom shape, params, stride, pad, dilation, group); every case is gradient-checked
 DECONV_CASES = [
-    ((2, 3, 3, 4), "num_output: 2 kernel_size: 3 stride: 2 pad: 1", (2, 2), (1, 1), (1, 1), 1),
-    ((1, 4, 3, 3), "num_output: 4 kernel_size: 2 group: 2", (1, 1), (0, 0), (1, 1), 2),
-    ((2, 2, 3, 2), "num_output: 3 kernel_h: 3 kernel_w: 2 stride: 3 dilation: 2 "
-     "bias_term: false", (3, 3), (0, 0), (2, 2), 1),
-    ((2, 3, 3, 3), "num_output: 3 kernel_size: 4 stride: 2 pad: 1 group: 3", (2, 2), (1, 1),
+    ("k3", (2, 3, 3, 3), "num_output: 2 kernel_size: 3", (1, 1), (0, 0), (1, 1), 1),
+    ("s2p1", (2, 3, 3, 4), "num_output: 2 kernel_size: 3 stride: 2 pad: 1", (2, 2), (1, 1),
+     (1, 1), 1),
+    ("s2p1_o3", (2, 2, 3, 4), "num_output: 3 kernel_size: 3 stride: 2 pad: 1", (2, 2), (1, 1),
+     (1, 1), 1),
+    ("s3_k3", (2, 2, 2, 2), "num_output: 3 kernel_size: 3 stride: 3 pad: 0 group: 1", (3, 3),
+     (0, 0), (1, 1), 1),
+    ("g2_k2", (1, 4, 3, 3), "num_output: 4 kernel_size: 2 group: 2", (1, 1), (0, 0), (1, 1), 2),
+    ("g2s2p1", (2, 4, 3, 3), "num_output: 4 kernel_size: 3 stride: 2 pad: 1 group: 2", (2, 2),
+     (1, 1), (1, 1), 2),
+    ("g2s2", (2, 4, 3, 3), "num_output: 2 kernel_size: 3 stride: 2 group: 2", (2, 2), (0, 0),
+     (1, 1), 2),
+    ("g3_o6", (1, 3, 3, 3), "num_output: 6 kernel_size: 2 stride: 2 group: 3", (2, 2), (0, 0),
      (1, 1), 3),
-    ((2, 4, 3, 3), "num_output: 2 kernel_size: 3 stride: 2 group: 2", (2, 2), (0, 0), (1, 1), 2),
-    ((3, 2, 1, 2), "num_output: 2 kernel_size: 5 pad: 2 stride: 3", (3, 3), (2, 2), (1, 1), 1),
+    # group == num_output: every output channel gathers C/O input channels (depthwise path)
+    ("g_eq_o", (2, 3, 3, 3), "num_output: 3 kernel_size: 3 stride: 2 pad: 1 group: 3", (2, 2),
+     (1, 1), (1, 1), 3),
+    ("g_eq_o_k4", (2, 3, 3, 3), "num_output: 3 kernel_size: 4 stride: 2 pad: 1 group: 3",
+     (2, 2), (1, 1), (1, 1), 3),
+    ("g_eq_o_mult2", (1, 4, 3, 4), "num_output: 2 kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 0 "
+     "stride_h: 2 stride_w: 1 dilation: 2 dilation: 1 group: 2 bias_term: false", (2, 1),
+     (1, 0), (2, 1), 2),
+    ("d2_no_bias", (1, 2, 3, 3), "num_output: 2 kernel_size: 2 stride: 2 dilation: 2 "
+     "bias_term: false", (2, 2), (0, 0), (2, 2), 1),
+    ("khw_s3_d2_no_bias", (2, 2, 3, 2), "num_output: 3 kernel_h: 3 kernel_w: 2 stride: 3 "
+     "dilation: 2 bias_term: false", (3, 3), (0, 0), (2, 2), 1),
+    ("khw", (1, 2, 3, 4), "num_output: 2 kernel_h: 2 kernel_w: 3 pad_h: 0 pad_w: 1 stride_h: 2 "
+     "stride_w: 1", (2, 1), (0, 1), (1, 1), 1),
+    ("k5p2s3", (3, 2, 1, 2), "num_output: 2 kernel_size: 5 pad: 2 stride: 3", (3, 3), (2, 2),
+     (1, 1), 1),
 ]
 
 
-@pytest.mark.parametrize("shape,params,stride,pad,dil,group", DECONV_CASES)
-def test_deconvolution(shape, params, stride, pad, dil, group):
+@pytest.mark.parametrize("case", DECONV_CASES, ids=ids(DECONV_CASES))
+def test_deconvolution(case):
+    _, shape, params, stride, pad, dil, group = case
     layer = conv_layer(params, type_="Deconvolution")
-    bottom = make_blobs([shape])
+    bottom = make_blobs([shape], seed=11)
     top = run_forward(layer, bottom)
     c, og = layer.blobs[0].shape[:2]
     assert c == shape[1] and og * group == layer.num_output
@@ -283,62 +392,142 @@ def test_deconvolution_float32_and_flops():
     assert l64.flops(make_blobs([x]), t64) == 2 * x.size * 2 * 16 + t64[0].count
 
 
-# -- Im2col -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("params,k,s,p,d", [
-    ("kernel_size: 2 pad: 1", (2, 2), (1, 1), (1, 1), (1, 1)),
-    ("kernel_h: 3 kernel_w: 2 stride: 2 dilation: 2 pad_w: 1", (3, 2), (2, 2), (0, 1), (2, 2)),
-    ("kernel_size: 7 pad: 4", (7, 7), (1, 1), (4, 4), (1, 1)),
-])
-def test_im2col(params, k, s, p, d):
-    layer = make_layer("Im2col", f"convolution_param {{ {params} }}")
-    bottom = make_blobs([(2, 2, 5, 5)])
+def test_deconvolution_float32_against_reference_and_flops():
+    _, shape, params, stride, pad, dil, group = next(c for c in DECONV_CASES if c[0] == "g2s2p1")
+    layer = conv_layer(params, dtype=np.float32, type_="Deconvolution")
+    bottom = make_blobs([shape], dtype=np.float32, seed=12)
     top = run_forward(layer, bottom)
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = k, s, p, d
-    oh, ow = conv_out(5, kh, ph, sh, dh), conv_out(5, kw, pw, sw, dw)
-    assert top[0].shape == (2, 2 * kh * kw, oh, ow)
-    xp = np.pad(bottom[0].data, ((0, 0), (0, 0), (ph, ph + 4), (pw, pw + 4)))
-    for c in range(2):
-        for a in range(kh):
-            for e in range(kw):
-                want = xp[:, c, a * dh:a * dh + sh * oh:sh, e * dw:e * dw + sw * ow:sw]
-                np.testing.assert_array_equal(top[0].data[:, (c * kh + a) * kw + e], want)
+    assert top[0].data.dtype == np.float32
+    ref = deconv_ref(bottom[0].data.astype(np.float64), layer.blobs[0].data.astype(np.float64),
+                     layer.blobs[1].data.astype(np.float64), stride, pad, dil, group)
+    np.testing.assert_allclose(top[0].data, ref, rtol=1e-4, atol=1e-5)
+    n, c, h, w = shape
+    # the multiply-adds of the convolution it is the transpose of, plus the bias
+    assert layer.flops(bottom, top) == 2 * n * c * h * w * (4 // group) * 3 * 3 + top[0].count
+
+
+# -- Im2col -----------------------------------------------------------------------------------
+# (id, bottom shape, params, kernel, stride, pad, dilation)
+IM2COL_CASES = [
+    ("k3", (2, 2, 5, 5), "kernel_size: 3", (3, 3), (1, 1), (0, 0), (1, 1)),
+    ("k2p1", (2, 2, 5, 5), "kernel_size: 2 pad: 1", (2, 2), (1, 1), (1, 1), (1, 1)),
+    ("k2p1_3x3", (2, 2, 3, 3), "kernel_size: 2 stride: 1 pad: 1", (2, 2), (1, 1), (1, 1),
+     (1, 1)),
+    ("s2p1", (1, 3, 6, 5), "kernel_size: 3 stride: 2 pad: 1", (3, 3), (2, 2), (1, 1), (1, 1)),
+    ("khw_s2_d2_pw1", (2, 2, 5, 5), "kernel_h: 3 kernel_w: 2 stride: 2 dilation: 2 pad_w: 1",
+     (3, 2), (2, 2), (0, 1), (2, 2)),
+    ("khw_dil_hw", (1, 2, 7, 6), "kernel_h: 2 kernel_w: 3 pad_h: 1 pad_w: 0 stride_h: 1 "
+     "stride_w: 2 dilation: 2 dilation: 1", (2, 3), (1, 2), (1, 0), (2, 1)),
+    ("k7p4", (2, 2, 5, 5), "kernel_size: 7 pad: 4", (7, 7), (1, 1), (4, 4), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", IM2COL_CASES, ids=ids(IM2COL_CASES))
+def test_im2col(case):
+    _, shape, params, k, s, p, d = case
+    layer = make_layer("Im2col", f"convolution_param {{ {params} }}")
+    bottom = make_blobs([shape], seed=13)
+    top = run_forward(layer, bottom)
+    oh, ow = (conv_out(shape[2 + i], k[i], p[i], s[i], d[i]) for i in range(2))
+    assert top[0].shape == (shape[0], shape[1] * k[0] * k[1], oh, ow)
+    np.testing.assert_array_equal(top[0].data, im2col_ref(bottom[0].data, k, s, p, d))
     GradientChecker().check(layer, bottom, top, setup=False)
 
 
+def test_im2col_float32():
+    _, shape, params, k, s, p, d = IM2COL_CASES[3]
+    layer = make_layer("Im2col", f"convolution_param {{ {params} }}", dtype=np.float32)
+    bottom = make_blobs([shape], dtype=np.float32, seed=14)
+    top = run_forward(layer, bottom)
+    assert top[0].data.dtype == np.float32
+    np.testing.assert_array_equal(top[0].data,
+                                  im2col_ref(bottom[0].data.astype(np.float64), k, s, p, d))
+
+
 # -- Pooling ----------------------------------------------------------------------------------
-def distinct(shape, seed=0):
-    """Values at least 0.05 apart, so MAX has no ties within the checker's step."""
-    n = int(np.prod(shape))
-    return (np.random.default_rng(seed).permutation(n) * 0.05 - n * 0.025).reshape(shape)
-
-
-# (bottom shape, params, kernel, stride, pad, ceil, expected top H, W)
+# (id, bottom shape, params, kernel, stride, pad, ceil, expected top H, W, gradient-checked)
 POOL_CASES = [
-    ((2, 2, 6, 6), "kernel_size: 3 stride: 2", (3, 3), (2, 2), (0, 0), True, (3, 3)),
-    ((2, 2, 6, 6), "kernel_size: 3 stride: 2 round_mode: FLOOR", (3, 3), (2, 2), (0, 0), False,
-     (2, 2)),
-    ((1, 2, 5, 7), "kernel_size: 3 stride: 2 pad: 1", (3, 3), (2, 2), (1, 1), True, (3, 4)),
+    ("k3s2", (2, 2, 6, 6), "kernel_size: 3 stride: 2", (3, 3), (2, 2), (0, 0), True, (3, 3),
+     True),
+    ("k3s2_n1", (1, 2, 6, 6), "kernel_size: 3 stride: 2", (3, 3), (2, 2), (0, 0), True, (3, 3),
+     False),
+    ("k3s2_floor", (2, 2, 6, 6), "kernel_size: 3 stride: 2 round_mode: FLOOR", (3, 3), (2, 2),
+     (0, 0), False, (2, 2), True),
+    ("k3s2_floor_n1", (1, 2, 6, 6), "kernel_size: 3 stride: 2 round_mode: FLOOR", (3, 3),
+     (2, 2), (0, 0), False, (2, 2), False),
+    ("k3s2p1", (1, 2, 5, 7), "kernel_size: 3 stride: 2 pad: 1", (3, 3), (2, 2), (1, 1), True,
+     (3, 4), True),
+    ("k3s2p1_6x6", (2, 2, 6, 6), "kernel_size: 3 stride: 2 pad: 1", (3, 3), (2, 2), (1, 1),
+     True, (4, 4), True),
+    ("k3s2p1_c3", (1, 3, 6, 6), "kernel_size: 3 stride: 2 pad: 1", (3, 3), (2, 2), (1, 1),
+     True, (4, 4), True),
+    ("k3s2p1_floor", (2, 2, 6, 6), "kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR", (3, 3),
+     (2, 2), (1, 1), False, (3, 3), True),
     # the ceil'd last window would start in the padding: Caffe drops it (3 -> 2)
-    ((1, 2, 4, 4), "kernel_size: 3 stride: 3 pad: 2", (3, 3), (3, 3), (2, 2), True, (2, 2)),
-    ((1, 3, 5, 6), "kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1",
-     (3, 2), (2, 1), (1, 0), True, (3, 5)),
-    ((1, 2, 5, 5), "kernel_size: 2 stride: 2 pad: 1 round_mode: FLOOR", (2, 2), (2, 2), (1, 1),
-     False, (3, 3)),
+    ("k3s3p2_last_dropped", (1, 2, 4, 4), "kernel_size: 3 stride: 3 pad: 2", (3, 3), (3, 3),
+     (2, 2), True, (2, 2), True),
+    ("k3s3p2_7x7", (1, 2, 7, 7), "kernel_size: 3 stride: 3 pad: 2", (3, 3), (3, 3), (2, 2),
+     True, (3, 3), True),
+    ("k2s2p1_last_dropped", (1, 2, 5, 5), "kernel_size: 2 stride: 2 pad: 1", (2, 2), (2, 2),
+     (1, 1), True, (3, 3), True),
+    ("k2s2p1_5x7", (1, 2, 5, 7), "kernel_size: 2 stride: 2 pad: 1", (2, 2), (2, 2), (1, 1),
+     True, (3, 4), True),
+    ("k2s2p1_floor", (1, 2, 5, 5), "kernel_size: 2 stride: 2 pad: 1 round_mode: FLOOR", (2, 2),
+     (2, 2), (1, 1), False, (3, 3), True),
+    ("k2s1", (2, 2, 4, 5), "kernel_size: 2", (2, 2), (1, 1), (0, 0), True, (3, 4), False),
+    ("khw_pad_h", (1, 3, 5, 6), "kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1",
+     (3, 2), (2, 1), (1, 0), True, (3, 5), True),
+    ("khw_pad_h_7x5", (2, 1, 7, 5), "kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1",
+     (3, 2), (2, 1), (1, 0), True, (4, 4), True),
+    ("nonsquare", (1, 2, 5, 7), "kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 1 stride_h: 2 "
+     "stride_w: 3", (3, 2), (2, 3), (1, 1), True, (3, 3), True),
+    ("nonsquare_floor", (1, 2, 5, 7), "kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 1 stride_h: 2 "
+     "stride_w: 3 round_mode: FLOOR", (3, 2), (2, 3), (1, 1), False, (3, 3), False),
+    # pad only along H: Caffe's "drop a last window that starts in the padding" rule applies to
+    # both axes as soon as either pad is non-zero
+    ("pad_h_only", (1, 2, 4, 4), "kernel_h: 3 kernel_w: 1 pad_h: 1 pad_w: 0 stride: 2", (3, 1),
+     (2, 2), (1, 0), True, (3, 2), True),
     # kernel taller than the input: ceil((2 - 3) / 2) + 1 = 1 window clipped to the image
-    ((1, 2, 2, 5), "kernel_size: 3 stride: 2", (3, 3), (2, 2), (0, 0), True, (1, 2)),
+    ("kernel_taller_than_input", (1, 2, 2, 5), "kernel_size: 3 stride: 2", (3, 3), (2, 2),
+     (0, 0), True, (1, 2), True),
 ]
 
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
-@pytest.mark.parametrize("shape,params,k,s,p,ceil,hw", POOL_CASES)
-def test_pooling(method, shape, params, k, s, p, ceil, hw):
+@pytest.mark.parametrize("case", POOL_CASES, ids=ids(POOL_CASES))
+def test_pooling(method, case):
+    _, shape, params, k, s, p, ceil, hw, grad = case
     layer = make_layer("Pooling", f"pooling_param {{ pool: {method} {params} }}")
-    bottom = make_blobs([distinct(shape)])
+    bottom = make_blobs([distinct(shape, seed=15)])
     top = run_forward(layer, bottom)
-    ref, mask = pool_ref(bottom[0].data, k, s, p, method, ceil)
-    assert top[0].shape[2:] == hw == ref.shape[2:]
+    ref, _ = pool_ref(bottom[0].data, k, s, p, method, ceil)
+    assert top[0].shape[:2] == shape[:2] and top[0].shape[2:] == hw == ref.shape[2:]
     np.testing.assert_allclose(top[0].data, ref, rtol=1e-12, atol=1e-12)
-    GradientChecker().check(layer, bottom, top, setup=False)
+    if grad:
+        GradientChecker().check(layer, bottom, top, setup=False)
+
+
+def test_pooling_shapes_ceil_vs_floor():
+    def shape_of(params, h, w):
+        layer = make_layer("Pooling", f"pooling_param {{ {params} }}", init_params=False)
+        top = [Blob(())]
+        bottom = [Blob((1, 1, h, w))]
+        layer.setup(bottom, top)
+        assert not bottom[0].allocated                  # shape inference alone
+        return top[0].shape[2:]
+
+    assert shape_of("kernel_size: 3 stride: 2 pad: 1", 6, 6) == (4, 4)
+    assert shape_of("kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR", 6, 6) == (3, 3)
+    assert shape_of("kernel_size: 3 stride: 2", 6, 6) == (3, 3)           # ceil(3/2)+1
+    assert shape_of("kernel_size: 3 stride: 2 round_mode: FLOOR", 6, 6) == (2, 2)
+    assert shape_of("kernel_size: 3 stride: 2 round_mode: CEIL", 7, 7) == (3, 3)
+    # pad 1, k 2, s 2 on 6: ceil(6/2)+1 = 4, and (4-1)*2 = 6 < 6+1 keeps it
+    assert shape_of("kernel_size: 2 stride: 2 pad: 1", 6, 6) == (4, 4)
+    # on 5: ceil gives 4 windows, the last would start in the padding: dropped
+    assert shape_of("kernel_size: 2 stride: 2 pad: 1", 5, 5) == (3, 3)
+    assert shape_of("kernel_size: 2 stride: 2 pad: 1", 3, 3) == (2, 2)
+    assert shape_of("kernel_h: 3 kernel_w: 1 pad_h: 1 pad_w: 0 stride: 2", 4, 4) == (3, 2)
+    assert shape_of("kernel_size: 3 stride: 2 pad: 1", 112, 112) == (57, 57)  # ResNet pool1
 
 
 def test_max_pooling_mask_top_and_ties():
@@ -362,6 +551,22 @@ def test_max_pooling_mask_top_and_ties():
     assert want[0, 0, 0, 0] == 1.0 and want[0, 0, 1, 0] == 1.0
 
 
+@pytest.mark.parametrize("cid", ["k3s2p1_6x6", "k2s2p1_last_dropped", "nonsquare", "k2s2"])
+def test_pooling_max_two_tops(cid):
+    cases = POOL_CASES + [("k2s2", (2, 3, 4, 5), "kernel_size: 2 stride: 2", (2, 2), (2, 2),
+                           (0, 0), True, (2, 3), True)]
+    _, shape, params, k, s, p, ceil, hw, _ = next(c for c in cases if c[0] == cid)
+    layer = make_layer("Pooling", f"pooling_param {{ pool: MAX {params} }}")
+    bottom = make_blobs([distinct(shape, seed=17)])
+    top = run_forward(layer, bottom, ntop=2)
+    ref, mask = pool_ref(bottom[0].data, k, s, p, "MAX", ceil)
+    assert top[1].shape == top[0].shape == ref.shape
+    np.testing.assert_allclose(top[0].data, ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(top[1].data, mask)
+    GradientChecker().check(layer, bottom, [Blob(dtype=np.float64) for _ in range(2)],
+                            top_ids=[0])
+
+
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 def test_global_pooling(method):
     layer = make_layer("Pooling", f"pooling_param {{ pool: {method} global_pooling: true }}")
@@ -373,64 +578,214 @@ def test_global_pooling(method):
     np.testing.assert_allclose(top[0].data[:, :, 0, 0], want, rtol=1e-12)
     assert layer.flops(bottom, top) == 2 * 3 * 20
     GradientChecker().check(layer, bottom, top, setup=False)
+    # a new input size changes the global window
+    bottom[0].reshape((1, 3, 3, 2))
+    bottom[0].data = distinct((1, 3, 3, 2), seed=19)
+    layer.reshape(bottom, top)
+    layer.forward(bottom, top)
+    x = bottom[0].data
+    want = x.max(axis=(2, 3)) if method == "MAX" else x.mean(axis=(2, 3))
+    assert top[0].shape == (1, 3, 1, 1)
+    np.testing.assert_allclose(top[0].data[:, :, 0, 0], want, rtol=1e-12)
 
 
-def test_pooling_float32():
-    x = distinct((2, 3, 7, 7), seed=2)
-    for method in ("MAX", "AVE"):
-        layer = make_layer("Pooling", f"pooling_param {{ pool: {method} kernel_size: 3 "
-                           f"stride: 2 pad: 1 }}", dtype=np.float32)
-        top = run_forward(layer, make_blobs([x], dtype=np.float32))
-        assert top[0].data.dtype == np.float32
-        ref, _ = pool_ref(x, (3, 3), (2, 2), (1, 1), method)
-        np.testing.assert_allclose(top[0].data, ref, rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("shape", [(2, 3, 7, 7), (2, 2, 6, 6)])
+def test_pooling_float32(method, shape):
+    x = distinct(shape, seed=2)
+    layer = make_layer("Pooling", f"pooling_param {{ pool: {method} kernel_size: 3 "
+                       f"stride: 2 pad: 1 }}", dtype=np.float32)
+    top = run_forward(layer, make_blobs([x], dtype=np.float32))
+    assert top[0].data.dtype == np.float32
+    ref, _ = pool_ref(x, (3, 3), (2, 2), (1, 1), method)
+    assert top[0].shape == ref.shape
+    np.testing.assert_allclose(top[0].data, ref, rtol=1e-5, atol=1e-5)
+
+
+# -- STOCHASTIC pooling -----------------------------------------------------------------------
+@pytest.mark.parametrize("shape,params,k,s", [
+    ((2, 2, 6, 6), "kernel_size: 2 stride: 2", (2, 2), 2),
+    ((1, 3, 5, 7), "kernel_size: 3 stride: 2", (3, 3), 2),
+    ((2, 1, 4, 5), "kernel_h: 2 kernel_w: 3 stride: 1", (2, 3), 1),
+])
+def test_stochastic_pooling(shape, params, k, s):
+    x = np.abs(distinct(shape)) + 0.05
+    kh, kw = k
+    # TEST: weighted average, exact gradient
+    layer = make_layer("Pooling", f"pooling_param {{ pool: STOCHASTIC {params} }}", phase=TEST)
+    bottom = make_blobs([x])
+    top = run_forward(layer, bottom)
+    oh, ow = top[0].shape[2:]
+    ref, _ = stochastic_ref(x, kh, kw, s, s, oh, ow)
+    np.testing.assert_allclose(top[0].data, ref, rtol=1e-12)
+    GradientChecker().check(layer, bottom, top)
+    # TRAIN: samples with the layer's generator (uniform draws, one per output)
+    layer = make_layer("Pooling", f"pooling_param {{ pool: STOCHASTIC {params} }}",
+                       phase=TRAIN, seed=7)
+    bottom = make_blobs([x])
+    top = run_forward(layer, bottom)
+    rand = np.random.default_rng(7).random(top[0].shape)
+    ref, mask = stochastic_ref(x, kh, kw, s, s, oh, ow, rand)
+    np.testing.assert_allclose(top[0].data, ref, rtol=1e-12)
+    np.testing.assert_array_equal(layer.mask, mask)
+    dy = np.random.default_rng(1).standard_normal(top[0].shape)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    dx = np.zeros(x.shape)
+    for a, b, i, j in np.ndindex(*dy.shape):
+        m = mask[a, b, i, j]
+        dx[a, b, m // x.shape[3], m % x.shape[3]] += dy[a, b, i, j]
+    np.testing.assert_allclose(bottom[0].diff, dx, rtol=1e-12)
+
+
+def test_stochastic_pooling_samples_in_proportion():
+    x = np.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 2, 2)
+    layer = make_layer("Pooling", "pooling_param { pool: STOCHASTIC kernel_size: 2 }",
+                       phase=TRAIN, seed=3)
+    bottom = make_blobs([x])
+    top = run_forward(layer, bottom)
+    counts = np.zeros(4)
+    for _ in range(4000):
+        layer.forward(bottom, top)
+        counts[int(top[0].data[0, 0, 0, 0]) - 1] += 1
+    np.testing.assert_allclose(counts / counts.sum(), [0.1, 0.2, 0.3, 0.4], atol=0.03)
+
+
+# -- SPP --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,height,method", [
+    ((2, 3, 8, 8), 3, "MAX"),
+    ((1, 2, 7, 9), 2, "MAX"),
+    ((2, 2, 6, 5), 2, "AVE"),
+    ((1, 3, 8, 8), 3, "AVE"),
+    ((2, 2, 5, 6), 1, "MAX"),
+])
+def test_spp(shape, height, method):
+    layer = make_layer("SPP", f"spp_param {{ pyramid_height: {height} pool: {method} }}")
+    bottom = make_blobs([distinct(shape, seed=height)])
+    top = run_forward(layer, bottom)
+    ref = spp_ref(bottom[0].data, height, method)
+    n, c = shape[:2]
+    if height == 1:
+        assert top[0].shape == (n, c, 1, 1)
+    else:
+        assert top[0].shape == (n, c * sum(4 ** lv for lv in range(height)))
+    np.testing.assert_allclose(top[0].data, ref, rtol=1e-12, atol=1e-12)
+    GradientChecker().check(layer, bottom, top)
+
+
+def test_spp_input_size_change_and_errors():
+    layer = make_layer("SPP", "spp_param { pyramid_height: 2 }")
+    top = run_forward(layer, make_blobs([distinct((1, 2, 8, 8))]))
+    b = make_blobs([distinct((1, 2, 6, 10), seed=3)])
+    layer.reshape(b, top)
+    layer.forward(b, top)
+    np.testing.assert_allclose(top[0].data, spp_ref(b[0].data, 2, "MAX"))
+    with pytest.raises(ConfigError) as e:
+        run_forward(make_layer("SPP", "spp_param { }"), make_blobs([(1, 1, 4, 4)]))
+    assert e.value.field == "spp_param.pyramid_height"
+    with pytest.raises(ShapeError, match="too small for pyramid level 2"):
+        run_forward(make_layer("SPP", "spp_param { pyramid_height: 3 }"),
+                    make_blobs([(1, 1, 5, 5)]))
+    with pytest.raises(ShapeError, match="4-D"):
+        run_forward(make_layer("SPP", "spp_param { pyramid_height: 1 }"),
+                    make_blobs([(2, 4)]))
+
+
+def test_spp_stochastic_test_phase():
+    x = np.abs(distinct((1, 2, 4, 4))) + 0.1
+    layer = make_layer("SPP", "spp_param { pyramid_height: 2 pool: STOCHASTIC }", phase=TEST)
+    top = run_forward(layer, make_blobs([x]))
+    level0 = (x ** 2).sum(axis=(2, 3)) / x.sum(axis=(2, 3))
+    np.testing.assert_allclose(top[0].data[:, :2], level0, rtol=1e-12)
 
 
 # -- errors -----------------------------------------------------------------------------------
-ERRORS = [
-    ("Convolution", "convolution_param { num_output: 2 }", (1, 2, 5, 5), ConfigError,
-     "kernel_size"),
-    ("Convolution", "convolution_param { kernel_size: 3 }", (1, 2, 5, 5), ConfigError,
-     "num_output"),
-    ("Convolution", "convolution_param { num_output: 4 kernel_size: 3 group: 2 }", (1, 3, 5, 5),
-     ConfigError, "group"),
-    ("Convolution", "convolution_param { num_output: 3 kernel_size: 3 group: 2 }", (1, 4, 5, 5),
-     ConfigError, "num_output"),
-    ("Convolution", "convolution_param { num_output: 2 kernel_size: 3 stride: 0 }",
-     (1, 2, 5, 5), ConfigError, "stride"),
-    ("Convolution", "convolution_param { num_output: 2 kernel_size: 3 kernel_h: 3 kernel_w: 3 }",
-     (1, 2, 5, 5), ConfigError, "not both"),
-    ("Convolution", "convolution_param { num_output: 2 kernel_size: 9 }", (1, 2, 5, 5),
-     ShapeError, "larger"),
-    ("Convolution", "convolution_param { num_output: 2 kernel_size: 3 axis: 2 }", (1, 2, 5, 5),
-     ConfigError, "axis"),
-    ("Deconvolution", "convolution_param { num_output: 2 kernel_size: 2 pad: 3 }",
-     (1, 2, 2, 2), ShapeError, "pad"),
-    ("Im2col", "convolution_param { stride: 1 }", (1, 2, 5, 5), ConfigError, "kernel_size"),
-    ("Pooling", "pooling_param { kernel_size: 2 pad: 2 }", (1, 2, 5, 5), ConfigError, "pad"),
-    ("Pooling", "pooling_param { global_pooling: true pad: 1 }", (1, 2, 5, 5), ConfigError,
-     "pad 0"),
-    ("Pooling", "pooling_param { global_pooling: true kernel_size: 2 }", (1, 2, 5, 5),
-     ConfigError, "global"),
-    ("Pooling", "pooling_param { stride: 2 }", (1, 2, 5, 5), ConfigError, "kernel_size"),
-    ("Pooling", "pooling_param { kernel_size: 2 stride: 0 }", (1, 2, 5, 5), ConfigError,
-     "stride"),
-    ("Pooling", "pooling_param { kernel_size: 7 round_mode: FLOOR }", (1, 2, 5, 5), ShapeError,
-     "0x0"),
+# (bottom shape, convolution_param, error, word in the message): Convolution and Deconvolution
+CONV_ERRORS = [
+    ((1, 3, 5, 5), "num_output: 4 kernel_size: 3 group: 2", ConfigError, "group"),
+    ((1, 4, 5, 5), "num_output: 3 kernel_size: 3 group: 2", ConfigError, "group"),
+    ((1, 4, 5, 5), "num_output: 3 kernel_size: 3 group: 2", ConfigError, "num_output"),
+    ((1, 3, 5, 5), "num_output: 4", ConfigError, "kernel_size"),
+    ((1, 2, 5, 5), "num_output: 2", ConfigError, "kernel_size"),
+    ((1, 3, 5, 5), "num_output: 0 kernel_size: 3", ConfigError, "num_output"),
+    ((1, 3, 5, 5), "kernel_size: 3", ConfigError, "num_output"),
+    ((1, 2, 5, 5), "kernel_size: 3", ConfigError, "num_output"),
+    ((1, 3, 5, 5), "num_output: 2 kernel_size: 3 stride: 0", ConfigError, "stride"),
+    ((1, 2, 5, 5), "num_output: 2 kernel_size: 3 stride: 0", ConfigError, "stride"),
+    ((1, 3, 5, 5), "num_output: 2 kernel_size: 3 kernel_h: 3 kernel_w: 3", ConfigError,
+     "kernel"),
+    ((1, 2, 5, 5), "num_output: 2 kernel_size: 3 kernel_h: 3 kernel_w: 3", ConfigError,
+     "not both"),
+    ((1, 3, 5, 5), "num_output: 2 kernel_h: 3", ConfigError, "kernel_w"),
+    ((1, 2, 5, 5), "num_output: 2 kernel_size: 3 axis: 2", ConfigError, "axis"),
+    ((1, 1, 3, 3), "num_output: 2 kernel_size: 5", ShapeError, "kernel"),
+    ((1, 1, 5, 5), "num_output: 2 kernel_size: 3 dilation: 3", ShapeError, "kernel"),
+    ((1, 1, 3, 6), "num_output: 2 kernel_h: 4 kernel_w: 2", ShapeError, "kernel"),
+    ((1, 2, 5, 5), "num_output: 2 kernel_size: 9", ShapeError, "larger"),
+    ((1, 3, 5, 5), "num_output: 2 kernel_size: 9", ShapeError, "larger"),
+    ((3, 5), "num_output: 2 kernel_size: 1", ShapeError, "4-D"),
 ]
+# a transposed convolution grows its input: "kernel larger than the input" is Convolution's only
+DECONV_ERRORS = [e for e in CONV_ERRORS if e[2] is not ShapeError or e[3] not in ("kernel",
+                                                                                    "larger")]
+# (type, params, bottom shape, tops, error, word in the message)
+ERRORS = ([("Convolution", f"convolution_param {{ {p} }}", s, 1, e, w)
+           for s, p, e, w in CONV_ERRORS]
+          + [("Deconvolution", f"convolution_param {{ {p} }}", s, 1, e, w)
+             for s, p, e, w in DECONV_ERRORS]
+          + [
+    ("Deconvolution", "convolution_param { num_output: 2 kernel_size: 2 pad: 3 }",
+     (1, 2, 2, 2), 1, ShapeError, "pad"),
+    ("Im2col", "convolution_param { stride: 1 }", (1, 2, 5, 5), 1, ConfigError, "kernel_size"),
+    ("Im2col", "convolution_param { stride: 2 }", (1, 1, 4, 4), 1, ConfigError, "kernel_size"),
+    ("Im2col", "convolution_param { kernel_size: 5 }", (1, 1, 3, 3), 1, ShapeError, "kernel"),
+    ("Pooling", "pooling_param { kernel_size: 2 pad: 2 }", (1, 2, 5, 5), 1, ConfigError, "pad"),
+    ("Pooling", "pooling_param { kernel_size: 2 pad: 2 }", (1, 3, 5, 5), 1, ConfigError, "pad"),
+    ("Pooling", "pooling_param { kernel_size: 3 pad: 3 }", (1, 2, 5, 5), 1, ConfigError, "pad"),
+    ("Pooling", "pooling_param { kernel_size: 2 pad: 2 stride: 2 }", (1, 2, 5, 5), 1,
+     ConfigError, "pad"),
+    ("Pooling", "pooling_param { kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 2 }", (1, 2, 5, 5), 1,
+     ConfigError, "pad"),
+    ("Pooling", "pooling_param { global_pooling: true pad: 1 }", (1, 2, 5, 5), 1, ConfigError,
+     "pad 0"),
+    ("Pooling", "pooling_param { global_pooling: true kernel_size: 2 }", (1, 2, 5, 5), 1,
+     ConfigError, "global"),
+    ("Pooling", "pooling_param { global_pooling: true kernel_size: 2 }", (1, 3, 5, 5), 1,
+     ConfigError, "global"),
+    ("Pooling", "pooling_param { global_pooling: true kernel_size: 2 }", (1, 2, 5, 5), 1,
+     ConfigError, "kernel_size"),
+    ("Pooling", "pooling_param { global_pooling: true stride: 2 }", (1, 2, 5, 5), 1,
+     ConfigError, "stride"),
+    ("Pooling", "pooling_param { pool: STOCHASTIC kernel_size: 2 }", (1, 2, 5, 5), 2,
+     ConfigError, "MAX"),
+    ("Pooling", "pooling_param { pool: AVE kernel_size: 2 }", (1, 2, 5, 5), 2, ConfigError,
+     "MAX"),
+    ("Pooling", "pooling_param { stride: 2 }", (1, 2, 5, 5), 1, ConfigError, "kernel_size"),
+    ("Pooling", "pooling_param { }", (1, 3, 5, 5), 1, ConfigError, "kernel_size"),
+    ("Pooling", "pooling_param { kernel_size: 0 }", (1, 2, 5, 5), 1, ConfigError, "kernel"),
+    ("Pooling", "pooling_param { kernel_size: 2 stride: 0 }", (1, 2, 5, 5), 1, ConfigError,
+     "stride"),
+    ("Pooling", "pooling_param { kernel_size: 9 }", (1, 2, 5, 5), 1, ShapeError, "kernel"),
+    ("Pooling", "pooling_param { kernel_size: 7 round_mode: FLOOR }", (1, 2, 5, 5), 1,
+     ShapeError, "0x0"),
+    ("Pooling", "pooling_param { kernel_size: 2 }", (2, 3, 4), 1, ShapeError, "4-D"),
+])
 
 
-@pytest.mark.parametrize("type_,params,shape,err,word", ERRORS)
-def test_config_errors(type_, params, shape, err, word):
+@pytest.mark.parametrize("type_,params,shape,ntop,err,word", ERRORS)
+def test_config_errors(type_, params, shape, ntop, err, word):
     layer = make_layer(type_, params)
     with pytest.raises(err) as ei:
-        run_forward(layer, make_blobs([shape]))
+        run_forward(layer, make_blobs([shape]), ntop=ntop)
     assert isinstance(ei.value, NetdefError)
-    assert word in str(ei.value)
-    assert "'test'" in str(ei.value)
+    assert word in str(ei.value), str(ei.value)
+    assert "'test'" in str(ei.value)                    # the message names the layer
 
 
-def test_ave_pooling_mask_top_rejected():
-    layer = make_layer("Pooling", "pooling_param { pool: AVE kernel_size: 2 }")
-    with pytest.raises(ConfigError, match="MAX"):
-        run_forward(layer, make_blobs([(1, 1, 4, 4)]), ntop=2)
+def test_convolution_error_names_field():
+    layer = make_layer("Convolution", "convolution_param { num_output: 4 kernel_size: 3 "
+                                      "group: 2 }")
+    with pytest.raises(ConfigError) as info:
+        run_forward(layer, make_blobs([(1, 3, 5, 5)]))
+    assert info.value.field == "convolution_param.group"
+    assert "3" in str(info.value)          # the channel count that group must divide

@@ -6,15 +6,12 @@ varying-length sequence task."""
 import numpy as np
 import pytest
 
+from layer_refs import ref_lstm, ref_rnn, sig
 from netdef.blob import Blob
 from netdef.errors import ConfigError, ShapeError
 from netdef.testing import GradientChecker, make_blobs, make_layer, run_forward
 
 GAUSS = "{ type: 'gaussian' std: 0.5 }"
-
-
-def sig(x):
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def rparams(h, *, expose=False):
@@ -30,50 +27,6 @@ def cont_for(T, N, seed=0):
     if T > 2:
         c[T // 2, 0] = 0.0
     return c
-
-
-# --------------------------------------------------------------------------------------------
-# references (one stream, one step at a time)
-
-def ref_lstm(x, cont, W, b, Whc, Ws=None, xs=None, h0=None, c0=None):
-    T, N = x.shape[:2]
-    H = Whc.shape[1]
-    X = x.reshape(T, N, -1)
-    hs = np.zeros((T, N, H))
-    hT = np.zeros((N, H))
-    cT = np.zeros((N, H))
-    for n in range(N):
-        h = np.zeros(H) if h0 is None else h0[0, n].copy()
-        c = np.zeros(H) if c0 is None else c0[0, n].copy()
-        for t in range(T):
-            k = cont[t, n]
-            g = W @ X[t, n] + b + Whc @ (k * h)
-            if Ws is not None:
-                g = g + Ws @ xs[n].reshape(-1)
-            i, f, o, gg = sig(g[:H]), sig(g[H:2 * H]), sig(g[2 * H:3 * H]), np.tanh(g[3 * H:])
-            c = k * f * c + i * gg
-            h = o * np.tanh(c)
-            hs[t, n] = h
-        hT[n], cT[n] = h, c
-    return hs, hT[None], cT[None]
-
-
-def ref_rnn(x, cont, Wxh, bh, Whh, Who, bo, Ws=None, xs=None, h0=None):
-    T, N = x.shape[:2]
-    H = Whh.shape[0]
-    X = x.reshape(T, N, -1)
-    out = np.zeros((T, N, H))
-    hT = np.zeros((N, H))
-    for n in range(N):
-        h = np.zeros(H) if h0 is None else h0[0, n].copy()
-        for t in range(T):
-            a = Wxh @ X[t, n] + bh + Whh @ (cont[t, n] * h)
-            if Ws is not None:
-                a = a + Ws @ xs[n].reshape(-1)
-            h = np.tanh(a)
-            out[t, n] = np.tanh(Who @ h + bo)
-        hT[n] = h
-    return out, hT[None]
 
 
 # --------------------------------------------------------------------------------------------
