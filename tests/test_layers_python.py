@@ -3,6 +3,7 @@ gradients as the built-in EuclideanLoss (gradient-checked with the shared checke
 own example module (``import caffe``) runs unchanged in a net, learnable blobs added by the
 user train, errors for a missing module/class name the field with file:line, and the
 disallowed mode refuses to construct the layer."""
+import json
 import os
 import sys
 import textwrap
@@ -274,3 +275,92 @@ def test_summary_of_corpus_linreg(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="cannot import Python module 'pyloss'"):
         (tmp_path / "pyloss.py").unlink()
         Net(load_net(path), PHASES["TRAIN"], seed=1)
+
+
+# -- where Python layers run: summary imports nothing unless asked; run commands can refuse --
+
+PYDATA = """\
+import os
+open(os.environ["NDPL_MARKER"], "a").write("imported\\n")
+
+class D:
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        top[0].reshape(2, 3, 8, 8)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = 1
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+"""
+
+PYNET = """name: "p"
+layer { name: "data" type: "Python" top: "data" python_param { module: "ndpl_pydata" layer: "D" } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "c"
+        convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "relu" type: "ReLU" bottom: "c" top: "c" }
+"""
+
+
+@pytest.fixture
+def pynet(tmp_path, monkeypatch):
+    (tmp_path / "ndpl_pydata.py").write_text(PYDATA)
+    (tmp_path / "net.prototxt").write_text(PYNET)
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("NDPL_MARKER", str(marker))
+    yield tmp_path / "net.prototxt", marker
+    sys.modules.pop("ndpl_pydata", None)
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+    from netdef_cli.main import cli
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_summary_imports_no_python_layer(pynet):
+    net, marker = pynet
+    r = _cli("summary", net, "--json")
+    assert r.exit_code == 0, r.output
+    stats = json.loads(r.output)
+    assert stats["unknown"] == [["data", "Python"], ["conv", "Convolution"], ["relu", "ReLU"]]
+    assert stats["layers"] == [] and stats["learnable_params"] == 0
+    assert not marker.exists()                                   # nothing was imported
+    r = _cli("summary", net)
+    assert "unknown: 3 layers, left out of the totals" in r.output
+    assert "data   Python       ?" in r.output
+
+
+def test_summary_takes_python_tops_from_input_shape(pynet):
+    net, marker = pynet
+    stats = json.loads(_cli("summary", net, "--json", "--input-shape", "data=2,3,8,8").output)
+    assert stats["unknown"] == [] and stats["outputs"] == {"c": [2, 4, 6, 6]}
+    assert stats["learnable_params"] == 4 * 3 * 3 * 3 + 4
+    assert not marker.exists()
+
+
+def test_summary_allow_python_layers_runs_its_reshape(pynet, caplog):
+    net, marker = pynet
+    with caplog.at_level("INFO", logger="netdef.layers.python_layer"):
+        stats = json.loads(_cli("summary", net, "--json", "--allow-python-layers").output)
+    assert stats["outputs"] == {"c": [2, 4, 6, 6]}
+    assert marker.read_text() == "imported\n"
+    assert any("imported module 'ndpl_pydata' from " + str(net.parent) in r.getMessage()
+               for r in caplog.records)
+
+
+def test_run_commands_refuse_python_layers_on_request(pynet):
+    net, marker = pynet
+    r = _cli("time", "--model", net, "--iterations", "1", "--phase", "TEST",
+             "--no-python-layers")
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines()[-1] == (
+        f"error: {net}:2:64: layer 'data' (Python): this model contains Python layers "
+        f"(module 'ndpl_pydata'); drop --no-python-layers to run them")
+    assert not marker.exists()
+    r = _cli("time", "--model", net, "--iterations", "1", "--phase", "TEST")
+    assert r.exit_code == 0, r.output
+    assert marker.read_text() == "imported\n"

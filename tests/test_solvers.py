@@ -275,3 +275,85 @@ def test_resume_is_bit_exact_with_lmdb_random_crop_and_mirror(tmp_path):
     for x, y in zip(final_weights(a), final_weights(c)):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(final_weights(a)[0], final_weights(b)[0])
+
+
+@pytest.mark.parametrize("text,field,message", [
+    ("test_iter: 10 test_iter: -1", "test_iter", "test_iter must not be negative (value 2 is -1)"),
+    ("average_loss: 0", "average_loss", "average_loss must be at least 1 (got 0"),
+])
+def test_solver_counts_are_checked(text, field, message):
+    from netdef.solvers.updates import solver_problems
+    p = pb.SolverParameter()
+    parse_text(f'type: "SGD" base_lr: 0.01 lr_policy: "fixed" {text}', p)
+    assert any(f == field and message in m for f, m in solver_problems(p))
+
+
+def test_uniform_filler_min_above_max_is_a_config_error():
+    from netdef.config import net_from_text
+    from netdef.net import Net
+    text = ('layer { name: "d" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }\n'
+            'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" inner_product_param '
+            '{ num_output: 2 weight_filler { type: "uniform" min: 1 max: -1 } } }')
+    with pytest.raises(ConfigError) as e:
+        Net(net_from_text(text, file="n.prototxt"), 1)
+    assert e.value.layer == "ip" and e.value.file == "n.prototxt" and e.value.line == 2
+    assert "uniform filler min (1) is larger than its max (-1)" in str(e.value)
+
+
+def _damaged_state(tmp_path, damage):
+    """A 3-iteration SGD snapshot, rewritten after ``damage(state)``."""
+    from netdef.proto import pb
+    from netdef.solvers.solver import Solver
+    s = Solver(solver_def(tmp_path, "max_iter: 3"))
+    s.solve()
+    _, path = s.snapshot()
+    state = pb.SolverState()
+    with open(path, "rb") as f:
+        state.ParseFromString(f.read())
+    damage(state)
+    with open(path, "wb") as f:
+        f.write(state.SerializeToString())
+    return path
+
+
+def _short_history(st):
+    del st.history[0].data[1:]
+
+
+def _wrong_shape(st):
+    st.history[0].shape.dim[:] = [4, 6]
+
+
+@pytest.mark.parametrize("damage,kind,message", [
+    (lambda st: setattr(st.netdef_resume, "rng_state", b"{not json"), "SGD",
+     "the solver's RNG state is corrupt"),
+    (lambda st: setattr(st.netdef_resume, "rng_state", b'{"bit_generator": "MT19937"}'), "SGD",
+     "the solver's RNG state is corrupt"),
+    (lambda st: setattr(st, "learned_net", "/nonexistent/x.caffemodel"), "SGD",
+     "its learned_net '/nonexistent/x.caffemodel': "),
+    (lambda st: setattr(st, "learned_net", "/dev/zero"), "SGD",
+     "not a regular file"),
+    (lambda st: setattr(st, "learned_net", ""), "SGD", "it names no learned_net"),
+    (_short_history, "SGD", "history blob 0 (ip1[0]) holds 1 values but its shape needs 24"),
+    (_wrong_shape, "SGD", "history blob 0 (ip1[0]) has shape [4, 6] but the net needs [6, 4]"),
+    (lambda st: st.history.pop(), "SGD", "it holds 3 history blobs but a SGD solver"),
+    (lambda st: None, "Nesterov", "written by a SGD solver, this one is Nesterov"),
+])
+def test_resume_validates_the_whole_state(tmp_path, damage, kind, message):
+    from netdef.errors import FileFormatError
+    from netdef.solvers.solver import Solver
+    path = _damaged_state(tmp_path, damage)
+    s = Solver(solver_def(tmp_path, "max_iter: 6", kind))
+    with pytest.raises(FileFormatError) as e:
+        s.restore(path)
+    assert e.value.file == path and "cannot resume from this snapshot: " in str(e.value)
+    assert message in str(e.value)
+    assert s.iter == 0                                   # nothing was applied
+
+
+def test_resume_refuses_a_device_as_snapshot(tmp_path):
+    from netdef.errors import ConfigError
+    from netdef.solvers.solver import Solver
+    s = Solver(solver_def(tmp_path, "max_iter: 6"))
+    with pytest.raises(ConfigError, match="not a regular file"):
+        s.restore("/dev/zero")
