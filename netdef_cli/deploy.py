@@ -110,7 +110,7 @@ def _load_input(path: str, pred):
             model = pred.model.deploy.input[0]
             th, tw = h, w
             if model.HasField("mean"):
-                from netdef.deploy.frozen import blob_shape
+                from netdef.io.weights import blob_shape
                 ms = blob_shape(model.mean)
                 th, tw = ms[-2], ms[-1]
             if (im.height, im.width) != (th, tw):

@@ -305,3 +305,73 @@ def test_caffemodel_blob_sizes_checked_before_allocating(tmp_path):
         lines = r.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), r.output
         assert "1,000,000,000,000 values" in lines[0] and "conv1" in lines[0]
+
+
+def _with(fm, *, net_edit=None, dep_edit=None):
+    net, dep = pb.NetParameter(), pb.NetdefDeploy()
+    net.CopyFrom(fm.net)
+    dep.CopyFrom(fm.deploy)
+    if net_edit:
+        net_edit(net)
+    if dep_edit:
+        dep_edit(dep)
+    return encode(net, dep)
+
+
+def _mean(shape):
+    def edit(dep):
+        dep.input[0].mean.shape.dim[:] = shape
+        n = 1
+        for d in shape:
+            n *= d
+        dep.input[0].mean.data[:] = [0.0] * n
+    return edit
+
+
+@pytest.mark.parametrize("edit,message", [
+    (dict(dep_edit=lambda d: d.ClearField("output")), "it declares no output"),
+    (dict(dep_edit=lambda d: (d.ClearField("output"), d.output.append("nowhere"))),
+     "output 'nowhere' is not a blob of the net"),
+    (dict(dep_edit=lambda d: setattr(d.input[0], "name", "ghost")),
+     "input 'ghost' is not a blob of the net"),
+    (dict(net_edit=lambda n: n.layer[-1].top.__setitem__(0, "prob\nlayer { type: 'Python' }")),
+     "contains control characters"),
+    (dict(dep_edit=lambda d: d.input[0].shape.dim.__delitem__(slice(2, 4))),
+     "carries image preprocessing but has shape [1, 1]"),
+    (dict(dep_edit=_mean([5])), "the mean of input 'data' has shape [5]"),
+    (dict(dep_edit=_mean([3, 28, 28])), "the mean of input 'data' has shape [3, 28, 28]"),
+    (dict(dep_edit=_mean([1, 20, 20])), "which does not fit the input [1, 1, 28, 28]"),
+])
+def test_inconsistent_frozen_files_are_refused(lenet, tmp_path, edit, message):
+    """Valid checksums, inconsistent content: one line each, on load."""
+    fm = read_frozen(lenet)
+    path = tmp_path / "x.netdef"
+    path.write_bytes(_with(fm, **edit))
+    msg = _one_line_error(path, tmp_path)
+    assert "inconsistent frozen model: " in msg and message in msg, msg
+
+
+def test_frozen_file_must_be_a_regular_file(tmp_path):
+    assert "not a regular file" in _one_line_error("/dev/zero", tmp_path)
+    with pytest.raises(FileFormatError, match="is a directory"):
+        read_frozen(str(tmp_path))
+
+
+def test_export_caffe_escapes_names_in_comments(lenet, tmp_path):
+    """A name with a newline never reaches a file as definition text: decode refuses it, and
+    the exporter escapes what it writes into comments even for an in-memory model."""
+    from netdef.config import load_net
+    from netdef.deploy.export_caffe import export_caffe
+    from netdef.deploy.frozen import FrozenModel
+    fm = read_frozen(lenet)
+    dep = pb.NetdefDeploy()
+    dep.CopyFrom(fm.deploy)
+    dep.input[0].channel_order = "GRAY\nlayer { name: 'evil' type: 'Python' }"
+    evil = FrozenModel(fm.net, dep, fm.weights, None)
+    proto = tmp_path / "deploy.prototxt"
+    export_caffe(evil, str(proto), str(tmp_path / "w.caffemodel"))
+    text = proto.read_text()
+    assert "evil" in text and "\nlayer { name: 'evil'" not in text
+    assert all(line.startswith("#") for line in text.splitlines()[:3])
+    d = load_net(str(proto))
+    assert [l.name for l in d.message.layer if l.name == "evil"] == []

@@ -116,3 +116,20 @@ def test_weights_must_be_a_regular_file(path, message):
     from netdef.errors import ConfigError
     with pytest.raises(ConfigError, match=message):
         load_caffemodel(path)
+
+
+def test_weights_and_means_holding_nan_are_warned_about(tmp_path, caplog):
+    from netdef.data.binaryproto import read_mean, write_blobproto
+    net = deploy(1)
+    load_weights(net, os.path.join(LENET, "lenet_iter_10000.caffemodel"))
+    net.layers[net.layer_index["ip2"]].blobs[1].data[[0, 3]] = [np.nan, np.inf]
+    w = str(tmp_path / "nan.caffemodel")
+    save_caffemodel(net, w)
+    with caplog.at_level("WARNING", logger="netdef.weights"):
+        load_weights(deploy(1), w)
+        write_blobproto(str(tmp_path / "mean.binaryproto"), np.full((1, 2, 2), np.nan))
+        read_mean(str(tmp_path / "mean.binaryproto"))
+    msgs = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert msgs == [f"{w}: layer 'ip2' blob 1 holds 2 NaN or infinite values of 10",
+                    f"{tmp_path / 'mean.binaryproto'}: the mean holds 4 NaN or infinite "
+                    f"values of 4"]

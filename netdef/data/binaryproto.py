@@ -79,6 +79,8 @@ def read_mean(path: str, *, field: str | None = "transform_param.mean_file") -> 
     elif arr.ndim != 3:
         raise FileFormatError(f"a mean file holds a (1×)C×H×W blob, not shape "
                               f"{list(arr.shape)}", file=path)
+    from ..io.weights import warn_not_finite
+    warn_not_finite(arr, "the mean", path)
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 

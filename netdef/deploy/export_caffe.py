@@ -11,8 +11,8 @@ from __future__ import annotations
 from google.protobuf import text_format
 
 from ..errors import ConfigError
-from ..proto import pb
 from ..io.files import write_file
+from ..proto import pb
 from .frozen import FrozenModel
 
 #: layer types of BVLC Caffe (master, 2020) that can appear in a deploy net
@@ -38,19 +38,26 @@ def caffe_net(fm: FrozenModel, *, blobs: bool):
     return net
 
 
+def _comment_safe(s: str) -> str:
+    """A name as it may stand in a ``#`` comment line: control characters (a newline would
+    end the comment and turn the rest of the name into definition text) and backslashes
+    escaped."""
+    return s.encode("unicode_escape").decode("ascii")
+
+
 def preprocessing_comment(fm: FrozenModel) -> str:
     lines = ["# exported by netdef from a frozen model"]
     for inp in fm.deploy.input:
-        parts = [f"input {inp.name} {'x'.join(str(d) for d in inp.shape.dim)}",
+        parts = [f"input {_comment_safe(inp.name)} {'x'.join(str(d) for d in inp.shape.dim)}",
                  f"scale {inp.scale:g}"]
         if len(inp.mean_value):
             parts.append("mean_value " + ",".join(f"{v:g}" for v in inp.mean_value))
         if inp.HasField("mean"):
             parts.append("mean image (not exported)")
         if inp.channel_order:
-            parts.append(f"channel order {inp.channel_order}")
+            parts.append(f"channel order {_comment_safe(inp.channel_order)}")
         lines.append("# preprocessing: " + ", ".join(parts) + " (out = (x - mean) * scale)")
-    lines.append(f"# outputs: {', '.join(fm.deploy.output)}")
+    lines.append(f"# outputs: {', '.join(_comment_safe(o) for o in fm.deploy.output)}")
     return "\n".join(lines) + "\n"
 
 

@@ -23,8 +23,9 @@ import os
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from ..errors import FileFormatError
-from ..io.files import write_file
+from ..errors import ConfigError, FileFormatError
+from ..io.files import read_regular, write_file
+from ..io.weights import blob_shape, check_blob
 from ..proto import pb
 
 FORMAT_VERSION = 1
@@ -35,9 +36,6 @@ MAX_INPUT_ELEMENTS = 1 << 31
 #: layer types a frozen model may not contain: they read or write files, or run Python code
 FORBIDDEN_TYPES = {"Data", "ImageData", "HDF5Data", "HDF5Output", "WindowData", "MemoryData"}
 PYTHON_TYPES = {"Python"}
-
-
-_atomic_write = write_file      # (export_onnx's name for it until it imports write_file)
 
 
 def encode(net_param, deploy) -> bytes:
@@ -96,37 +94,6 @@ def _sniff(data: bytes) -> str:
     except Exception:
         pass
     return ""
-
-
-def blob_shape(bp) -> tuple[int, ...]:
-    if bp.HasField("shape"):
-        return tuple(int(d) for d in bp.shape.dim)
-    if any(bp.HasField(f) for f in ("num", "channels", "height", "width")):
-        return (bp.num, bp.channels, bp.height, bp.width)
-    return (len(bp.double_data) or len(bp.data),)
-
-
-def check_blob(bp, file_size: int, *, file=None, layer=None, what="blob") -> tuple[int, ...]:
-    """Shape of a BlobProto after checking that its declared size is what the file holds.
-    Nothing is allocated: the count is computed with Python integers."""
-    shape = blob_shape(bp)
-    count = 1
-    for d in shape:
-        if d < 0:
-            raise FileFormatError(f"{what} declares a negative dimension {list(shape)}",
-                                  file=file, layer=layer)
-        count *= d
-    itemsize = 8 if len(bp.double_data) else 4
-    n = len(bp.double_data) or len(bp.data)
-    if count * itemsize > file_size:
-        raise FileFormatError(
-            f"{what} declares shape {list(shape)} = {count:,} values, more than the "
-            f"{file_size:,}-byte file can hold (corrupt or malicious file)", file=file,
-            layer=layer)
-    if n != count:
-        raise FileFormatError(f"{what} holds {n:,} values but its shape {list(shape)} needs "
-                              f"{count:,} (truncated or corrupt file)", file=file, layer=layer)
-    return shape
 
 
 def blob_array(bp, shape=None) -> np.ndarray:
@@ -247,19 +214,64 @@ def decode(data: bytes, path: str | None = None, *, allow_python_layers: bool = 
                                   f"elements (more than {MAX_INPUT_ELEMENTS:,})", file=path)
         if inp.HasField("mean"):
             check_blob(inp.mean, size, file=path, what=f"the mean of input '{inp.name}'")
+    _check_semantics(net, deploy, path)
     return FrozenModel(net, deploy, weights, path)
+
+
+def _printable(s: str) -> bool:
+    return not any(ord(c) < 0x20 or ord(c) == 0x7F for c in s)
+
+
+def _check_semantics(net, deploy, path) -> None:
+    """What a checksum cannot vouch for: names a later export would write into text (no
+    control characters), inputs and outputs naming blobs of the net, image preprocessing on
+    4-D inputs only, and a mean image that fits its input."""
+    def bad(msg):
+        return FileFormatError(f"inconsistent frozen model: {msg}", file=path)
+    strings = [("input", i.name) for i in deploy.input] + [("output", o) for o in deploy.output]
+    strings += [("label", l) for l in deploy.label]
+    for lp in net.layer:
+        strings += [("layer", lp.name), ("layer type", lp.type)]
+        strings += [("top", t) for t in lp.top] + [("bottom", b) for b in lp.bottom]
+    for what, s in strings:
+        if not _printable(s):
+            raise bad(f"{what} name {s!r} contains control characters")
+    tops = {t for lp in net.layer for t in lp.top}
+    if not len(deploy.output):
+        raise bad("it declares no output")
+    for o in deploy.output:
+        if o not in tops:
+            raise bad(f"output '{o}' is not a blob of the net")
+    for inp in deploy.input:
+        if inp.name not in tops:
+            raise bad(f"input '{inp.name}' is not a blob of the net")
+        dims = [int(d) for d in inp.shape.dim]
+        image = inp.HasField("mean") or len(inp.mean_value) or inp.scale != 1
+        if image and len(dims) != 4:
+            raise bad(f"input '{inp.name}' carries image preprocessing but has shape {dims} "
+                      f"(images are N x C x H x W)")
+        if inp.channel_order and inp.channel_order not in ("BGR", "RGB", "GRAY"):
+            raise bad(f"input '{inp.name}' has channel order {inp.channel_order!r} (BGR, RGB "
+                      f"or GRAY)")
+        if len(inp.mean_value) not in (0, 1) and len(dims) == 4 and \
+                len(inp.mean_value) != dims[1]:
+            raise bad(f"input '{inp.name}' has {len(inp.mean_value)} mean values for "
+                      f"{dims[1]} channels")
+        if inp.HasField("mean"):
+            ms = list(blob_shape(inp.mean))
+            if len(ms) == 4 and ms[0] == 1:
+                ms = ms[1:]
+            if len(ms) != 3 or ms[0] != dims[1] or ms[1] < dims[2] or ms[2] < dims[3]:
+                raise bad(f"the mean of input '{inp.name}' has shape {list(blob_shape(inp.mean))}"
+                          f", which does not fit the input {dims} (C x H x W, at least the "
+                          f"input's size)")
 
 
 def read_frozen(path: str, *, allow_python_layers: bool = False) -> FrozenModel:
     """Read and check a frozen model file; every problem is a one-line FileFormatError."""
     path = str(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FileFormatError("file not found", file=path) from None
-    except IsADirectoryError:
-        raise FileFormatError("is a folder, not a frozen model", file=path) from None
-    except OSError as e:
-        raise FileFormatError(f"cannot read: {e.strerror}", file=path) from None
+        data = read_regular(path, "frozen model")
+    except ConfigError as e:
+        raise FileFormatError(e.message, file=path) from None
     return decode(data, path, allow_python_layers=allow_python_layers)

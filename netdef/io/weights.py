@@ -9,10 +9,9 @@ import logging
 
 import numpy as np
 
-from ..config.loader import load_net
 from ..errors import ConfigError, FileFormatError, ShapeError
-from .files import write_file
 from ..proto import pb
+from .files import write_file
 
 log = logging.getLogger("netdef.weights")
 
@@ -44,6 +43,40 @@ def blob_proto_array(bp, shape=None) -> np.ndarray:
     return arr.reshape(shape)
 
 
+def blob_shape(bp) -> tuple[int, ...]:
+    """The declared shape; a blob with neither ``shape`` nor legacy 4-D fields is 1-D over
+    its values (frozen files and .caffemodel checks; :func:`blob_proto_shape` is Caffe's
+    reading)."""
+    if bp.HasField("shape"):
+        return tuple(int(d) for d in bp.shape.dim)
+    if any(bp.HasField(f) for f in ("num", "channels", "height", "width")):
+        return (bp.num, bp.channels, bp.height, bp.width)
+    return (len(bp.double_data) or len(bp.data),)
+
+
+def check_blob(bp, file_size: int, *, file=None, layer=None, what="blob") -> tuple[int, ...]:
+    """Shape of a BlobProto after checking that its declared size is what the file holds.
+    Nothing is allocated: the count is computed with Python integers."""
+    shape = blob_shape(bp)
+    count = 1
+    for d in shape:
+        if d < 0:
+            raise FileFormatError(f"{what} declares a negative dimension {list(shape)}",
+                                  file=file, layer=layer)
+        count *= d
+    itemsize = 8 if len(bp.double_data) else 4
+    n = len(bp.double_data) or len(bp.data)
+    if count * itemsize > file_size:
+        raise FileFormatError(
+            f"{what} declares shape {list(shape)} = {count:,} values, more than the "
+            f"{file_size:,}-byte file can hold (corrupt or malicious file)", file=file,
+            layer=layer)
+    if n != count:
+        raise FileFormatError(f"{what} holds {n:,} values but its shape {list(shape)} needs "
+                              f"{count:,} (truncated or corrupt file)", file=file, layer=layer)
+    return shape
+
+
 def to_blob_proto(array: np.ndarray, double: bool = False):
     bp = pb.BlobProto()
     bp.shape.dim.extend(array.shape)
@@ -61,6 +94,8 @@ def load_caffemodel(path: str):
     from .hdf5_snapshot import is_hdf5, load_caffemodel_h5
     if is_hdf5(path):
         return load_caffemodel_h5(path)
+    # imported here: the numpy-only frozen-model reader imports this module without netdef.config
+    from ..config.loader import load_net
     d = load_net(path, fmt="binary")
     check_blob_sizes(d.message, _file_size(path), path)
     return d.message
@@ -79,7 +114,6 @@ def check_blob_sizes(net_param, file_size: int, file: str | None = None) -> None
     the file holds, or whose values do not fill its shape -- checked with Python integers
     before anything is allocated from the declared shape (a hostile .caffemodel declaring a
     10^12-element blob is an error, not a 4 TB allocation).  Legacy V1 ``layers`` too."""
-    from ..deploy.frozen import check_blob
     for lp in list(net_param.layer) + list(net_param.layers):
         for j, bp in enumerate(lp.blobs):
             check_blob(bp, file_size, file=file, layer=lp.name or None, what=f"blob {j}")
@@ -113,8 +147,19 @@ def copy_trained_layers(net, source, file: str | None = None) -> list[str]:
                     f"blob {j} holds {n} values but its shape needs {blob.count} (truncated "
                     f"file?)", file=file, layer=lp.name)
             blob.data = blob_proto_array(bp, blob.shape).astype(blob.dtype)
+            warn_not_finite(blob.data, f"layer '{lp.name}' blob {j}", file)
         copied.append(lp.name)
     return copied
+
+
+def warn_not_finite(arr: np.ndarray, what: str, file: str | None = None) -> int:
+    """Log a warning when ``arr`` holds NaN or +-inf (trained weights that diverged, a mean
+    file written from broken data); returns how many values are not finite."""
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        log.warning("%s%s holds %d NaN or infinite value%s of %d", f"{file}: " if file else "",
+                    what, bad, "" if bad == 1 else "s", arr.size)
+    return bad
 
 
 def load_weights(net, paths) -> list[str]:
