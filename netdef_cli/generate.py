@@ -70,3 +70,12 @@ def generate(name, variant, kind, data, net_path, fmt, output):
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def script_main(family: str, argv=None):
+    """``scripts/gen_<family>.py [OPTIONS]``: ``netdef generate FAMILY [OPTIONS]`` under the
+    script's name (exits with the command's status)."""
+    import sys
+    args = sys.argv[1:] if argv is None else list(argv)
+    generate.main([family, *args], prog_name=f"gen_{family}.py",
+                  help_option_names=["-h", "--help"])

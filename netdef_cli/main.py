@@ -10,7 +10,6 @@ from . import data, defs, plot, run  # noqa: F401  (register the commands)
 from . import deploy  # noqa: F401  (freeze, predict, export)
 from . import generate  # noqa: F401  (netdef generate: netdef.zoo's NetSpec nets)
 from . import gpu  # noqa: F401  (device-query, check-parity: the CUDA backend)
-from . import data_extra  # noqa: F401  (netdef data siamese-pairs)
 from .app import EXIT_USER_ERROR, cli, parse_input_shapes, user_errors  # noqa: F401
 
 

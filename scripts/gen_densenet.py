@@ -1,8 +1,7 @@
 #!/usr/bin/env python
-"""Write a densenet definition with netdef's NetSpec (see netdef/zoo/densenet.py); `--help` for options."""
-import sys
-
-from netdef.zoo.cli import script_main
+"""Write a densenet definition with netdef's NetSpec (netdef/zoo/densenet.py): this is
+`netdef generate densenet` under the script's name; `--help` for options."""
+from netdef_cli.generate import script_main
 
 if __name__ == "__main__":
-    sys.exit(script_main("densenet"))
+    script_main("densenet")

@@ -1,8 +1,7 @@
 #!/usr/bin/env python
-"""Write a googlenet definition with netdef's NetSpec (see netdef/zoo/googlenet.py); `--help` for options."""
-import sys
-
-from netdef.zoo.cli import script_main
+"""Write a googlenet definition with netdef's NetSpec (netdef/zoo/googlenet.py): this is
+`netdef generate googlenet` under the script's name; `--help` for options."""
+from netdef_cli.generate import script_main
 
 if __name__ == "__main__":
-    sys.exit(script_main("googlenet"))
+    script_main("googlenet")

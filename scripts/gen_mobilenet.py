@@ -1,8 +1,7 @@
 #!/usr/bin/env python
-"""Write a mobilenet definition with netdef's NetSpec (see netdef/zoo/mobilenet.py); `--help` for options."""
-import sys
-
-from netdef.zoo.cli import script_main
+"""Write a mobilenet definition with netdef's NetSpec (netdef/zoo/mobilenet.py): this is
+`netdef generate mobilenet` under the script's name; `--help` for options."""
+from netdef_cli.generate import script_main
 
 if __name__ == "__main__":
-    sys.exit(script_main("mobilenet"))
+    script_main("mobilenet")

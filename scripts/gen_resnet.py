@@ -1,8 +1,7 @@
 #!/usr/bin/env python
-"""Write a resnet definition with netdef's NetSpec (see netdef/zoo/resnet.py); `--help` for options."""
-import sys
-
-from netdef.zoo.cli import script_main
+"""Write a resnet definition with netdef's NetSpec (netdef/zoo/resnet.py): this is
+`netdef generate resnet` under the script's name; `--help` for options."""
+from netdef_cli.generate import script_main
 
 if __name__ == "__main__":
-    sys.exit(script_main("resnet"))
+    script_main("resnet")

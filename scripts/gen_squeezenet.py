@@ -1,8 +1,7 @@
 #!/usr/bin/env python
-"""Write a squeezenet definition with netdef's NetSpec (see netdef/zoo/squeezenet.py); `--help` for options."""
-import sys
-
-from netdef.zoo.cli import script_main
+"""Write a squeezenet definition with netdef's NetSpec (netdef/zoo/squeezenet.py): this is
+`netdef generate squeezenet` under the script's name; `--help` for options."""
+from netdef_cli.generate import script_main
 
 if __name__ == "__main__":
-    sys.exit(script_main("squeezenet"))
+    script_main("squeezenet")

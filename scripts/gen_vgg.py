@@ -1,8 +1,7 @@
 #!/usr/bin/env python
-"""Write a vgg definition with netdef's NetSpec (see netdef/zoo/vgg.py); `--help` for options."""
-import sys
-
-from netdef.zoo.cli import script_main
+"""Write a vgg definition with netdef's NetSpec (netdef/zoo/vgg.py): this is
+`netdef generate vgg` under the script's name; `--help` for options."""
+from netdef_cli.generate import script_main
 
 if __name__ == "__main__":
-    sys.exit(script_main("vgg"))
+    script_main("vgg")

@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from google.protobuf import descriptor, text_format
+from shared_paths import BESIDE_REPO, find as find_shared
 
 from netdef.proto import pb
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("NETDEF_SHARED", "/work/shared"))
+# the shared folder (tests/shared_paths.py); absent, the tests that read it skip
+SHARED = Path(find_shared(required=False) or BESIDE_REPO)
 CAFFE_DATA = SHARED / "data" / "caffe"
 CORPUS = SHARED / "corpus" / "caffe_models"
 

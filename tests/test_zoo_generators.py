@@ -175,12 +175,34 @@ def test_yaml_output_loads():
 def test_script_writes_file(tmp_path):
     out = tmp_path / "r18.prototxt"
     r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "gen_resnet.py"),
-                        "--depth", "18", "--train-val", "--data", "/data/imagenet",
+                        "--depth", "18", "--train-val", "--data", "lmdb/imagenet",
                         "-o", str(out)], capture_output=True, text=True, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     net = load_net(str(out)).message
-    assert net == zoo.build("resnet", 18, deploy=False, data_dir="/data/imagenet")
-    assert net.layer[0].data_param.source == "/data/imagenet/ilsvrc12_train_lmdb"
+    assert net == zoo.build("resnet", 18, deploy=False, data_dir="lmdb/imagenet")
+    assert net.layer[0].data_param.source == "lmdb/imagenet/ilsvrc12_train_lmdb"
+
+
+def test_script_is_netdef_generate():
+    """scripts/gen_<family>.py is `netdef generate <family>` under the script's name: the same
+    text, the same one-line user error (status 2) and the same options under --help."""
+    from click.testing import CliRunner
+
+    from netdef_cli.main import cli
+
+    def script(family, *args):
+        return subprocess.run([sys.executable, os.path.join(REPO, "scripts", f"gen_{family}.py"),
+                               *args], capture_output=True, text=True)
+    r = script("squeezenet", "--version", "1.0", "--solver", "--format", "yaml")
+    assert r.returncode == 0, r.stderr
+    want = CliRunner().invoke(cli, ["generate", "squeezenet", "--version", "1.0", "--solver",
+                                    "--format", "yaml"]).output
+    assert r.stdout == want and "base_lr: 0.04" in r.stdout
+    r = script("vgg", "--depth", "17")
+    assert r.returncode == 2 and r.stderr == "error: vgg: variant must be one of 16, 19, got 17\n"
+    r = script("densenet", "-h")
+    assert r.returncode == 0 and r.stdout.startswith("Usage: gen_densenet.py [OPTIONS] NAME")
+    assert "--train-val" in r.stdout and "--solver" in r.stdout
 
 
 def test_cli_generate(tmp_path):

@@ -90,6 +90,10 @@ def _shapes_for(fm: FrozenModel, batch1: bool) -> dict:
 
 
 class _Builder:
+    """The ONNX graph under construction: nodes, initializers, unique value and node names,
+    and the ONNX name of each Caffe blob's current value.  ``yshapes`` holds the shapes of the
+    tops of the layer being exported."""
+
     def __init__(self, fm, helper, numpy_helper):
         self.fm = fm
         self.h = helper
@@ -101,6 +105,7 @@ class _Builder:
         self.cur: dict[str, str] = {}
         self.used: set[str] = set()
         self.n = 0
+        self.yshapes: list[tuple] = []
         writes: dict[str, int] = {}
         for lp in fm.net.layer:
             for t in lp.top:
@@ -119,6 +124,12 @@ class _Builder:
             name = f"{base}__{self.n}"
         self.used.add(name)
         return name
+
+    def input(self, caffe_name) -> None:
+        """A graph input: it keeps its Caffe name."""
+        self.remaining[caffe_name] -= 1
+        self.used.add(caffe_name)
+        self.cur[caffe_name] = caffe_name
 
     def top(self, caffe_name) -> str:
         """ONNX name of a new value of blob ``caffe_name`` (its last write gets the plain
@@ -143,11 +154,139 @@ class _Builder:
         return outputs[0]
 
 
+# -- shared helpers ---------------------------------------------------------------------------
+# Every exporter below has the signature (b, lp, xs, xshapes, W): the builder, the layer's
+# LayerParameter, the ONNX names of its bottoms, their shapes, and its blobs.
+def _out(b, lp, op, inputs, **attrs) -> str:
+    """One node ``op`` writing the layer's (first) top, named after the layer."""
+    return b.node(op, inputs, [b.top(lp.top[0])], name=lp.name, **attrs)
+
+
+def _c(b, lp, what, value, dtype=np.float32):
+    return b.const(f"{lp.name}_{what}", np.asarray(value, dtype))
+
+
+def _pos_axis(axis: int, ndim: int) -> int:
+    return axis + ndim if axis < 0 else axis
+
+
+def _chain(b, lp, x, steps, top):
+    """Apply ``steps`` [(op, [extra inputs], attrs)] in turn; the last writes ``top``."""
+    cur = x
+    for k, (op, extra, attrs) in enumerate(steps):
+        out = top if k == len(steps) - 1 else b.fresh(f"{lp.name}__{op.lower()}{k}")
+        b.node(op, [cur] + list(extra), [out], name=lp.name if out == top else out, **attrs)
+        cur = out
+    return cur
+
+
+def _reduce(b, op, x, out, axes, keepdims, name=None):
+    """Reduce* over ``axes``: an attribute before opset 18 (ReduceSum: 13), an input after."""
+    if op == "ReduceSum" or b.opset >= 18:
+        b.node(op, [x, b.const(f"{out}_axes", np.asarray(axes, np.int64))], [out],
+               name=name or out, keepdims=keepdims)
+    else:
+        b.node(op, [x], [out], name=name or out, axes=list(axes), keepdims=keepdims)
+    return out
+
+
+def _reshape_to(b, lp, x, shape, top=None, tag="shape"):
+    out = top or b.fresh(f"{lp.name}__{tag}")
+    b.node("Reshape", [x, _c(b, lp, tag, shape, np.int64)], [out], name=lp.name
+           if top else out)
+    return out
+
+
 def _broadcast_operand(operand, xshape, axis, num_axes_zero):
     if operand.ndim == 0 or num_axes_zero:
         return operand.reshape(())
     pad = len(xshape) - axis - operand.ndim
     return operand.reshape(operand.shape + (1,) * pad)
+
+
+def _with_weights(b, lp, x, W, bias_term) -> list:
+    """Inputs [x, weights(, bias)] of a Conv / ConvTranspose / Gemm node."""
+    ins = [x, b.const(f"{lp.name}_W", W[0])]
+    if bias_term and len(W) > 1:
+        ins.append(b.const(f"{lp.name}_B", W[1]))
+    return ins
+
+
+def _elementwise(op):
+    """Exporter of a layer computing ``op`` of its bottom into each of its tops."""
+    def export(b, lp, xs, xshapes, W):
+        for top in lp.top:
+            b.node(op, xs[:1], [b.top(top)], name=f"{lp.name}/{top}" if len(lp.top) > 1
+                   else lp.name)
+    return export
+
+
+# -- vision -----------------------------------------------------------------------------------
+def _conv_attrs(cp) -> dict:
+    kh, kw, ph, pw, sh, sw, dh, dw = K.conv_geometry(cp)
+    return {"kernel_shape": [kh, kw], "pads": [ph, pw, ph, pw], "strides": [sh, sw],
+            "dilations": [dh, dw]}
+
+
+def _convolution(b, lp, xs, xshapes, W):
+    cp = lp.convolution_param
+    _out(b, lp, "Conv", _with_weights(b, lp, xs[0], W, cp.bias_term), group=int(cp.group),
+         **_conv_attrs(cp))
+
+
+def _deconvolution(b, lp, xs, xshapes, W):
+    # ONNX: out = stride * (in - 1) + dilation * (k - 1) + 1 - pad_begin - pad_end,
+    # Caffe's size exactly (no output_padding)
+    cp = lp.convolution_param
+    _out(b, lp, "ConvTranspose", _with_weights(b, lp, xs[0], W, cp.bias_term),
+         group=int(cp.group), **_conv_attrs(cp))
+
+
+def _im2col(b, lp, xs, xshapes, W):
+    # a depthwise convolution with one-hot kernels: output channel (c*kh + i)*kw + j
+    # is input channel c at window offset (i, j)
+    attrs = _conv_attrs(lp.convolution_param)
+    kh, kw = attrs["kernel_shape"]
+    c = xshapes[0][1]
+    onehot = np.zeros((c * kh * kw, 1, kh, kw), np.float32)
+    r = np.arange(kh * kw)
+    onehot.reshape(c, kh * kw, kh * kw)[:, r, r] = 1
+    _out(b, lp, "Conv", [xs[0], b.const(f"{lp.name}_onehot", onehot)], group=c, **attrs)
+
+
+def _inner_product(b, lp, xs, xshapes, W):
+    ip = lp.inner_product_param
+    if int(ip.axis) not in (1, -len(xshapes[0]) + 1):
+        raise ConfigError("InnerProduct with axis other than 1 cannot be exported",
+                          layer=lp.name, layer_type=lp.type)
+    flat = xs[0]
+    if len(xshapes[0]) != 2:
+        flat = b.fresh(f"{lp.name}__flat")
+        b.node("Flatten", xs[:1], [flat], name=flat, axis=1)
+    _out(b, lp, "Gemm", _with_weights(b, lp, flat, W, ip.bias_term),
+         transB=0 if ip.transpose else 1)
+
+
+def _pooling(b, lp, xs, xshapes, W):
+    _, _, h, w = xshapes[0]
+    mask = b.top(lp.top[1]) if len(lp.top) == 2 else None
+    _pool(b, lp.name, lp.pooling_param, xs[0], h, w, b.top(lp.top[0]), mask)
+
+
+def _spp(b, lp, xs, xshapes, W):
+    _, _, h, w = xshapes[0]
+    levels = K.spp_levels(lp, h, w)
+    if len(levels) == 1:
+        _pool(b, lp.name, levels[0].pooling_param, xs[0], h, w, b.top(lp.top[0]))
+        return
+    flat = []
+    for q in levels:
+        y = b.fresh(f"{q.name}")
+        _pool(b, q.name, q.pooling_param, xs[0], h, w, y)
+        f = b.fresh(f"{q.name}__flat")
+        b.node("Flatten", [y], [f], name=f, axis=1)
+        flat.append(f)
+    _out(b, lp, "Concat", flat, axis=1)
 
 
 # -- pooling --------------------------------------------------------------------------------
@@ -221,29 +360,66 @@ def _stochastic_pool(b, name, x, h, w, kh, kw, sh, sw, oh, ow, top) -> None:
     b.node("Where", [pos, ratio, zero], [top], name=name)
 
 
-# -- one-bottom layers without special plumbing ------------------------------------------------
-def _chain(b, lp, x, steps, top):
-    """Apply ``steps`` [(op, [extra inputs], attrs)] in turn; the last writes ``top``."""
-    cur = x
-    for k, (op, extra, attrs) in enumerate(steps):
-        out = top if k == len(steps) - 1 else b.fresh(f"{lp.name}__{op.lower()}{k}")
-        b.node(op, [cur] + list(extra), [out], name=lp.name if out == top else out, **attrs)
-        cur = out
-    return cur
 
-
-def _c(b, lp, what, value, dtype=np.float32):
-    return b.const(f"{lp.name}_{what}", np.asarray(value, dtype))
-
-
-def _reduce(b, op, x, out, axes, keepdims, name=None):
-    """Reduce* over ``axes``: an attribute before opset 18 (ReduceSum: 13), an input after."""
-    if op == "ReduceSum" or b.opset >= 18:
-        b.node(op, [x, b.const(f"{out}_axes", np.asarray(axes, np.int64))], [out],
-               name=name or out, keepdims=keepdims)
+# -- common -----------------------------------------------------------------------------------
+def _scale_or_bias(b, lp, xs, xshapes, W):
+    """Scale -> Mul (+ Add of its bias), Bias -> Add, the operand (a second bottom or the
+    layer's blob) reshaped to broadcast from ``axis``."""
+    is_scale = lp.type == "Scale"
+    p = lp.scale_param if is_scale else lp.bias_param
+    xshape = xshapes[0]
+    axis = _pos_axis(int(p.axis), len(xshape))
+    if len(xs) == 2:
+        oshape = xshapes[1]
+        pad = len(xshape) - axis - len(oshape)
+        if len(oshape) == 0:
+            operand = xs[1]
+        else:
+            operand = b.fresh(f"{lp.name}__operand")
+            shape = [0 if k == 0 and axis == 0 else int(d)
+                     for k, d in enumerate(oshape)] + [1] * pad
+            b.node("Reshape", [xs[1], b.const(f"{lp.name}_shape",
+                                               np.asarray(shape, np.int64))],
+                   [operand], name=operand)
     else:
-        b.node(op, [x], [out], name=name or out, axes=list(axes), keepdims=keepdims)
-    return out
+        operand = b.const(f"{lp.name}_{'scale' if is_scale else 'bias'}",
+                          _broadcast_operand(W[0], xshape, axis, int(p.num_axes) == 0))
+    if not (is_scale and p.bias_term):
+        _out(b, lp, "Mul" if is_scale else "Add", [xs[0], operand])
+        return
+    first = b.fresh(f"{lp.name}__mul")
+    b.node("Mul", [xs[0], operand], [first], name=first)
+    bias = b.const(f"{lp.name}_bias", _broadcast_operand(
+        W[-1], xshape, 0 if W[-1].ndim == 0 else axis, int(p.num_axes) == 0))
+    _out(b, lp, "Add", [first, bias])
+
+
+def _embed(b, lp, xs, xshapes, W):
+    ids = b.fresh(f"{lp.name}__ids")
+    b.node("Cast", xs[:1], [ids], name=ids, to=7)       # int64
+    top = b.top(lp.top[0])
+    has_bias = lp.embed_param.bias_term and len(W) > 1
+    g = b.fresh(f"{lp.name}__gather") if has_bias else top
+    b.node("Gather", [b.const(f"{lp.name}_W", W[0]), ids], [g], name=lp.name if not has_bias
+           else g, axis=0)
+    if has_bias:
+        b.node("Add", [g, b.const(f"{lp.name}_B", W[1].reshape(-1))], [top], name=lp.name)
+
+
+# -- neurons ----------------------------------------------------------------------------------
+def _relu(b, lp, xs, xshapes, W):
+    s = float(lp.relu_param.negative_slope)
+    if s == 0:
+        _out(b, lp, "Relu", xs)
+    else:
+        _out(b, lp, "LeakyRelu", xs, alpha=s)
+
+
+def _prelu(b, lp, xs, xshapes, W):
+    a = W[0].reshape(-1)
+    nd = len(xshapes[0])
+    slope = a.reshape((a.size,) + (1,) * (nd - 2)) if a.size > 1 else a.reshape(1)
+    _out(b, lp, "PRelu", [xs[0], b.const(f"{lp.name}_slope", slope)])
 
 
 def _power(b, lp, xs, xshapes, W):
@@ -304,15 +480,11 @@ def _swish(b, lp, xs, xshapes, W):
         b.node("Mul", [xs[0], _c(b, lp, "beta", beta)], [z], name=z)
     s = b.fresh(f"{lp.name}__sigmoid")
     b.node("Sigmoid", [z], [s], name=s)
-    b.node("Mul", [xs[0], s], [b.top(lp.top[0])], name=lp.name)
+    _out(b, lp, "Mul", [xs[0], s])
 
 
 def _elu(b, lp, xs, xshapes, W):
-    b.node("Elu", xs[:1], [b.top(lp.top[0])], name=lp.name, alpha=float(lp.elu_param.alpha))
-
-
-def _bnll(b, lp, xs, xshapes, W):
-    b.node("Softplus", xs[:1], [b.top(lp.top[0])], name=lp.name)
+    _out(b, lp, "Elu", xs[:1], alpha=float(lp.elu_param.alpha))
 
 
 def _threshold(b, lp, xs, xshapes, W):
@@ -323,15 +495,126 @@ def _threshold(b, lp, xs, xshapes, W):
 
 def _clip(b, lp, xs, xshapes, W):
     p = lp.clip_param
-    b.node("Clip", [xs[0], _c(b, lp, "min", p.min), _c(b, lp, "max", p.max)],
-           [b.top(lp.top[0])], name=lp.name)
+    _out(b, lp, "Clip", [xs[0], _c(b, lp, "min", p.min), _c(b, lp, "max", p.max)])
 
 
-def _reshape_to(b, lp, x, shape, top=None, tag="shape"):
-    out = top or b.fresh(f"{lp.name}__{tag}")
-    b.node("Reshape", [x, _c(b, lp, tag, shape, np.int64)], [out], name=lp.name
-           if top else out)
-    return out
+# -- normalization ----------------------------------------------------------------------------
+def _lrn(b, lp, xs, xshapes, W):
+    p = lp.lrn_param
+    size = int(p.local_size)
+    if p.norm_region == p.ACROSS_CHANNELS:
+        _out(b, lp, "LRN", xs, size=size, alpha=float(p.alpha), beta=float(p.beta),
+             bias=float(p.k))
+        return
+    # within a channel: x * (1 + alpha * mean of x^2 over the size x size window)^-beta
+    half = (size - 1) // 2
+    sq = b.fresh(f"{lp.name}__sq")
+    b.node("Mul", [xs[0], xs[0]], [sq], name=sq)
+    avg = b.fresh(f"{lp.name}__avg")
+    b.node("AveragePool", [sq], [avg], name=avg, kernel_shape=[size, size],
+           strides=[1, 1], pads=[half] * 4, count_include_pad=1)
+    sc = b.fresh(f"{lp.name}__scale")
+    b.node("Mul", [avg, b.const(f"{lp.name}_alpha", np.float32(p.alpha))], [sc], name=sc)
+    sc1 = b.fresh(f"{lp.name}__scale1")
+    b.node("Add", [sc, b.const(f"{lp.name}_one", np.float32(1))], [sc1], name=sc1)
+    pw_ = b.fresh(f"{lp.name}__pow")
+    b.node("Pow", [sc1, b.const(f"{lp.name}_beta", np.float32(-p.beta))], [pw_], name=pw_)
+    _out(b, lp, "Mul", [xs[0], pw_])
+
+
+def _batch_norm(b, lp, xs, xshapes, W):
+    p = lp.batch_norm_param
+    sf = float(W[2].reshape(-1)[0])
+    f = 0.0 if sf == 0 else 1.0 / sf
+    c = W[0].size
+    _out(b, lp, "BatchNormalization",
+         [xs[0], b.const(f"{lp.name}_gamma", np.ones(c, np.float32)),
+          b.const(f"{lp.name}_beta", np.zeros(c, np.float32)),
+          b.const(f"{lp.name}_mean", (W[0].reshape(-1) * f).astype(np.float32)),
+          b.const(f"{lp.name}_var", (W[1].reshape(-1) * f).astype(np.float32))],
+         epsilon=float(p.eps))
+
+
+def _mvn(b, lp, xs, xshapes, W):
+    p = lp.mvn_param
+    s = xshapes[0]
+    rows = [0] if p.across_channels or len(s) < 2 else [0, int(s[1])]
+    r = _reshape_to(b, lp, xs[0], rows + [-1], tag="rows")
+    ax = len(rows)
+    mean = _reduce(b, "ReduceMean", r, b.fresh(f"{lp.name}__mean"), [ax], 1)
+    cen = b.fresh(f"{lp.name}__centred")
+    b.node("Sub", [r, mean], [cen], name=cen)
+    y = cen
+    if p.normalize_variance:
+        sq = b.fresh(f"{lp.name}__sq")
+        b.node("Mul", [cen, cen], [sq], name=sq)
+        var = _reduce(b, "ReduceMean", sq, b.fresh(f"{lp.name}__var"), [ax], 1)
+        sd = _chain(b, lp, var, [("Sqrt", [], {}), ("Add", [_c(b, lp, "eps", p.eps)], {})],
+                    b.fresh(f"{lp.name}__sd"))
+        y = b.fresh(f"{lp.name}__norm")
+        b.node("Div", [cen, sd], [y], name=y)
+    _reshape_to(b, lp, y, [0] + [int(d) for d in s[1:]], b.top(lp.top[0]))
+
+
+# -- utility ----------------------------------------------------------------------------------
+def _softmax(b, lp, xs, xshapes, W):
+    _out(b, lp, "Softmax", xs, axis=_pos_axis(int(lp.softmax_param.axis), len(xshapes[0])))
+
+
+def _concat(b, lp, xs, xshapes, W):
+    p = lp.concat_param
+    a = int(p.concat_dim) if p.HasField("concat_dim") and not p.HasField("axis") \
+        else int(p.axis)
+    _out(b, lp, "Concat", xs, axis=_pos_axis(a, len(xshapes[0])))
+
+
+def _eltwise(b, lp, xs, xshapes, W):
+    p = lp.eltwise_param
+    if p.operation == p.PROD:
+        op = "Mul"
+    elif p.operation == p.MAX:
+        op = "Max"
+    else:
+        op = "Sum"
+        coeffs = [float(c) for c in p.coeff] or [1.0] * len(xs)
+        scaled = []
+        for k, (x, c) in enumerate(zip(xs, coeffs)):
+            if c == 1:
+                scaled.append(x)
+            else:
+                m = b.fresh(f"{lp.name}__c{k}")
+                b.node("Mul", [x, b.const(f"{lp.name}_coeff{k}", np.float32(c))], [m], name=m)
+                scaled.append(m)
+        xs = scaled
+    if op == "Mul" and len(xs) > 2:         # ONNX's Mul takes two inputs
+        acc = xs[0]
+        for k, x in enumerate(xs[1:-1]):
+            m = b.fresh(f"{lp.name}__p{k}")
+            b.node("Mul", [acc, x], [m], name=m)
+            acc = m
+        xs = [acc, xs[-1]]
+    _out(b, lp, op, xs)
+
+
+def _reshape_keeping_batch(b, lp, x, keep_batch):
+    """Reshape to the top's shape, its batch dimension 0 (copied) where ``keep_batch``."""
+    shape = list(b.yshapes[0])
+    if keep_batch and shape:
+        shape[0] = 0
+    _out(b, lp, "Reshape", [x, b.const(f"{lp.name}_shape", np.asarray(shape, np.int64))])
+
+
+def _flatten(b, lp, xs, xshapes, W):
+    keep_batch = K._axis(int(lp.flatten_param.axis), len(xshapes[0]), lp,
+                         "flatten_param.axis") > 0
+    _reshape_keeping_batch(b, lp, xs[0], keep_batch)
+
+
+def _reshape(b, lp, xs, xshapes, W):
+    p = lp.reshape_param
+    start = p.axis if p.axis >= 0 else len(xshapes[0]) + p.axis + 1
+    keep_batch = start > 0 or (len(p.shape.dim) and p.shape.dim[0] == 0)
+    _reshape_keeping_batch(b, lp, xs[0], keep_batch)
 
 
 def _argmax(b, lp, xs, xshapes, W):
@@ -396,27 +679,6 @@ def _reduction(b, lp, xs, xshapes, W):
         b.node("Mul", [red, _c(b, lp, "coeff", c)], [top], name=lp.name)
 
 
-def _mvn(b, lp, xs, xshapes, W):
-    p = lp.mvn_param
-    s = xshapes[0]
-    rows = [0] if p.across_channels or len(s) < 2 else [0, int(s[1])]
-    r = _reshape_to(b, lp, xs[0], rows + [-1], tag="rows")
-    ax = len(rows)
-    mean = _reduce(b, "ReduceMean", r, b.fresh(f"{lp.name}__mean"), [ax], 1)
-    cen = b.fresh(f"{lp.name}__centred")
-    b.node("Sub", [r, mean], [cen], name=cen)
-    y = cen
-    if p.normalize_variance:
-        sq = b.fresh(f"{lp.name}__sq")
-        b.node("Mul", [cen, cen], [sq], name=sq)
-        var = _reduce(b, "ReduceMean", sq, b.fresh(f"{lp.name}__var"), [ax], 1)
-        sd = _chain(b, lp, var, [("Sqrt", [], {}), ("Add", [_c(b, lp, "eps", p.eps)], {})],
-                    b.fresh(f"{lp.name}__sd"))
-        y = b.fresh(f"{lp.name}__norm")
-        b.node("Div", [cen, sd], [y], name=y)
-    _reshape_to(b, lp, y, [0] + [int(d) for d in s[1:]], b.top(lp.top[0]))
-
-
 def _crop(b, lp, xs, xshapes, W):
     p = lp.crop_param
     s0, s1 = xshapes[0], xshapes[1]
@@ -440,8 +702,8 @@ def _crop(b, lp, xs, xshapes, W):
         ends_in = b.fresh(f"{lp.name}__ends")
         b.node("Concat", [e0, _c(b, lp, "ends_rest", ends[1:], np.int64)], [ends_in],
                name=ends_in, axis=0)
-    b.node("Slice", [xs[0], _c(b, lp, "starts", starts, np.int64), ends_in,
-                     _c(b, lp, "axes", axes, np.int64)], [b.top(lp.top[0])], name=lp.name)
+    _out(b, lp, "Slice", [xs[0], _c(b, lp, "starts", starts, np.int64), ends_in,
+                          _c(b, lp, "axes", axes, np.int64)])
 
 
 def _slice(b, lp, xs, xshapes, W):
@@ -472,26 +734,13 @@ def _tile(b, lp, xs, xshapes, W):
     a = K._axis(int(p.axis), len(s), lp, "tile_param.axis")
     reps = [1] * len(s)
     reps[a] = int(p.tiles)
-    b.node("Tile", [xs[0], _c(b, lp, "repeats", reps, np.int64)], [b.top(lp.top[0])],
-           name=lp.name)
-
-
-def _embed(b, lp, xs, xshapes, W):
-    ids = b.fresh(f"{lp.name}__ids")
-    b.node("Cast", xs[:1], [ids], name=ids, to=7)       # int64
-    top = b.top(lp.top[0])
-    has_bias = lp.embed_param.bias_term and len(W) > 1
-    g = b.fresh(f"{lp.name}__gather") if has_bias else top
-    b.node("Gather", [b.const(f"{lp.name}_W", W[0]), ids], [g], name=lp.name if not has_bias
-           else g, axis=0)
-    if has_bias:
-        b.node("Add", [g, b.const(f"{lp.name}_B", W[1].reshape(-1))], [top], name=lp.name)
+    _out(b, lp, "Tile", [xs[0], _c(b, lp, "repeats", reps, np.int64)])
 
 
 def _batch_reindex(b, lp, xs, xshapes, W):
     ids = b.fresh(f"{lp.name}__ids")
     b.node("Cast", [xs[1]], [ids], name=ids, to=7)
-    b.node("Gather", [xs[0], ids], [b.top(lp.top[0])], name=lp.name, axis=0)
+    _out(b, lp, "Gather", [xs[0], ids], axis=0)
 
 
 def _filter(b, lp, xs, xshapes, W):
@@ -503,14 +752,30 @@ def _filter(b, lp, xs, xshapes, W):
 
 
 def _parameter(b, lp, xs, xshapes, W):
-    b.node("Identity", [b.const(f"{lp.name}_value", W[0])], [b.top(lp.top[0])], name=lp.name)
+    _out(b, lp, "Identity", [b.const(f"{lp.name}_value", W[0])])
 
 
-_SIMPLE = {
-    "Power": _power, "Exp": _exp, "Log": _log, "Swish": _swish, "ELU": _elu, "BNLL": _bnll,
-    "Threshold": _threshold, "Clip": _clip, "ArgMax": _argmax, "Reduction": _reduction,
-    "MVN": _mvn, "Crop": _crop, "Slice": _slice, "Tile": _tile, "Embed": _embed,
-    "BatchReindex": _batch_reindex, "Filter": _filter, "Parameter": _parameter,
+#: layer type -> exporter (b, lp, xs, xshapes, W)
+_EXPORTERS = {
+    # vision
+    "Convolution": _convolution, "Deconvolution": _deconvolution, "Im2col": _im2col,
+    "Pooling": _pooling, "SPP": _spp,
+    # common
+    "InnerProduct": _inner_product, "Scale": _scale_or_bias, "Bias": _scale_or_bias,
+    "Embed": _embed,
+    # neurons
+    "ReLU": _relu, "PReLU": _prelu, "Sigmoid": _elementwise("Sigmoid"),
+    "TanH": _elementwise("Tanh"), "AbsVal": _elementwise("Abs"),
+    "BNLL": _elementwise("Softplus"), "Dropout": _elementwise("Identity"), "Power": _power,
+    "Exp": _exp, "Log": _log, "Swish": _swish, "ELU": _elu, "Threshold": _threshold,
+    "Clip": _clip,
+    # normalization
+    "LRN": _lrn, "BatchNorm": _batch_norm, "MVN": _mvn,
+    # utility
+    "Softmax": _softmax, "Concat": _concat, "Eltwise": _eltwise, "Split": _elementwise("Identity"),
+    "Flatten": _flatten, "Reshape": _reshape, "ArgMax": _argmax, "Reduction": _reduction,
+    "Crop": _crop, "Slice": _slice, "Tile": _tile, "BatchReindex": _batch_reindex,
+    "Filter": _filter, "Parameter": _parameter,
 }
 
 
@@ -527,217 +792,17 @@ def export_onnx(fm: FrozenModel, path: str, *, opset: int = 13) -> dict:
         dims = ["N"] + [int(d) for d in inp.shape.dim[1:]]
         inputs.append(helper.make_tensor_value_info(inp.name, TensorProto.FLOAT, dims))
     for i, lp in enumerate(fm.net.layer):
-        t = lp.type
-        W = fm.weights.get(lp.name, [])
-        if t == "Input":
+        if lp.type == "Input":
             for top in lp.top:
-                b.remaining[top] -= 1
-                b.used.add(top)
-                b.cur[top] = top
+                b.input(top)
             continue
-        xs = [b.cur[x] for x in lp.bottom]
-        xshapes = shapes[(i, "__in__")]
-        out_shape = shapes[(i, lp.top[0])]
-        if t == "Convolution":
-            cp = lp.convolution_param
-            kh, kw, ph, pw, sh, sw, dh, dw = K.conv_geometry(cp)
-            ins = [xs[0], b.const(f"{lp.name}_W", W[0])]
-            if cp.bias_term and len(W) > 1:
-                ins.append(b.const(f"{lp.name}_B", W[1]))
-            b.node("Conv", ins, [b.top(lp.top[0])], name=lp.name, kernel_shape=[kh, kw],
-                   pads=[ph, pw, ph, pw], strides=[sh, sw], dilations=[dh, dw],
-                   group=int(cp.group))
-        elif t == "Deconvolution":
-            cp = lp.convolution_param
-            kh, kw, ph, pw, sh, sw, dh, dw = K.conv_geometry(cp)
-            ins = [xs[0], b.const(f"{lp.name}_W", W[0])]
-            if cp.bias_term and len(W) > 1:
-                ins.append(b.const(f"{lp.name}_B", W[1]))
-            # ONNX: out = stride * (in - 1) + dilation * (k - 1) + 1 - pad_begin - pad_end,
-            # Caffe's size exactly (no output_padding)
-            b.node("ConvTranspose", ins, [b.top(lp.top[0])], name=lp.name,
-                   kernel_shape=[kh, kw], pads=[ph, pw, ph, pw], strides=[sh, sw],
-                   dilations=[dh, dw], group=int(cp.group))
-        elif t == "Im2col":
-            # a depthwise convolution with one-hot kernels: output channel (c*kh + i)*kw + j
-            # is input channel c at window offset (i, j)
-            kh, kw, ph, pw, sh, sw, dh, dw = K.conv_geometry(lp.convolution_param)
-            c = xshapes[0][1]
-            onehot = np.zeros((c * kh * kw, 1, kh, kw), np.float32)
-            r = np.arange(kh * kw)
-            onehot.reshape(c, kh * kw, kh * kw)[:, r, r] = 1
-            b.node("Conv", [xs[0], b.const(f"{lp.name}_onehot", onehot)], [b.top(lp.top[0])],
-                   name=lp.name, kernel_shape=[kh, kw], pads=[ph, pw, ph, pw],
-                   strides=[sh, sw], dilations=[dh, dw], group=c)
-        elif t == "Pooling":
-            _, _, h, w = xshapes[0]
-            mask = b.top(lp.top[1]) if len(lp.top) == 2 else None
-            _pool(b, lp.name, lp.pooling_param, xs[0], h, w, b.top(lp.top[0]), mask)
-        elif t == "SPP":
-            _, _, h, w = xshapes[0]
-            levels = K.spp_levels(lp, h, w)
-            if len(levels) == 1:
-                _pool(b, lp.name, levels[0].pooling_param, xs[0], h, w, b.top(lp.top[0]))
-                continue
-            flat = []
-            for q in levels:
-                y = b.fresh(f"{q.name}")
-                _pool(b, q.name, q.pooling_param, xs[0], h, w, y)
-                f = b.fresh(f"{q.name}__flat")
-                b.node("Flatten", [y], [f], name=f, axis=1)
-                flat.append(f)
-            b.node("Concat", flat, [b.top(lp.top[0])], name=lp.name, axis=1)
-        elif t == "InnerProduct":
-            ip = lp.inner_product_param
-            if int(ip.axis) not in (1, -len(xshapes[0]) + 1):
-                raise ConfigError("InnerProduct with axis other than 1 cannot be exported",
-                                  layer=lp.name, layer_type=t)
-            flat = xs[0]
-            if len(xshapes[0]) != 2:
-                flat = b.fresh(f"{lp.name}__flat")
-                b.node("Flatten", xs[:1], [flat], name=flat, axis=1)
-            ins = [flat, b.const(f"{lp.name}_W", W[0])]
-            if ip.bias_term and len(W) > 1:
-                ins.append(b.const(f"{lp.name}_B", W[1]))
-            b.node("Gemm", ins, [b.top(lp.top[0])], name=lp.name,
-                   transB=0 if ip.transpose else 1)
-        elif t == "ReLU":
-            s = float(lp.relu_param.negative_slope)
-            if s == 0:
-                b.node("Relu", xs, [b.top(lp.top[0])], name=lp.name)
-            else:
-                b.node("LeakyRelu", xs, [b.top(lp.top[0])], name=lp.name, alpha=s)
-        elif t == "PReLU":
-            a = W[0].reshape(-1)
-            nd = len(xshapes[0])
-            slope = a.reshape((a.size,) + (1,) * (nd - 2)) if a.size > 1 else a.reshape(1)
-            b.node("PRelu", [xs[0], b.const(f"{lp.name}_slope", slope)], [b.top(lp.top[0])],
-                   name=lp.name)
-        elif t in ("Sigmoid", "TanH", "AbsVal", "Dropout", "Split"):
-            op = {"Sigmoid": "Sigmoid", "TanH": "Tanh", "AbsVal": "Abs"}.get(t, "Identity")
-            for top in lp.top:
-                b.node(op, xs[:1], [b.top(top)], name=f"{lp.name}/{top}" if len(lp.top) > 1
-                       else lp.name)
-        elif t == "Softmax":
-            axis = int(lp.softmax_param.axis)
-            axis = axis + len(xshapes[0]) if axis < 0 else axis
-            if opset < 13:
-                raise ConfigError("Softmax needs opset 13 or later", layer=lp.name)
-            b.node("Softmax", xs, [b.top(lp.top[0])], name=lp.name, axis=axis)
-        elif t == "LRN":
-            p = lp.lrn_param
-            size = int(p.local_size)
-            if p.norm_region == p.ACROSS_CHANNELS:
-                b.node("LRN", xs, [b.top(lp.top[0])], name=lp.name, size=size,
-                       alpha=float(p.alpha), beta=float(p.beta), bias=float(p.k))
-            else:
-                half = (size - 1) // 2
-                sq = b.fresh(f"{lp.name}__sq")
-                b.node("Mul", [xs[0], xs[0]], [sq], name=sq)
-                avg = b.fresh(f"{lp.name}__avg")
-                b.node("AveragePool", [sq], [avg], name=avg, kernel_shape=[size, size],
-                       strides=[1, 1], pads=[half] * 4, count_include_pad=1)
-                sc = b.fresh(f"{lp.name}__scale")
-                b.node("Mul", [avg, b.const(f"{lp.name}_alpha", np.float32(p.alpha))], [sc],
-                       name=sc)
-                sc1 = b.fresh(f"{lp.name}__scale1")
-                b.node("Add", [sc, b.const(f"{lp.name}_one", np.float32(1))], [sc1], name=sc1)
-                pw_ = b.fresh(f"{lp.name}__pow")
-                b.node("Pow", [sc1, b.const(f"{lp.name}_beta", np.float32(-p.beta))], [pw_],
-                       name=pw_)
-                b.node("Mul", [xs[0], pw_], [b.top(lp.top[0])], name=lp.name)
-        elif t == "Concat":
-            p = lp.concat_param
-            a = int(p.concat_dim) if p.HasField("concat_dim") and not p.HasField("axis") \
-                else int(p.axis)
-            a = a + len(xshapes[0]) if a < 0 else a
-            b.node("Concat", xs, [b.top(lp.top[0])], name=lp.name, axis=a)
-        elif t == "Eltwise":
-            p = lp.eltwise_param
-            if p.operation == p.PROD:
-                op = "Mul"
-            elif p.operation == p.MAX:
-                op = "Max"
-            else:
-                op = "Sum"
-                coeffs = [float(c) for c in p.coeff] or [1.0] * len(xs)
-                scaled = []
-                for k, (x, c) in enumerate(zip(xs, coeffs)):
-                    if c == 1:
-                        scaled.append(x)
-                    else:
-                        m = b.fresh(f"{lp.name}__c{k}")
-                        b.node("Mul", [x, b.const(f"{lp.name}_coeff{k}", np.float32(c))], [m],
-                               name=m)
-                        scaled.append(m)
-                xs = scaled
-            if op in ("Mul",) and len(xs) > 2:
-                acc = xs[0]
-                for k, x in enumerate(xs[1:-1]):
-                    m = b.fresh(f"{lp.name}__p{k}")
-                    b.node("Mul", [acc, x], [m], name=m)
-                    acc = m
-                xs = [acc, xs[-1]]
-            b.node(op, xs, [b.top(lp.top[0])], name=lp.name)
-        elif t == "BatchNorm":
-            p = lp.batch_norm_param
-            sf = float(W[2].reshape(-1)[0])
-            f = 0.0 if sf == 0 else 1.0 / sf
-            c = W[0].size
-            b.node("BatchNormalization",
-                   [xs[0], b.const(f"{lp.name}_gamma", np.ones(c, np.float32)),
-                    b.const(f"{lp.name}_beta", np.zeros(c, np.float32)),
-                    b.const(f"{lp.name}_mean", (W[0].reshape(-1) * f).astype(np.float32)),
-                    b.const(f"{lp.name}_var", (W[1].reshape(-1) * f).astype(np.float32))],
-                   [b.top(lp.top[0])], name=lp.name, epsilon=float(p.eps))
-        elif t in ("Scale", "Bias"):
-            p = lp.scale_param if t == "Scale" else lp.bias_param
-            xshape = xshapes[0]
-            axis = int(p.axis)
-            axis = axis + len(xshape) if axis < 0 else axis
-            if len(xs) == 2:
-                oshape = xshapes[1]
-                pad = len(xshape) - axis - len(oshape)
-                if len(oshape) == 0:
-                    operand = xs[1]
-                else:
-                    operand = b.fresh(f"{lp.name}__operand")
-                    shape = [0 if k == 0 and axis == 0 else int(d)
-                             for k, d in enumerate(oshape)] + [1] * pad
-                    b.node("Reshape", [xs[1], b.const(f"{lp.name}_shape",
-                                                       np.asarray(shape, np.int64))],
-                           [operand], name=operand)
-            else:
-                operand = b.const(f"{lp.name}_{'scale' if t == 'Scale' else 'bias'}",
-                                  _broadcast_operand(W[0], xshape, axis,
-                                                     int(p.num_axes) == 0))
-            has_bias = t == "Scale" and p.bias_term
-            first = b.fresh(f"{lp.name}__mul") if has_bias else b.top(lp.top[0])
-            b.node("Mul" if t == "Scale" else "Add", [xs[0], operand], [first],
-                   name=first if has_bias else lp.name)
-            if has_bias:
-                bias = b.const(f"{lp.name}_bias", _broadcast_operand(
-                    W[-1], xshape, 0 if W[-1].ndim == 0 else axis, int(p.num_axes) == 0))
-                b.node("Add", [first, bias], [b.top(lp.top[0])], name=lp.name)
-        elif t in ("Flatten", "Reshape"):
-            ins, outs = xshapes[0], out_shape
-            shape = list(outs)
-            if t == "Flatten":
-                keep_batch = K._axis(int(lp.flatten_param.axis), len(ins), lp,
-                                     "flatten_param.axis") > 0
-            else:
-                p = lp.reshape_param
-                start = p.axis if p.axis >= 0 else len(ins) + p.axis + 1
-                keep_batch = start > 0 or (len(p.shape.dim) and p.shape.dim[0] == 0)
-            if keep_batch and shape:
-                shape[0] = 0
-            b.node("Reshape", [xs[0], b.const(f"{lp.name}_shape", np.asarray(shape, np.int64))],
-                   [b.top(lp.top[0])], name=lp.name)
-        elif t in _SIMPLE:
-            _SIMPLE[t](b, lp, xs, xshapes, W)
-        else:
-            raise ConfigError(f"layer type {t} cannot be exported to ONNX", layer=lp.name,
-                              layer_type=t)
+        export = _EXPORTERS.get(lp.type)
+        if export is None:
+            raise ConfigError(f"layer type {lp.type} cannot be exported to ONNX", layer=lp.name,
+                              layer_type=lp.type)
+        b.yshapes = [shapes[(i, t)] for t in lp.top]
+        export(b, lp, [b.cur[x] for x in lp.bottom], shapes[(i, "__in__")],
+               fm.weights.get(lp.name, []))
     outputs = []
     for o in fm.deploy.output:
         i = max(k for k, lp in enumerate(fm.net.layer) if o in lp.top)
@@ -749,6 +814,6 @@ def export_onnx(fm: FrozenModel, path: str, *, opset: int = 13) -> dict:
                               opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = min(model.ir_version, 8)
     onnx.checker.check_model(model)
-    from .frozen import _atomic_write
-    _atomic_write(path, model.SerializeToString())
+    from ..io.files import write_file
+    write_file(path, model.SerializeToString())
     return {"nodes": len(b.nodes), "initializers": len(b.inits)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend.cpu import loss as K
+from ..backend.cpu.utility import softmax_forward
 from ..proto import pb
 from .base import Layer, canonical_axis
 from .registry import register_layer
@@ -136,7 +137,7 @@ class _SoftmaxNLL(LossLayer):
     def forward(self, bottom, top):
         x = _scores3(bottom[0], self.outer, self.c, self.inner)
         self.prob = np.empty_like(x)
-        K.softmax(x, self.prob)
+        softmax_forward(x, self.prob)
         self.labels = self.class_labels(bottom[1], self.c, self.has_ignore, self.ignore) \
             .reshape(self.outer, self.inner)
         h = self.infogain(bottom)

@@ -28,17 +28,6 @@ def _axis_slice(ndim: int, axis: int, start: int, stop: int) -> tuple:
     return tuple(idx)
 
 
-def softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    """Max-subtracted softmax of ``x`` along ``axis`` (a new array of x's dtype)."""
-    x = np.ascontiguousarray(x)
-    axis = axis + x.ndim if axis < 0 else axis
-    shape = x.shape
-    x3 = x.reshape(_prod(shape[:axis]), shape[axis], _prod(shape[axis + 1:]))
-    y3 = np.empty_like(x3)
-    _kernels().softmax_forward(x3, y3)
-    return y3.reshape(shape)
-
-
 # ---------------------------------------------------------------------------------------------
 @register_layer("Softmax", "softmax_param")
 class SoftmaxLayer(Layer):

@@ -81,11 +81,6 @@ def context() -> Context:
     return _context if _context is not None else Context()
 
 
-def set_context(ctx: Context | None) -> None:
-    global _context
-    _context = ctx
-
-
 def shard(batch_size: int) -> tuple[int, int]:
     """Items to skip before and after this rank's part of each global training batch."""
     ctx = context()

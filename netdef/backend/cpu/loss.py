@@ -6,7 +6,8 @@ loops keep the inner positions innermost so that they walk contiguous memory.  T
 serial: the work per score is a few flops, and on small batches thread start-up costs more
 than the loop (measured: 8 ms with 2 threads vs 0.06 ms serial for a (256, 1000) gradient on
 a busy 2-core machine).  Sums are float64; the score and probability arrays may be float32 or
-float64 (C-contiguous).  The softmax itself is numpy (see :func:`softmax`).
+float64 (C-contiguous).  The softmax itself is
+:func:`netdef.backend.cpu.utility.softmax_forward`, shared with the Softmax layer.
 
 An infogain matrix ``h`` (C x C, float64) generalises the one-hot target: with ``use_h`` the loss
 of a position with label ``l`` is ``-sum_k h[l, k] log p_k``; without it, ``-log p_l`` (``h`` is
@@ -16,19 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-
-
-def softmax(x, p) -> None:
-    """p[o, :, i] = softmax over the class axis of x[o, :, i] (max-shifted), in x's dtype.
-
-    Plain numpy on purpose: its SIMD ``exp`` is 5-8x faster than the scalar libm ``exp`` a
-    Numba loop gets (measured on (256, 1000, 1) and (1, 21, 250000) float32), and the rest is
-    one reduction and one scaling pass."""
-    if p.size == 0:
-        return
-    np.subtract(x, x.max(axis=1, keepdims=True), out=p)
-    np.exp(p, out=p)
-    p *= 1.0 / p.sum(axis=1, keepdims=True)
 
 
 @njit(cache=True)

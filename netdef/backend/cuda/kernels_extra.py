@@ -522,11 +522,6 @@ def _box_sum(a, nc, h, w, half, out):
         out[e] = acc
 
 
-def box_sum(a, nc, h, w, half, out):
-    if nc * h * w:
-        _box_sum[grid1d(nc * h * w)](a, nc, h, w, half, out)
-
-
 # -- losses -------------------------------------------------------------------------------------------
 @cuda.jit
 def _scale_dev(n, x, topdiff, c, y):

@@ -31,11 +31,6 @@ UNINIT, CPU, GPU, SYNCED = "UNINIT", "CPU", "GPU", "SYNCED"
 STATS = {"h2d": 0, "d2h": 0, "h2d_bytes": 0, "d2h_bytes": 0}
 
 
-def reset_stats() -> None:
-    for k in STATS:
-        STATS[k] = 0
-
-
 def count_h2d(nbytes: int) -> None:
     STATS["h2d"] += 1
     STATS["h2d_bytes"] += int(nbytes)
@@ -271,17 +266,4 @@ def to_device(blob: Blob) -> DeviceBlob:
     blob.__class__ = DeviceBlob
     blob._dev = _DevState(CPU if blob._data is not None else UNINIT,
                           CPU if blob._diff is not None else UNINIT)
-    return blob
-
-
-def to_host(blob: Blob) -> Blob:
-    """Back to a plain CPU blob (host arrays made current)."""
-    if not isinstance(blob, DeviceBlob):
-        return blob
-    if blob._data_src is None:
-        blob._to_host("data")
-    if blob._diff_src is None:
-        blob._to_host("diff")
-    blob.__class__ = Blob
-    blob._dev = None
     return blob
