@@ -157,15 +157,9 @@ def test_convolution_reshape_to_new_size():
 def test_convolution_batch_chunks_and_multiple_bottoms(monkeypatch):
     """The batch split into several im2col chunks gives the same values and gradients; two
     bottoms share the weights."""
-    # one image per chunk; the constant lives in backend/cpu/workspace.py once it moves there
-    try:
-        from netdef.backend.cpu import workspace
-    except ImportError:
-        workspace = None
-    homes = [m for m in (V, workspace) if hasattr(m, "COL_CHUNK_ELEMENTS")]
-    assert homes
-    for m in homes:
-        monkeypatch.setattr(m, "COL_CHUNK_ELEMENTS", 1)
+    # one image per chunk
+    from netdef.backend.cpu import workspace
+    monkeypatch.setattr(workspace, "COL_CHUNK_ELEMENTS", 1)
     layer = conv_layer("num_output: 4 kernel_size: 3 pad: 1 stride: 2 group: 2")
     bottom = make_blobs([(3, 2, 5, 5), (3, 2, 5, 5)], seed=3)
     top = [Blob(dtype=np.float64), Blob(dtype=np.float64)]

@@ -241,7 +241,7 @@ class _ChainRunner:
 
         from ..backend.cpu import gemm as G
         from ..backend.cpu import microkernel as MK
-        from ..layers.vision import GEMM_COL_BYTES
+        from ..backend.cpu.workspace import GEMM_COL_BYTES
         self.chain = chain
         n = chain[0].bottom.shape[0]
         self.nt = nt = max(1, min(numba.get_num_threads(), n))

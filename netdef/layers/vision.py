@@ -17,57 +17,16 @@ kernel down several times over unless ``OPENBLAS_THREAD_TIMEOUT`` is small and
 ``OMP_WAIT_POLICY=PASSIVE`` (both read when the libraries load, so netdef sets them before
 numpy is imported); the fast path keeps BLAS single-threaded while it runs.
 
-Scratch buffers are shared by all layers of a process (like Caffe's shared col buffer): they
-only live during one forward or backward call.
+Scratch buffers, thread thresholds and chunk/GEMM constants are in
+:mod:`netdef.backend.cpu.workspace`.
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
+from ..backend.cpu import workspace as W
 from .base import Layer
 from .registry import register_layer
-
-#: elements of the im2col buffer per chunk of the batch (a chunk holds at least one image)
-COL_CHUNK_ELEMENTS = 1 << 25
-
-_WORKSPACE: dict = {}
-
-
-def _scratch(tag: str, size: int, dtype) -> np.ndarray:
-    """A 1-D scratch array of ``size`` elements (contents undefined), reused between calls."""
-    dtype = np.dtype(dtype)
-    key = (tag, dtype.str)
-    buf = _WORKSPACE.get(key)
-    if buf is None or buf.size < size:
-        buf = np.empty(max(size, 1), dtype=dtype)
-        _WORKSPACE[key] = buf
-    return buf[:size]
-
-
-#: below this much work (elements touched) kernels run on one thread: a parallel launch costs
-#: more than it saves, and far more on a loaded machine
-PARALLEL_MIN_WORK = 1 << 15
-
-
-@contextlib.contextmanager
-def _threads_for(work: int):
-    """Run the enclosed kernels single-threaded when ``work`` is small."""
-    if work >= PARALLEL_MIN_WORK:
-        yield
-        return
-    import numba
-    prev = numba.get_num_threads()
-    if prev == 1:
-        yield
-        return
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(prev)
-
 
 def _empty(dtype) -> np.ndarray:
     return np.zeros(0, dtype=dtype)
@@ -79,18 +38,6 @@ def _kernels():
     return I, K
 
 
-#: the fused GEMM convolution groups images so that one GEMM has at least this many columns
-GEMM_MIN_COLUMNS = 256
-#: ... and its per-thread im2col buffer stays under this many bytes
-GEMM_COL_BYTES = 4 << 20
-#: a convolution's batch is split into this many tasks per thread (threads take tasks as they
-#: become free: some balance when another process takes a core for a while)
-TASKS_PER_THREAD = 2
-#: weights at least this large (elements) get one backward task per thread: every task but
-#: the first needs a weight-sized partial gradient
-LARGE_WEIGHT = 1 << 20
-
-
 def _gemm_kernels():
     from ..backend.cpu import gemm as G
     return G
@@ -99,10 +46,6 @@ def _gemm_kernels():
 def _fast_gemm(x) -> bool:
     """True when the fused GEMM kernels (numpy's BLAS called from Numba) can run on ``x``."""
     return x.dtype in (np.float32, np.float64) and _gemm_kernels().AVAILABLE
-
-
-def _chunk(n: int, per_image: int) -> int:
-    return max(1, min(n, COL_CHUNK_ELEMENTS // max(1, per_image)))
 
 
 def _conv_out(size: int, k: int, p: int, s: int, d: int) -> int:
@@ -280,13 +223,13 @@ class _ConvBase(Layer):
         return (bottom[0].count + top[0].count) * kh * kw
 
     def forward(self, bottom, top):
-        with _threads_for(self._work(bottom, top)):
+        with W.threads_for(self._work(bottom, top)):
             for b, t in zip(bottom, top):
                 self._forward_one(b.data, t.data)
 
     def backward(self, top, propagate_down, bottom):
         do_w = self.param_propagate_down[0]
-        with _threads_for(self._work(bottom, top)):
+        with W.threads_for(self._work(bottom, top)):
             for i, (b, t) in enumerate(zip(bottom, top)):
                 self._bias_grad(t.diff)
                 if do_w or propagate_down[i]:
@@ -308,7 +251,7 @@ def _tile_conv(x, wmat, bias, geom, y, tiles, owner, tag):
     kh, kw, ph, pw, sh, sw, dh, dw = geom
     hp, wp = G.padded_size(x.shape[2], x.shape[3], *geom, oh, ow)
     owp = -(-ow // (8 * nv)) * 8 * nv
-    ap = _scratch("tiles_w", MK.packed_size(o, wmat.shape[1], mr), x.dtype)
+    ap = W.scratch("tiles_w", MK.packed_size(o, wmat.shape[1], mr), x.dtype)
     MK.pack_into(wmat, mr, ap)
     key = (c, kh, kw, dh, dw, hp, wp)
     cache = owner.__dict__.setdefault("_tap_offsets", {})
@@ -316,14 +259,14 @@ def _tile_conv(x, wmat, bias, geom, y, tiles, owner, tag):
         cache[tag] = (key, MK.tap_offsets(c, kh, kw, dh, dw, hp, wp))
     offs = cache[tag][1]
     if bias.shape[0] == 0:
-        bias = _scratch("tiles_b", o, x.dtype)
+        bias = W.scratch("tiles_b", o, x.dtype)
         bias[:] = 0
     nt = max(1, min(numba.get_num_threads(), n))
-    ntasks = 1 if nt == 1 else min(n, TASKS_PER_THREAD * nt)
+    ntasks = 1 if nt == 1 else min(n, W.TASKS_PER_THREAD * nt)
     side = -(-o // mr) * mr * oh * owp
-    out_ws = _scratch("tiles_out", nt * side, x.dtype).reshape(nt, side)
+    out_ws = W.scratch("tiles_out", nt * side, x.dtype).reshape(nt, side)
     pad = c * hp * wp + owp - ow + 8
-    pad_ws = _scratch("tiles_pad", nt * pad, x.dtype).reshape(nt, pad)
+    pad_ws = W.scratch("tiles_pad", nt * pad, x.dtype).reshape(nt, pad)
 
     def task(k, slot):
         MK.conv_task(k, ntasks, x, bias, kh, kw, ph, pw, dh, dw, ap, offs, mr, nv,
@@ -344,17 +287,17 @@ class ConvolutionLayer(_ConvBase):
         L = oh * ow
         ckk = self.blobs[0].data[0].size * self.group
         nt = max(1, min(numba.get_num_threads(), n))
-        ntasks = 1 if nt == 1 else min(n, (1 if large else TASKS_PER_THREAD) * nt)
+        ntasks = 1 if nt == 1 else min(n, (1 if large else W.TASKS_PER_THREAD) * nt)
         per = -(-n // ntasks)
-        chunk = max(1, min(per, -(-GEMM_MIN_COLUMNS // L),
-                           GEMM_COL_BYTES // max(1, ckk * L * x.itemsize)))
+        chunk = max(1, min(per, -(-W.GEMM_MIN_COLUMNS // L),
+                           W.GEMM_COL_BYTES // max(1, ckk * L * x.itemsize)))
         cols = chunk * L
-        col_ws = _scratch("gcol", nt * ckk * cols, x.dtype).reshape(nt, ckk * cols)
+        col_ws = W.scratch("gcol", nt * ckk * cols, x.dtype).reshape(nt, ckk * cols)
         side = o * cols if chunk > 1 else 0
-        out_ws = _scratch("g" + tag, nt * side, x.dtype).reshape(nt, side)
+        out_ws = W.scratch("g" + tag, nt * side, x.dtype).reshape(nt, side)
         hp, wp = _gemm_kernels().padded_size(x.shape[2], x.shape[3], *self.geom, oh, ow)
         pad = x.shape[1] * hp * wp if (hp, wp) != x.shape[2:] else 0
-        pad_ws = _scratch("gpad", nt * pad, x.dtype).reshape(nt, pad)
+        pad_ws = W.scratch("gpad", nt * pad, x.dtype).reshape(nt, pad)
         return nt, ntasks, chunk, col_ws, out_ws, pad_ws
 
     def backward(self, top, propagate_down, bottom):
@@ -368,7 +311,7 @@ class ConvolutionLayer(_ConvBase):
         wv = wt.reshape(o, -1)
         dwdiff = self.blobs[0].diff.reshape(-1) if do_w else _empty(wt.dtype)
         geom, group, pointwise = self.geom, self.group, self._path() == "pointwise"
-        with _threads_for(self._work(bottom, top)), G.single_threaded_blas():
+        with W.threads_for(self._work(bottom, top)), G.single_threaded_blas():
             for i, (b, t) in enumerate(zip(bottom, top)):
                 do_x = bool(propagate_down[i])
                 if not (do_w or do_b or do_x):
@@ -379,11 +322,11 @@ class ConvolutionLayer(_ConvBase):
                     if not (do_w or do_b):
                         continue
                 nt, ntasks, chunk, col_ws, dy_ws, pad_ws = self._plan(
-                    x, dy, "dy", large=dwdiff.size >= LARGE_WEIGHT)
+                    x, dy, "dy", large=dwdiff.size >= W.LARGE_WEIGHT)
                 # task 0 adds into the gradient itself; tasks 1.. into partials
-                dw_part = _scratch("gdw", (ntasks - 1) * dwdiff.size,
+                dw_part = W.scratch("gdw", (ntasks - 1) * dwdiff.size,
                                    x.dtype).reshape(ntasks - 1, dwdiff.size)
-                db_part = _scratch("gdb", ntasks * o, np.float64).reshape(ntasks, o)
+                db_part = W.scratch("gdb", ntasks * o, np.float64).reshape(ntasks, o)
                 dx = b.diff if do_x else np.empty((0, 1, 1, 1), dtype=x.dtype)
 
                 def task(k, slot):
@@ -436,7 +379,7 @@ class ConvolutionLayer(_ConvBase):
         if tiles is None:
             return False
         wt = self.blobs[0].data
-        flipped = _scratch("tiles_flip", wt.size, wt.dtype).reshape(c, o, kh, kw)
+        flipped = W.scratch("tiles_flip", wt.size, wt.dtype).reshape(c, o, kh, kw)
         np.copyto(flipped, wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
         _tile_conv(dy, flipped.reshape(c, -1), _empty(dy.dtype),
                    (kh, kw, qh, qw, 1, 1, dh, dw), dx, tiles, self, "bwd")
@@ -471,16 +414,16 @@ class ConvolutionLayer(_ConvBase):
         ckk = wt[0].size * g
         kkg, og = ckk // g, o // g
         wv = wt.reshape(o, kkg)
-        nb = _chunk(n, ckk * L)
+        nb = W.chunk(n, ckk * L)
         for n0 in range(0, n, nb):
             m = min(nb, n - n0)
-            col = _scratch("col", ckk * m * L, x.dtype)
+            col = W.scratch("col", ckk * m * L, x.dtype)
             col2 = col.reshape(ckk, m * L)
             if path == "pointwise":
                 I.nchw_to_cl(x[n0:n0 + m].reshape(m, c, L), col2)
             else:
                 I.im2col(x[n0:n0 + m], *self.geom, oh, ow, col, m * L, L)
-            ycl = _scratch("cl", o * m * L, x.dtype).reshape(o, m * L)
+            ycl = W.scratch("cl", o * m * L, x.dtype).reshape(o, m * L)
             for gi in range(g):
                 np.matmul(wv[gi * og:(gi + 1) * og], col2[gi * kkg:(gi + 1) * kkg],
                           out=ycl[gi * og:(gi + 1) * og])
@@ -496,7 +439,7 @@ class ConvolutionLayer(_ConvBase):
             mult = o // c
             if do_w:
                 kh, kw = self.geom[0], self.geom[1]
-                part = _scratch("part", n * o * kh * kw, x.dtype).reshape(n, o, kh, kw)
+                part = W.scratch("part", n * o * kh * kw, x.dtype).reshape(n, o, kh, kw)
                 K.depthwise_backward_weight(x, dy, *self.geom, mult, part)
                 self.blobs[0].diff += part.sum(axis=0).reshape(o, 1, kh, kw)
             if dx is not None:
@@ -508,12 +451,12 @@ class ConvolutionLayer(_ConvBase):
         kkg, og = ckk // g, o // g
         wv = wt.reshape(o, kkg)
         dwv = self.blobs[0].diff.reshape(o, kkg)
-        nb = _chunk(n, ckk * L)
+        nb = W.chunk(n, ckk * L)
         for n0 in range(0, n, nb):
             m = min(nb, n - n0)
-            dycl = _scratch("cl", o * m * L, x.dtype).reshape(o, m * L)
+            dycl = W.scratch("cl", o * m * L, x.dtype).reshape(o, m * L)
             I.nchw_to_cl(dy[n0:n0 + m].reshape(m, o, L), dycl)
-            col = _scratch("col", ckk * m * L, x.dtype)
+            col = W.scratch("col", ckk * m * L, x.dtype)
             col2 = col.reshape(ckk, m * L)
             if do_w:
                 if path == "pointwise":
@@ -556,12 +499,12 @@ class DeconvolutionLayer(_ConvBase):
             okk = wt[0].size * g
             okkg, cg = okk // g, c // g
             wv = wt.reshape(c, okkg)
-            nb = _chunk(n, okk * L)
+            nb = W.chunk(n, okk * L)
             for n0 in range(0, n, nb):
                 m = min(nb, n - n0)
-                xcl = _scratch("cl", c * m * L, x.dtype).reshape(c, m * L)
+                xcl = W.scratch("cl", c * m * L, x.dtype).reshape(c, m * L)
                 I.nchw_to_cl(x[n0:n0 + m].reshape(m, c, L), xcl)
-                col = _scratch("col", okk * m * L, x.dtype)
+                col = W.scratch("col", okk * m * L, x.dtype)
                 col2 = col.reshape(okk, m * L)
                 for gi in range(g):
                     np.matmul(wv[gi * cg:(gi + 1) * cg].T, xcl[gi * cg:(gi + 1) * cg],
@@ -580,7 +523,7 @@ class DeconvolutionLayer(_ConvBase):
             mult = c // o
             if do_w:
                 kh, kw = self.geom[0], self.geom[1]
-                part = _scratch("part", n * c * kh * kw, x.dtype).reshape(n, c, kh, kw)
+                part = W.scratch("part", n * c * kh * kw, x.dtype).reshape(n, c, kh, kw)
                 K.depthwise_backward_weight(dy, x, *self.geom, mult, part)
                 self.blobs[0].diff += part.sum(axis=0).reshape(c, 1, kh, kw)
             if dx is not None:
@@ -592,13 +535,13 @@ class DeconvolutionLayer(_ConvBase):
         okkg, cg = okk // g, c // g
         wv = wt.reshape(c, okkg)
         dwv = self.blobs[0].diff.reshape(c, okkg)
-        nb = _chunk(n, okk * L)
+        nb = W.chunk(n, okk * L)
         for n0 in range(0, n, nb):
             m = min(nb, n - n0)
-            col = _scratch("col", okk * m * L, x.dtype)
+            col = W.scratch("col", okk * m * L, x.dtype)
             col2 = col.reshape(okk, m * L)
             I.im2col(dy[n0:n0 + m], *self.geom, h, w, col, m * L, L)
-            xcl = _scratch("cl", c * m * L, x.dtype).reshape(c, m * L)
+            xcl = W.scratch("cl", c * m * L, x.dtype).reshape(c, m * L)
             if do_w:
                 I.nchw_to_cl(x[n0:n0 + m].reshape(m, c, L), xcl)
                 for gi in range(g):
@@ -640,7 +583,7 @@ class Im2colLayer(Layer):
         I, _ = _kernels()
         n, ckk, oh, ow = top[0].shape
         L = oh * ow
-        with _threads_for(top[0].count):
+        with W.threads_for(top[0].count):
             I.im2col(bottom[0].data, *self.geom, oh, ow, top[0].data.reshape(-1), L, ckk * L)
 
     def backward(self, top, propagate_down, bottom):
@@ -649,7 +592,7 @@ class Im2colLayer(Layer):
         I, _ = _kernels()
         n, ckk, oh, ow = top[0].shape
         L = oh * ow
-        with _threads_for(top[0].count):
+        with W.threads_for(top[0].count):
             I.col2im(top[0].diff.reshape(-1), L, ckk * L, *self.geom, oh, ow, bottom[0].diff)
 
 
@@ -773,7 +716,7 @@ class PoolingLayer(Layer):
         _, K = _kernels()
         x = bottom[0].data
         y = top[0].data
-        with _threads_for(top[0].count * self.kh * self.kw):
+        with W.threads_for(top[0].count * self.kh * self.kw):
             if self.method == self.param.pooling_param.MAX:
                 if self.mask is None or self.mask.shape != y.shape:
                     self.mask = np.empty(y.shape, dtype=np.int64)
@@ -800,7 +743,7 @@ class PoolingLayer(Layer):
             return
         _, K = _kernels()
         dx = bottom[0].diff
-        with _threads_for(bottom[0].count + top[0].count * self.kh * self.kw):
+        with W.threads_for(bottom[0].count + top[0].count * self.kh * self.kw):
             if self.method == self.param.pooling_param.MAX or \
                     (self.method == self.param.pooling_param.STOCHASTIC and self.phase == 0):
                 K.max_pool_backward(top[0].diff, self.mask, dx)

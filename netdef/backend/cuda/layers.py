@@ -126,7 +126,7 @@ class Convolution(Impl):
 
 def _chunk(n, per_image):
     """Images per chunk of a convolution's column matrix."""
-    from ...layers.vision import COL_CHUNK_ELEMENTS
+    from ..cpu.workspace import COL_CHUNK_ELEMENTS
     return max(1, min(n, COL_CHUNK_ELEMENTS // max(1, per_image)))
 
 
