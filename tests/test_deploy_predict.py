@@ -140,8 +140,11 @@ for path, x in zip(sys.argv[1:3], sys.argv[3:5]):
     p = D.load(path)
     assert p.backend == "numpy", p.backend
     np.save(x + ".out.npy", p.predict(np.load(x))[p.outputs[0]])
-heavy = [m for m in ("netdef.net", "netdef.layers", "netdef.config", "yaml", "click")
-         if m in sys.modules]
+# the layer package's light modules (its registry and base class, Caffe's geometry) may load;
+# no layer family, net, backend, config parser, yaml or click
+LIGHT = ("netdef.layers", "netdef.layers.base", "netdef.layers.registry", "netdef.layers.geometry")
+heavy = [m for m in sys.modules if m in ("netdef.net", "yaml", "click") or (
+    m.startswith(("netdef.layers", "netdef.backend", "netdef.config")) and m not in LIGHT)]
 print(json.dumps({"heavy": heavy}))
 """
 
@@ -176,7 +179,9 @@ for path in sys.argv[1:]:
     assert p.backend == "numpy", p.backend
     feeds = dict(np.load(path + ".in.npz"))
     np.savez(path + ".out.npz", **p.predict(feeds))
-print(json.dumps({"heavy": [m for m in ("netdef.net", "netdef.layers") if m in sys.modules]}))
+LIGHT = ("netdef.layers", "netdef.layers.base", "netdef.layers.registry", "netdef.layers.geometry")
+print(json.dumps({"heavy": [m for m in sys.modules if m == "netdef.net" or (
+    m.startswith(("netdef.layers", "netdef.backend")) and m not in LIGHT)]}))
 """
 
 

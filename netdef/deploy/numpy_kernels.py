@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
+from ..layers import geometry as geo
 
 MAX_ELEMENTS = 1 << 32
 #: im2col columns per chunk of images (bounds the temporary)
@@ -53,36 +54,14 @@ def _prod(dims) -> int:
 
 # -- convolution --------------------------------------------------------------------------------
 def conv_geometry(cp):
-    """(kh, kw, ph, pw, sh, sw, dh, dw) of a ConvolutionParameter (2-D)."""
-    def two(vals, default):
-        vals = [int(v) for v in vals]
-        if not vals:
-            return default, default
-        return (vals[0], vals[0]) if len(vals) == 1 else (vals[0], vals[1])
-
-    if cp.HasField("kernel_h") or cp.HasField("kernel_w"):
-        kh, kw = int(cp.kernel_h), int(cp.kernel_w)
-    else:
-        kh, kw = two(cp.kernel_size, 0)
-    if cp.HasField("pad_h") or cp.HasField("pad_w"):
-        ph, pw = int(cp.pad_h), int(cp.pad_w)
-    else:
-        ph, pw = two(cp.pad, 0)
-    if cp.HasField("stride_h") or cp.HasField("stride_w"):
-        sh, sw = int(cp.stride_h), int(cp.stride_w)
-    else:
-        sh, sw = two(cp.stride, 1)
-    dh, dw = two(cp.dilation, 1)
-    if min(kh, kw, sh, sw, dh, dw) <= 0 or min(ph, pw) < 0:
-        raise ConfigError("kernel, stride and dilation must be positive, pad not negative",
-                          field="convolution_param")
-    return kh, kw, ph, pw, sh, sw, dh, dw
+    """(kh, kw, ph, pw, sh, sw, dh, dw) of a ConvolutionParameter (2-D), Caffe's rules."""
+    try:
+        return geo.conv_params(cp)
+    except geo.GeometryError as e:
+        raise ConfigError(e.message, field=e.field) from None
 
 
-def conv_out(size, k, p, s, d) -> int:
-    span = size + 2 * p - (d * (k - 1) + 1)
-    q = abs(span) // s
-    return (q if span >= 0 else -q) + 1
+conv_out = geo.conv_out
 
 
 def _windows(xp, kh, kw, sh, sw, dh, dw, oh, ow):
@@ -228,17 +207,7 @@ def pooling_geometry(pp, h, w):
     if min(kh, kw, sh, sw) <= 0:
         raise ConfigError("pooling kernel and stride must be positive", field="pooling_param")
     ceil = int(pp.round_mode) == pp.CEIL
-
-    def one(size, k, p, s):
-        span = size + 2 * p - k
-        return (-(-span // s) if ceil else span // s) + 1
-
-    oh, ow = one(h, kh, ph, sh), one(w, kw, pw, sw)
-    if ph or pw:
-        if (oh - 1) * sh >= h + ph:
-            oh -= 1
-        if (ow - 1) * sw >= w + pw:
-            ow -= 1
+    oh, ow = geo.pooled_size(h, w, kh, kw, ph, pw, sh, sw, ceil)
     return kh, kw, ph, pw, sh, sw, oh, ow
 
 
@@ -328,14 +297,6 @@ def _stochastic_pool_test(x, kh, kw, sh, sw, oh, ow):
     return y.astype(np.float32)
 
 
-def spp_level_params(level: int, h: int, w: int) -> tuple[int, int, int, int]:
-    """(kernel_h, kernel_w, pad_h, pad_w) of SPP level ``level`` (Caffe's GetPoolingParam)."""
-    bins = 2 ** level
-    kh = -(-h // bins)
-    kw = -(-w // bins)
-    return kh, kw, (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
-
-
 def spp_levels(lp, h: int, w: int) -> list:
     """One Pooling LayerParameter per pyramid level of an SPP layer."""
     from ..proto import pb
@@ -346,7 +307,7 @@ def spp_levels(lp, h: int, w: int) -> list:
                           layer_type=lp.type, field="spp_param.pyramid_height")
     out = []
     for lv in range(height):
-        kh, kw, ph, pw = spp_level_params(lv, h, w)
+        kh, kw, ph, pw = geo.spp_level_params(lv, h, w)
         if (ph or pw) and (ph >= kh or pw >= kw):
             raise ShapeError(f"a {h}x{w} input is too small for pyramid level {lv}",
                              layer=lp.name)

@@ -1,5 +1,5 @@
 """Utility layers: Softmax, Concat, Slice, Split, Eltwise, Flatten, Reshape, Crop, Tile,
-Reduction, Silence, ArgMax.
+Reduction, Silence, ArgMax, Filter, BatchReindex, Parameter.
 
 Most of these only move data (numpy slicing/concatenation); Softmax runs a Numba kernel on the
 bottom viewed as ``(outer, channels, inner)``.  Flatten, Reshape, Split, and Concat/Slice with a
@@ -638,3 +638,158 @@ class ArgMaxLayer(Layer):
         else:
             out = np.swapaxes(vals if p.out_max_val else idx, 1, 2)  # (outer, k, inner)
         top[0].data[...] = out.reshape(top[0].shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Filter: the tops' sizes depend on the selector's *values* (like Caffe, which reads them in
+# Reshape): set-up gives the full batch, every forward reshapes the tops to the selected
+# items (the net re-runs the following layers' reshape, see ``dynamic_top_shapes``).
+
+@register_layer("Filter", None)
+class FilterLayer(Layer):
+    """Keep the items (axis 0) of bottoms 0..K-1 whose selector (the last bottom, shape (N) or
+    (N, 1, ...)) is nonzero; one top per filtered bottom.  Set-up shapes the tops with the full
+    batch (Caffe's first reshape); each forward reshapes them to the selected items.  Backward
+    puts the top diffs back at the selected items and zeros elsewhere; the selector gets no
+    gradient."""
+    min_bottom = 2
+    min_top = 1
+    #: the tops' shapes depend on the selector's values: the net reshapes the layers after it
+    dynamic_top_shapes = True
+
+    def layer_setup(self, bottom, top):
+        if len(top) != len(bottom) - 1:
+            raise self.config_error(f"needs one top per filtered bottom: {len(bottom) - 1} "
+                                    f"bottoms before the selector, {len(top)} tops")
+        self._first = True
+        self._index = None
+        self._nbottom = len(bottom)
+
+    def allow_force_backward(self, bottom_index):
+        n = getattr(self, "_nbottom", len(self.param.bottom))
+        return bottom_index != n - 1
+
+    def _check(self, bottom):
+        sel = bottom[-1]
+        if sel.num_axes < 1 or any(d != 1 for d in sel.shape[1:]):
+            raise self.shape_error(f"the selector (last bottom) must be (N) or (N, 1, ...): "
+                                   f"all axes but the first singletons, got {list(sel.shape)}")
+        for i, b in enumerate(bottom[:-1]):
+            if b.num_axes < 1 or b.shape[0] != sel.shape[0]:
+                raise self.shape_error(f"bottom[{i}] {list(b.shape)} must have the selector's "
+                                       f"first dimension {sel.shape[0]}")
+
+    def _selected(self, bottom):
+        return np.flatnonzero(bottom[-1].data.reshape(-1))
+
+    def reshape(self, bottom, top):
+        self._check(bottom)
+        if self._first:
+            num = bottom[0].shape[0]
+            self._first = False
+        else:
+            self._index = self._selected(bottom)
+            num = len(self._index)
+        for t, b in zip(top, bottom):
+            t.reshape((num,) + tuple(b.shape[1:]))
+
+    def forward(self, bottom, top):
+        self._index = idx = self._selected(bottom)
+        for t, b in zip(top, bottom):
+            t.reshape((len(idx),) + tuple(b.shape[1:]))
+            np.take(b.data, idx, axis=0, out=t.data)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[-1]:
+            raise self.config_error("cannot backpropagate to the selector (last bottom): set "
+                                    "propagate_down: false for it", field="propagate_down")
+        idx = self._index if self._index is not None else self._selected(bottom)
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            if not propagate_down[i]:
+                continue
+            d = b.diff
+            d[...] = 0
+            d[idx] = t.diff
+
+
+# --------------------------------------------------------------------------------------------
+# BatchReindex
+
+@register_layer("BatchReindex", None)
+class BatchReindexLayer(Layer):
+    """``top[i] = bottom[0][index[i]]``: gather items along axis 0 by the index blob bottom[1]
+    (1-D, integer values stored as floats; repeats allowed).  Backward adds the top diffs back
+    into the gathered items; the indices get no gradient."""
+    exact_num_bottom = 2
+    exact_num_top = 1
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index == 0
+
+    def reshape(self, bottom, top):
+        if bottom[1].num_axes != 1:
+            raise self.shape_error(f"bottom[1] (the indices) must be 1-D, got "
+                                   f"{list(bottom[1].shape)}")
+        if bottom[0].num_axes < 1:
+            raise self.shape_error("bottom[0] must have at least one axis")
+        top[0].reshape((bottom[1].shape[0],) + tuple(bottom[0].shape[1:]))
+
+    def _indices(self, bottom):
+        v = bottom[1].data
+        ii = v.astype(np.int64)
+        n = bottom[0].shape[0]
+        bad = (ii != v) | (ii < 0) | (ii >= n)
+        if np.any(bad):
+            raise self.shape_error(f"index {v[np.argmax(bad)]:g} is not an integer in "
+                                   f"[0, {n}) (bottom[0] has {n} items)")
+        return ii
+
+    def forward(self, bottom, top):
+        self._ii = ii = self._indices(bottom)
+        np.take(bottom[0].data, ii, axis=0, out=top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise self.config_error("cannot backpropagate to the indices (bottom[1])",
+                                    field="propagate_down")
+        if not propagate_down[0]:
+            return
+        d = bottom[0].diff
+        d[...] = 0
+        np.add.at(d, self._ii, top[0].diff)
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter
+
+@register_layer("Parameter", "parameter_param")
+class ParameterLayer(Layer):
+    """Exposes one learned blob of shape ``parameter_param.shape`` as its top (no bottoms), so
+    other layers can use a learned tensor; the blob starts at 0 (Caffe does not fill it) and
+    can be shared by name through ``param { name: ... }``."""
+    exact_num_bottom = 0
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.param.parameter_param
+        if not p.HasField("shape"):
+            raise self.config_error("shape must be given (the learned blob's dimensions)",
+                                    field="parameter_param.shape")
+        shape = tuple(int(d) for d in p.shape.dim)
+        if any(d < 0 for d in shape):
+            raise self.config_error(f"shape {list(shape)} has a negative dimension",
+                                    field="parameter_param.shape")
+        if not self.blobs:
+            self.blobs = [self.make_blob(shape)]
+
+    def reshape(self, bottom, top):
+        top[0].reshape(self.blobs[0].shape)
+        top[0].share_data(self.blobs[0])
+
+    def forward(self, bottom, top):
+        if top[0]._data_src is not self.blobs[0]:        # re-share after a reshape
+            top[0].share_data(self.blobs[0])
+
+    def backward(self, top, propagate_down, bottom):
+        if self.param_propagate_down[0]:
+            self.blobs[0].diff += top[0].diff

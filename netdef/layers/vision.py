@@ -1,4 +1,4 @@
-"""Vision layers: Convolution, Deconvolution, Im2col, Pooling (2-D, NCHW), with Caffe's
+"""Vision layers: Convolution, Deconvolution, Im2col, Pooling, SPP (2-D, NCHW), with Caffe's
 semantics (parameter rules, output sizes, blob layouts).
 
 Convolution paths (all give the same numbers):
@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend.cpu import workspace as W
+from ..blob import Blob
+from . import geometry as geo
 from .base import Layer
 from .registry import register_layer
 
@@ -48,68 +50,13 @@ def _fast_gemm(x) -> bool:
     return x.dtype in (np.float32, np.float64) and _gemm_kernels().AVAILABLE
 
 
-def _conv_out(size: int, k: int, p: int, s: int, d: int) -> int:
-    """Caffe's (size + 2p - extent) / s + 1 with C integer division (truncates toward 0)."""
-    span = size + 2 * p - (d * (k - 1) + 1)
-    q = abs(span) // s
-    return (q if span >= 0 else -q) + 1
-
-
 def conv_geometry(layer: Layer, cp) -> tuple[int, int, int, int, int, int, int, int]:
-    """(kh, kw, ph, pw, sh, sw, dh, dw) from a ConvolutionParameter, with Caffe's rules."""
-    f = "convolution_param."
-
-    def spatial(name, values, default):
-        vals = [int(v) for v in values]
-        if not vals:
-            return default, default
-        if len(vals) == 1:
-            return vals[0], vals[0]
-        if len(vals) == 2:
-            return vals[0], vals[1]
-        raise layer.config_error(
-            f"{name} is given {len(vals)} times; give it once, or twice (height, width) "
-            f"for 2-D convolution (N-D convolution is not supported)", field=f + name)
-
-    if cp.HasField("kernel_h") or cp.HasField("kernel_w"):
-        if len(cp.kernel_size):
-            raise layer.config_error("give either kernel_size or kernel_h/kernel_w, not both",
-                                     field=f + "kernel_size")
-        if not (cp.HasField("kernel_h") and cp.HasField("kernel_w")):
-            raise layer.config_error("kernel_h and kernel_w must be given together",
-                                     field=f + ("kernel_w" if cp.HasField("kernel_h")
-                                                else "kernel_h"))
-        kh, kw = int(cp.kernel_h), int(cp.kernel_w)
-    else:
-        if not len(cp.kernel_size):
-            raise layer.config_error("kernel_size (or kernel_h and kernel_w) is required",
-                                     field=f + "kernel_size")
-        kh, kw = spatial("kernel_size", cp.kernel_size, 0)
-    if cp.HasField("pad_h") or cp.HasField("pad_w"):
-        if len(cp.pad):
-            raise layer.config_error("give either pad or pad_h/pad_w, not both", field=f + "pad")
-        ph, pw = int(cp.pad_h), int(cp.pad_w)
-    else:
-        ph, pw = spatial("pad", cp.pad, 0)
-    if cp.HasField("stride_h") or cp.HasField("stride_w"):
-        if len(cp.stride):
-            raise layer.config_error("give either stride or stride_h/stride_w, not both",
-                                     field=f + "stride")
-        sh, sw = int(cp.stride_h), int(cp.stride_w)
-    else:
-        sh, sw = spatial("stride", cp.stride, 1)
-    dh, dw = spatial("dilation", cp.dilation, 1)
-    if kh <= 0 or kw <= 0:
-        raise layer.config_error(f"kernel size must be positive (got {kh}x{kw})",
-                                 field=f + "kernel_size")
-    if sh <= 0 or sw <= 0:
-        raise layer.config_error(f"stride must be positive (got {sh}x{sw}); set stride "
-                                 f"(or both stride_h and stride_w) to 1 or more",
-                                 field=f + "stride")
-    if dh <= 0 or dw <= 0:
-        raise layer.config_error(f"dilation must be positive (got {dh}x{dw})",
-                                 field=f + "dilation")
-    return kh, kw, ph, pw, sh, sw, dh, dw
+    """(kh, kw, ph, pw, sh, sw, dh, dw) from a ConvolutionParameter (:mod:`.geometry`), its
+    rule violations as this layer's config errors."""
+    try:
+        return geo.conv_params(cp)
+    except geo.GeometryError as e:
+        raise layer.config_error(e.message, field=e.field) from None
 
 
 def _check_4d(layer: Layer, blob, what: str = "bottom") -> None:
@@ -168,9 +115,8 @@ class _ConvBase(Layer):
     def out_size(self, h, w):
         kh, kw, ph, pw, sh, sw, dh, dw = self.geom
         if self.deconv:
-            return (sh * (h - 1) + dh * (kh - 1) + 1 - 2 * ph,
-                    sw * (w - 1) + dw * (kw - 1) + 1 - 2 * pw)
-        return _conv_out(h, kh, ph, sh, dh), _conv_out(w, kw, pw, sw, dw)
+            return geo.deconv_out(h, kh, ph, sh, dh), geo.deconv_out(w, kw, pw, sw, dw)
+        return geo.conv_out(h, kh, ph, sh, dh), geo.conv_out(w, kw, pw, sw, dw)
 
     def reshape(self, bottom, top):
         _check_4d(self, bottom[0])
@@ -571,7 +517,7 @@ class Im2colLayer(Layer):
         _check_4d(self, bottom[0])
         kh, kw, ph, pw, sh, sw, dh, dw = self.geom
         n, c, h, w = bottom[0].shape
-        oh, ow = _conv_out(h, kh, ph, sh, dh), _conv_out(w, kw, pw, sw, dw)
+        oh, ow = geo.conv_out(h, kh, ph, sh, dh), geo.conv_out(w, kw, pw, sw, dw)
         if oh <= 0 or ow <= 0:
             raise self.shape_error(
                 f"output would be {oh}x{ow} for a {h}x{w} input: the (dilated) kernel "
@@ -679,19 +625,8 @@ class PoolingLayer(Layer):
 
     def pooled_size(self, h, w):
         """Caffe's pooled (height, width) for an h x w input."""
-        def one(size, k, p, s):
-            span = size + 2 * p - k
-            return (-(-span // s) if self.ceil else span // s) + 1
-
-        oh = one(h, self.kh, self.ph, self.sh)
-        ow = one(w, self.kw, self.pw, self.sw)
-        if self.ph or self.pw:
-            # the last window must start inside the image, not in the padding
-            if (oh - 1) * self.sh >= h + self.ph:
-                oh -= 1
-            if (ow - 1) * self.sw >= w + self.pw:
-                ow -= 1
-        return oh, ow
+        return geo.pooled_size(h, w, self.kh, self.kw, self.ph, self.pw, self.sh, self.sw,
+                             self.ceil)
 
     def reshape(self, bottom, top):
         _check_4d(self, bottom[0])
@@ -752,3 +687,110 @@ class PoolingLayer(Layer):
                                                 self.kh, self.kw, self.sh, self.sw, dx)
             else:
                 K.ave_pool_backward(top[0].diff, *self._args(), dx)
+
+
+# --------------------------------------------------------------------------------------------
+# SPP (spatial pyramid pooling): one Pooling per pyramid level (the Pooling kernels, STOCHASTIC
+# included), the flattened outputs concatenated; the level parameters are Caffe's
+# (GetPoolingParam, in .geometry), recomputed when the input size changes.
+
+@register_layer("SPP", "spp_param")
+class SPPLayer(Layer):
+    """Spatial pyramid pooling: level l pools the (N, C, H, W) bottom into 2^l x 2^l bins
+    (kernel ceil(H / 2^l), stride = kernel, pad (kernel * 2^l - H + 1) // 2), flattens and
+    concatenates the levels: top (N, C * sum_l 4^l).  With pyramid_height 1 the top is the
+    single pooling output (N, C, 1, 1), as in Caffe.  pool MAX / AVE / STOCHASTIC."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.param.spp_param
+        if not p.HasField("pyramid_height") or p.pyramid_height < 1:
+            raise self.config_error("pyramid_height must be set to the number of pyramid "
+                                    "levels (at least 1)", field="spp_param.pyramid_height")
+        self.height = int(p.pyramid_height)
+        self.pool = int(p.pool)
+        self._size = None
+        self._levels: list = []
+
+    def _check(self, bottom):
+        x = bottom[0]
+        if x.num_axes != 4:
+            raise self.shape_error(f"bottom must be 4-D (N, C, H, W), got {list(x.shape)}")
+        if x.shape[2] <= 0 or x.shape[3] <= 0:
+            raise self.shape_error(f"input height and width must be positive, got "
+                                   f"{list(x.shape)}")
+
+    def _build_levels(self, h, w):
+        from ..proto import pb
+
+        levels = []
+        for lv in range(self.height):
+            kh, kw, ph, pw = geo.spp_level_params(lv, h, w)
+            if (ph or pw) and (ph >= kh or pw >= kw):
+                raise self.shape_error(
+                    f"a {h}x{w} input is too small for pyramid level {lv} ({2 ** lv}x{2 ** lv} "
+                    f"bins): the pooling pad {ph}x{pw} would not be smaller than the kernel "
+                    f"{kh}x{kw} (Caffe rejects it too); lower pyramid_height or enlarge the "
+                    f"input")
+            lp = pb.LayerParameter(name=f"{self.name}_pool{lv}", type="Pooling")
+            pp = lp.pooling_param
+            pp.pool = self.pool
+            pp.kernel_h, pp.kernel_w = kh, kw
+            pp.stride_h, pp.stride_w = kh, kw
+            pp.pad_h, pp.pad_w = ph, pw
+            layer = PoolingLayer(lp, phase=self.phase, dtype=self.dtype, rng=self.rng,
+                                 init_params=self.init_params)
+            levels.append(layer)
+        return levels
+
+    def reshape(self, bottom, top):
+        self._check(bottom)
+        n, _, h, w = bottom[0].shape
+        if self._size != (h, w):
+            self._levels = self._build_levels(h, w)
+            self._size = (h, w)
+            self._tops = [Blob((), dtype=self.dtype, name=f"{self.name}_pool{i}")
+                          for i in range(self.height)]
+            for layer, t in zip(self._levels, self._tops):
+                layer.setup(bottom, [t])
+        else:
+            for layer, t in zip(self._levels, self._tops):
+                layer.reshape(bottom, [t])
+        if self.height == 1:
+            top[0].reshape(self._tops[0].shape)
+        else:
+            top[0].reshape((n, sum(t.count // n if n else 0 for t in self._tops)))
+            self._widths = [int(np.prod(t.shape[1:])) for t in self._tops]
+
+    def flops(self, bottom, top):
+        return sum(layer.flops(bottom, [t]) for layer, t in zip(self._levels, self._tops))
+
+    def forward(self, bottom, top):
+        n = bottom[0].shape[0]
+        y = top[0].data.reshape(n, -1)
+        off = 0
+        for layer, t in zip(self._levels, self._tops):
+            layer.rng = self.rng
+            layer.phase = self.phase
+            layer.forward(bottom, [t])
+            k = int(np.prod(t.shape[1:]))
+            y[:, off:off + k] = t.data.reshape(n, k)
+            off += k
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        n = bottom[0].shape[0]
+        dy = top[0].diff.reshape(n, -1)
+        proxy = Blob(bottom[0].shape, dtype=self.dtype, name=f"{self.name}_bottom")
+        proxy.share_data(bottom[0])
+        dx = bottom[0].diff
+        dx[...] = 0
+        off = 0
+        for layer, t in zip(self._levels, self._tops):
+            k = int(np.prod(t.shape[1:]))
+            t.diff[...] = dy[:, off:off + k].reshape(t.shape)
+            off += k
+            layer.backward([t], [True], [proxy])
+            dx += proxy.diff
