@@ -94,7 +94,7 @@ def data_convert_imageset(root, listfile, out, gray, shuffle, seed, resize_heigh
 
     from netdef.data.datum import array_to_datum
     from netdef.data.image_list import parse_image_list, read_image
-    from netdef.data.lmdb_source import _lmdb
+    from netdef.data.lmdb_source import write_lmdb
     from netdef.errors import ConfigError
 
     lines = parse_image_list(listfile)
@@ -102,15 +102,13 @@ def data_convert_imageset(root, listfile, out, gray, shuffle, seed, resize_heigh
         np.random.default_rng(seed).shuffle(lines)
     if os.path.exists(out) and os.listdir(out):
         raise ConfigError(f"{out} exists and is not empty; remove it first")
-    lmdb = _lmdb()
-    os.makedirs(out, exist_ok=True)
-    env = lmdb.open(out, map_size=1 << 40)
-    with env.begin(write=True) as txn:
-        for i, (path, label) in enumerate(lines):
-            img = read_image(os.path.join(root, path), resize_height, resize_width,
-                             is_color=not gray)
-            txn.put(f"{i:08d}_{path}".encode(), array_to_datum(img, label).SerializeToString())
-    env.close()
+    # a commit every 1000 images and a map that grows as needed (not one transaction over a
+    # 1 TiB map, which an address-space limit refuses), built beside OUT and moved in
+    records = (array_to_datum(read_image(os.path.join(root, path), resize_height,
+                                         resize_width, is_color=not gray), label)
+               for path, label in lines)
+    write_lmdb(out, records, keys=(f"{i:08d}_{path}".encode()
+                                   for i, (path, _) in enumerate(lines)))
     click.echo(f"wrote {len(lines)} images to {out}", err=True)
 
 

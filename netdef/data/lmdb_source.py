@@ -265,11 +265,12 @@ class LMDBSource:
 
 def write_lmdb(path: str, records, *, map_size: int = 16 << 20, commit_every: int = 1000,
                encode: str | None = None, overwrite: bool = False,
-               key_format: str = "%08d") -> int:
+               key_format: str = "%08d", keys=None) -> int:
     """Write ``records`` — ``(array C×H×W, label)`` pairs (uint8 -> ``data``, other dtypes ->
     ``float_data``; ``encode='png'|'jpg'`` stores compressed images) or ready ``pb.Datum``
     messages — to a new LMDB at ``path`` with Caffe's ``"%08d"`` index keys (``key_format``:
-    another printf format of the index, e.g. ``"%05d"`` as Caffe's convert_cifar_data).
+    another printf format of the index, e.g. ``"%05d"`` as Caffe's convert_cifar_data; ``keys``:
+    an iterable of ready keys, one per record, as convert_imageset's ``"%08d_<path>"``).
 
     The map starts at ``map_size`` bytes and doubles whenever it is full.  ``path`` must not
     exist or be an empty folder, unless ``overwrite`` (which replaces data.mdb/lock.mdb).
@@ -306,6 +307,7 @@ def write_lmdb(path: str, records, *, map_size: int = 16 << 20, commit_every: in
         pending.clear()
 
     n = 0
+    key_iter = iter(keys) if keys is not None else None
     try:
         for rec in records:
             if isinstance(rec, pb.Datum):
@@ -313,7 +315,8 @@ def write_lmdb(path: str, records, *, map_size: int = 16 << 20, commit_every: in
             else:
                 arr, label = rec
                 value = array_to_datum(arr, label, encode=encode).SerializeToString()
-            pending.append(((key_format % n).encode(), value))
+            key = next(key_iter) if key_iter is not None else (key_format % n).encode()
+            pending.append((key, value))
             n += 1
             if len(pending) >= commit_every:
                 commit()
