@@ -1,6 +1,7 @@
 """Float64 references for the layer tests, one per operation, written from Caffe's definitions
 as plain numpy/Python loops: the layers' kernels are never called. Grouped by layer family
-(vision, neuron, recurrent, utility, loss, normalization, common)."""
+(vision, neuron, recurrent, utility, loss, normalization, common), and the solvers' update
+rules."""
 import math
 
 import numpy as np
@@ -512,3 +513,147 @@ def accuracy_ref(x, lab, k, axis=1, ignore=None):
     acc = correct / count if count else 0.0
     per = np.where(per_n > 0, per_ok / np.maximum(per_n, 1), 0.0)
     return acc, per
+
+
+# -- normalization, common, and the solvers' update rules --------------------------------
+
+def update_rule_ref(kind, grads, lrs, iters, p):
+    """Per step: the update Δ of one param, and the (first, second) moments afterwards."""
+    mu, mu2, delta, rho = float(p.momentum), float(p.momentum2), float(p.delta), float(p.rms_decay)
+    a = np.zeros_like(grads[0])          # v, h, or m
+    b = np.zeros_like(grads[0])          # h2 (AdaDelta), v (Adam)
+    out = []
+    for g, lr, it in zip(grads, lrs, iters):
+        if kind == "SGD":
+            a = mu * a + lr * g
+            d = a
+        elif kind == "Nesterov":
+            old = a
+            a = mu * a + lr * g
+            d = (1 + mu) * a - mu * old
+        elif kind == "AdaGrad":
+            a = a + g ** 2
+            d = lr * g / (np.sqrt(a) + delta)
+        elif kind == "RMSProp":
+            a = rho * a + (1 - rho) * g ** 2
+            d = lr * g / (np.sqrt(a) + delta)
+        elif kind == "AdaDelta":
+            a = mu * a + (1 - mu) * g ** 2
+            u = g * np.sqrt((b + delta) / (a + delta))
+            b = mu * b + (1 - mu) * u ** 2
+            d = lr * u
+        elif kind == "Adam":
+            t = it + 1
+            a = mu * a + (1 - mu) * g
+            b = mu2 * b + (1 - mu2) * g ** 2
+            d = lr * math.sqrt(1 - mu2 ** t) / (1 - mu ** t) * a / (np.sqrt(b) + delta)
+        out.append((d.copy(), a.copy(), b.copy()))
+    return out
+
+
+# -- normalization: LRN, BatchNorm, MVN --------------------------------------------------------
+
+def lrn_ref(x, size, alpha, beta, k, across):
+    """ACROSS_CHANNELS: y = x * (k + alpha/n * sum_{|c'-c| <= (n-1)/2} x[c']^2)^-beta, channels
+    outside [0, C) count as zero.  WITHIN_CHANNEL (Caffe: square -> AVE pool n x n, stride 1,
+    pad (n-1)/2 -> power(shift 1, scale alpha) -> product): y = x * (1 + alpha/n^2 *
+    sum_{n x n patch inside the image} x^2)^-beta; k plays no part."""
+    n, c, h, w = x.shape
+    half = (size - 1) // 2
+    y = np.zeros_like(x, dtype=np.float64)
+    for ni in range(n):
+        for ci in range(c):
+            for hi in range(h):
+                for wi in range(w):
+                    s = 0.0
+                    if across:
+                        for cc in range(ci - half, ci + half + 1):
+                            if 0 <= cc < c:
+                                s += float(x[ni, cc, hi, wi]) ** 2
+                        scale = k + alpha / size * s
+                    else:
+                        for hh in range(hi - half, hi + half + 1):
+                            for ww in range(wi - half, wi + half + 1):
+                                if 0 <= hh < h and 0 <= ww < w:
+                                    s += float(x[ni, ci, hh, ww]) ** 2
+                        scale = 1.0 + alpha / (size * size) * s
+                    y[ni, ci, hi, wi] = float(x[ni, ci, hi, wi]) * scale ** -beta
+    return y
+
+
+def bn_stats(x):
+    """Per-channel (axis 1) mean and biased variance over every other axis, float64, plus m."""
+    x = np.asarray(x, np.float64)
+    c = 1 if x.ndim == 1 else x.shape[1]
+    xr = np.moveaxis(x.reshape(x.shape[0], c, -1), 1, 0).reshape(c, -1)
+    mean = np.array([sum(row) / len(row) for row in xr])
+    var = np.array([sum((v - mu) ** 2 for v in row) / len(row) for row, mu in zip(xr, mean)])
+    return mean, var, xr.shape[1]
+
+
+def bn_apply(x, mean, var, eps):
+    x = np.asarray(x, np.float64)
+    shape = (1, -1) + (1,) * (x.ndim - 2) if x.ndim > 1 else (-1,)
+    return (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+
+
+def bn_backward_ref(y, dy, var, eps):
+    """Caffe: dx = (dy - mean(dy) - mean(dy * y) * y) / sqrt(var + eps), means per channel."""
+    axes = (0,) + tuple(range(2, y.ndim))
+    shape = (1, -1) + (1,) * (y.ndim - 2)
+    return (dy - dy.mean(axis=axes, keepdims=True)
+            - (dy * y).mean(axis=axes, keepdims=True) * y) / np.sqrt(var.reshape(shape) + eps)
+
+
+def mvn_ref(x, normalize_variance, across_channels, eps):
+    """Per item (across_channels) or per (item, channel): subtract the mean and, with
+    normalize_variance, divide by sqrt(biased variance) + eps (Caffe adds eps after the root)."""
+    x = np.asarray(x, np.float64)
+    rows = x.reshape(x.shape[0], -1) if across_channels or x.ndim < 2 \
+        else x.reshape(x.shape[0] * x.shape[1], -1)
+    out = np.empty_like(rows)
+    for r, row in enumerate(rows):
+        mu = sum(row) / len(row)
+        cen = row - mu
+        if normalize_variance:
+            sd = np.sqrt(sum(cen * cen) / len(row))
+            cen = cen / (sd + eps)
+        out[r] = cen
+    return out.reshape(x.shape)
+
+
+# -- common: InnerProduct, Embed, Scale, Bias --------------------------------------------------
+
+def ip_ref(x, w, b, axis, transpose):
+    """y[m, n] = sum_k x[m, k] W[n, k] + b[n] with x flattened at ``axis`` (W[k, n] when
+    transposed), as explicit sums."""
+    m = int(np.prod(x.shape[:axis]))
+    xr = x.reshape(m, -1)
+    k = xr.shape[1]
+    n = w.shape[1] if transpose else w.shape[0]
+    y = np.zeros((m, n))
+    for i in range(m):
+        for j in range(n):
+            acc = b[j] if b is not None else 0.0
+            for q in range(k):
+                acc += xr[i, q] * (w[q, j] if transpose else w[j, q])
+            y[i, j] = acc
+    return y.reshape(x.shape[:axis] + (n,))
+
+
+def broadcast_ref(x, operand, axis, op):
+    """y[idx] = x[idx] (*|+) operand[idx[axis:axis + operand.ndim]], element by element."""
+    y = np.empty_like(x, dtype=np.float64)
+    k = np.ndim(operand)
+    for idx in np.ndindex(*x.shape):
+        o = operand[idx[axis:axis + k]] if k else operand[()]
+        y[idx] = x[idx] * o if op == "mul" else x[idx] + o
+    return y
+
+
+def reduce_ref(values, x_shape, axis, k):
+    """sum over every position of bottom[0] of ``values`` into the operand's (k axes) shape."""
+    out = np.zeros(x_shape[axis:axis + k])
+    for idx in np.ndindex(*x_shape):
+        out[idx[axis:axis + k]] += values[idx]
+    return out
