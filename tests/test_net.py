@@ -296,15 +296,17 @@ def test_shape_only_net_allocates_nothing():
 
 DUP = """
 layer { name: "data" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
-layer { name: "ip" type: "InnerProduct" bottom: "x" top: "a" inner_product_param { num_output: 4 } }
-layer { name: "ip" type: "InnerProduct" bottom: "a" top: "b" %s inner_product_param { num_output: 2 } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "a" inner_product_param {
+        num_output: 4 } }
+layer { name: "ip" type: "InnerProduct" bottom: "a" top: "b" %s inner_product_param {
+        num_output: 2 } }
 """
 
 
 def test_two_learnable_layers_of_one_name_are_refused():
     with pytest.raises(NetdefError) as e:
         build(DUP % "")
-    assert (e.value.file, e.value.line, e.value.layer) == ("t.prototxt", 4, "ip")
+    assert (e.value.file, e.value.line, e.value.layer) == ("t.prototxt", 5, "ip")
     assert "another layer with parameters is named 'ip' (first at line 3)" in str(e.value)
 
 
@@ -312,7 +314,7 @@ def test_same_name_in_other_phases_and_without_parameters_is_fine():
     net = build(DUP % "include { phase: TRAIN }", TEST)        # one 'ip' per state
     assert [l.name for l in net.layers] == ["data", "ip"]
     net = build(DUP.replace('type: "InnerProduct" bottom: "a" top: "b" %s inner_product_param '
-                            '{ num_output: 2 }', 'type: "ReLU" bottom: "a" top: "b"'))
+                            '{\n        num_output: 2 }', 'type: "ReLU" bottom: "a" top: "b"'))
     assert [l.type for l in net.layers] == ["Input", "InnerProduct", "ReLU"]
 
 
