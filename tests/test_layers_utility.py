@@ -1,8 +1,8 @@
 """Utility layers (Softmax, Concat, Slice, Split, Eltwise, Flatten, Reshape, Crop, Tile,
 Reduction, Silence, ArgMax, Filter, BatchReindex, Parameter): forward against the float64
 references of layer_refs (written from Caffe's definitions, never by calling the layer),
-Caffe's gradient checker on every differentiable bottom, analytic backward values, views, Caffe's tie rules, float32 runs and
-the configuration / shape errors."""
+Caffe's gradient checker on every differentiable bottom, analytic backward values, views,
+Caffe's tie rules, float32 runs and the configuration / shape errors."""
 import textwrap
 
 import numpy as np
