@@ -190,22 +190,11 @@ def im2col(lp, blobs, xs):
 
 # -- pooling ------------------------------------------------------------------------------------
 def pooling_geometry(pp, h, w):
-    if pp.global_pooling:
-        kh, kw = h, w
-    elif pp.HasField("kernel_h") or pp.HasField("kernel_w"):
-        kh, kw = int(pp.kernel_h), int(pp.kernel_w)
-    else:
-        kh = kw = int(pp.kernel_size)
-    if pp.HasField("pad_h") or pp.HasField("pad_w"):
-        ph, pw = int(pp.pad_h), int(pp.pad_w)
-    else:
-        ph = pw = int(pp.pad)
-    if pp.HasField("stride_h") or pp.HasField("stride_w"):
-        sh, sw = int(pp.stride_h), int(pp.stride_w)
-    else:
-        sh = sw = int(pp.stride)
-    if min(kh, kw, sh, sw) <= 0:
-        raise ConfigError("pooling kernel and stride must be positive", field="pooling_param")
+    """(kh, kw, ph, pw, sh, sw, oh, ow) of a PoolingParameter on an h x w input."""
+    try:
+        kh, kw, ph, pw, sh, sw = geo.pool_params(pp, h, w)
+    except geo.GeometryError as e:
+        raise ConfigError(e.message, field=e.field) from None
     ceil = int(pp.round_mode) == pp.CEIL
     oh, ow = geo.pooled_size(h, w, kh, kw, ph, pw, sh, sw, ceil)
     return kh, kw, ph, pw, sh, sw, oh, ow

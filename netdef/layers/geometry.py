@@ -98,6 +98,62 @@ def pooled_size(h: int, w: int, kh: int, kw: int, ph: int, pw: int, sh: int, sw:
     return oh, ow
 
 
+def pool_params(pp, h: int | None = None, w: int | None = None) -> tuple[int, ...]:
+    """(kh, kw, ph, pw, sh, sw) of a PoolingParameter, with Caffe's rules: kernel_size or
+    kernel_h + kernel_w (none with global_pooling, whose kernel is the h x w input), pad /
+    pad_h+pad_w, stride / stride_h+stride_w, positive kernel and stride, pad smaller than the
+    kernel, global pooling with pad 0 and stride 1."""
+    f = "pooling_param."
+    has_k, has_kh, has_kw = (pp.HasField("kernel_size"), pp.HasField("kernel_h"),
+                             pp.HasField("kernel_w"))
+    if pp.global_pooling:
+        if has_k or has_kh or has_kw:
+            raise GeometryError("global_pooling takes the whole input as the kernel: remove "
+                                "kernel_size/kernel_h/kernel_w", f + "kernel_size")
+    else:
+        if has_k and (has_kh or has_kw):
+            raise GeometryError("give either kernel_size or kernel_h and kernel_w, not both",
+                                f + "kernel_size")
+        if not has_k and not (has_kh and has_kw):
+            if has_kh or has_kw:
+                raise GeometryError("kernel_h and kernel_w must be given together",
+                                    f + ("kernel_w" if has_kh else "kernel_h"))
+            raise GeometryError("kernel_size (or kernel_h and kernel_w) is required unless "
+                                "global_pooling is true", f + "kernel_size")
+    if pp.HasField("pad_h") or pp.HasField("pad_w"):
+        if pp.HasField("pad"):
+            raise GeometryError("give either pad or pad_h/pad_w, not both", f + "pad")
+        ph, pw = int(pp.pad_h), int(pp.pad_w)
+    else:
+        ph = pw = int(pp.pad)
+    if pp.HasField("stride_h") or pp.HasField("stride_w"):
+        if pp.HasField("stride") or not (pp.HasField("stride_h") and pp.HasField("stride_w")):
+            raise GeometryError("give either stride, or both stride_h and stride_w",
+                                f + "stride")
+        sh, sw = int(pp.stride_h), int(pp.stride_w)
+    else:
+        sh = sw = int(pp.stride)
+    if pp.global_pooling:
+        kh, kw = int(h), int(w)
+        if ph or pw or sh != 1 or sw != 1:
+            raise GeometryError("global_pooling needs pad 0 and stride 1",
+                                f + ("pad" if (ph or pw) else "stride"))
+    else:
+        kh = int(pp.kernel_h if has_kh else pp.kernel_size)
+        kw = int(pp.kernel_w if has_kw else pp.kernel_size)
+        if kh <= 0 or kw <= 0:
+            raise GeometryError(f"kernel size must be positive (got {kh}x{kw})",
+                                f + "kernel_size")
+    if sh <= 0 or sw <= 0:
+        raise GeometryError(f"stride must be positive (got {sh}x{sw})", f + "stride")
+    if not pp.global_pooling and (ph or pw):
+        if ph >= kh:
+            raise GeometryError(f"pad ({ph}) must be smaller than the kernel ({kh})", f + "pad")
+        if pw >= kw:
+            raise GeometryError(f"pad ({pw}) must be smaller than the kernel ({kw})", f + "pad")
+    return kh, kw, ph, pw, sh, sw
+
+
 def spp_level_params(level: int, h: int, w: int) -> tuple[int, int, int, int]:
     """(kernel_h, kernel_w, pad_h, pad_w) of SPP pyramid level ``level`` (2^level bins per
     side) for an h x w input, as Caffe's SPPLayer::GetPoolingParam (stride = kernel)."""

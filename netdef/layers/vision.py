@@ -567,59 +567,13 @@ class PoolingLayer(Layer):
             raise self.config_error("a second top (the argmax mask) needs pool: MAX",
                                     field=f + "pool")
         self.global_pooling = bool(pp.global_pooling)
-        has_k, has_kh, has_kw = (pp.HasField("kernel_size"), pp.HasField("kernel_h"),
-                                 pp.HasField("kernel_w"))
-        if self.global_pooling:
-            if has_k or has_kh or has_kw:
-                raise self.config_error("global_pooling takes the whole input as the kernel: "
-                                        "remove kernel_size/kernel_h/kernel_w",
-                                        field=f + "kernel_size")
-        else:
-            if has_k and (has_kh or has_kw):
-                raise self.config_error("give either kernel_size or kernel_h and kernel_w, "
-                                        "not both", field=f + "kernel_size")
-            if not has_k and not (has_kh and has_kw):
-                if has_kh or has_kw:
-                    raise self.config_error("kernel_h and kernel_w must be given together",
-                                            field=f + ("kernel_w" if has_kh else "kernel_h"))
-                raise self.config_error("kernel_size (or kernel_h and kernel_w) is required "
-                                        "unless global_pooling is true", field=f + "kernel_size")
-        if pp.HasField("pad_h") or pp.HasField("pad_w"):
-            if pp.HasField("pad"):
-                raise self.config_error("give either pad or pad_h/pad_w, not both",
-                                        field=f + "pad")
-            self.ph, self.pw = int(pp.pad_h), int(pp.pad_w)
-        else:
-            self.ph = self.pw = int(pp.pad)
-        if pp.HasField("stride_h") or pp.HasField("stride_w"):
-            if pp.HasField("stride") or not (pp.HasField("stride_h") and pp.HasField("stride_w")):
-                raise self.config_error("give either stride, or both stride_h and stride_w",
-                                        field=f + "stride")
-            self.sh, self.sw = int(pp.stride_h), int(pp.stride_w)
-        else:
-            self.sh = self.sw = int(pp.stride)
         if self.global_pooling:
             _check_4d(self, bottom[0])
-            self.kh, self.kw = bottom[0].shape[2], bottom[0].shape[3]
-            if self.ph or self.pw or self.sh != 1 or self.sw != 1:
-                raise self.config_error("global_pooling needs pad 0 and stride 1",
-                                        field=f + ("pad" if (self.ph or self.pw) else "stride"))
-        else:
-            self.kh = int(pp.kernel_h if has_kh else pp.kernel_size)
-            self.kw = int(pp.kernel_w if has_kw else pp.kernel_size)
-            if self.kh <= 0 or self.kw <= 0:
-                raise self.config_error(f"kernel size must be positive (got {self.kh}x{self.kw})",
-                                        field=f + "kernel_size")
-        if self.sh <= 0 or self.sw <= 0:
-            raise self.config_error(f"stride must be positive (got {self.sh}x{self.sw})",
-                                    field=f + "stride")
-        if not self.global_pooling and (self.ph or self.pw):
-            if self.ph >= self.kh:
-                raise self.config_error(f"pad ({self.ph}) must be smaller than the kernel "
-                                        f"({self.kh})", field=f + "pad")
-            if self.pw >= self.kw:
-                raise self.config_error(f"pad ({self.pw}) must be smaller than the kernel "
-                                        f"({self.kw})", field=f + "pad")
+        try:
+            self.kh, self.kw, self.ph, self.pw, self.sh, self.sw = geo.pool_params(
+                pp, *bottom[0].shape[2:4])
+        except geo.GeometryError as e:
+            raise self.config_error(e.message, field=e.field) from None
         self.ceil = int(pp.round_mode) == pp.CEIL
         self.mask = None
 
