@@ -138,9 +138,8 @@ def deconvolution(lp, blobs, xs):
         if c % g or W.shape[0] != c:
             raise ShapeError(f"weights {list(W.shape)} do not fit a bottom of {c} channels "
                              f"with group {g}", layer=lp.name)
-        hp = sh * (h - 1) + dh * (kh - 1) + 1
-        wp = sw * (w - 1) + dw * (kw - 1) + 1
-        oh, ow = hp - 2 * ph, wp - 2 * pw
+        oh, ow = geo.deconv_out(h, kh, ph, sh, dh), geo.deconv_out(w, kw, pw, sw, dw)
+        hp, wp = oh + 2 * ph, ow + 2 * pw            # before the pad is cropped
         if oh <= 0 or ow <= 0:
             raise ShapeError(f"output would be {oh}x{ow} for a {h}x{w} input", layer=lp.name)
         y = _new((n, o, oh, ow), layer=lp.name)
