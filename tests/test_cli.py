@@ -196,3 +196,43 @@ def test_upgrade_v1(tmp_path):
     assert load_net(str(out)).message == \
         load_net(os.path.join(DATA, "caffe", "lenet", "lenet_train_test.prototxt")).message
     assert "layers {" not in out.read_text()
+
+
+def _bomb_yaml():
+    lines = ["l0: &l0 {name: x}"]
+    for i in range(1, 10):
+        lines.append(f"l{i}: &l{i} {{a: [" + ",".join([f"*l{i - 1}"] * 9) + "]}")
+    return "\n".join(lines) + "\n"
+
+
+def test_hostile_inputs_under_an_address_space_limit(tmp_path):
+    """Under ulimit -v 4000000 (4 GB), each command given a hostile input exits 0 or 2 within
+    30 s with one error line: no signal, no traceback, no runaway allocation."""
+    import resource
+    lenet = os.path.join(CORPUS, "mnist", "lenet.prototxt")
+    (tmp_path / "bomb.yaml").write_text(_bomb_yaml())
+    (tmp_path / "deep.prototxt").write_text("layer {" * 3000)
+    (tmp_path / "big.prototxt").write_text(INPUT.replace("dim: 2 ", "dim: 20000000 "))
+    (tmp_path / "net.prototxt").write_text(INPUT)
+    (tmp_path / "nan.prototxt").write_text(
+        f'net: "{tmp_path / "net.prototxt"}" base_lr: nan lr_policy: "fixed" max_iter: 1')
+    cases = [
+        ["summary", "/dev/zero"],
+        ["summary", tmp_path / "bomb.yaml"],
+        ["summary", tmp_path / "deep.prototxt"],
+        ["time", "--model", tmp_path / "big.prototxt", "--iterations", "1"],
+        ["test", "--model", lenet, "--weights", "/etc", "--iterations", "1"],
+        ["test", "--model", lenet, "--weights", "/dev/zero", "--iterations", "1"],
+        ["train", "--solver", tmp_path / "nan.prototxt"],
+        ["train", "--solver", "/dev/urandom"],
+    ]
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (4_000_000 * 1024, resource.RLIM_INFINITY))
+    for args in cases:
+        r = subprocess.run([sys.executable, "-m", "netdef_cli.main", *map(str, args)],
+                           capture_output=True, text=True, timeout=30, preexec_fn=limit,
+                           cwd=tmp_path)
+        assert r.returncode == 2, (args, r.stderr[-1500:])
+        errors = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+        assert len(errors) == 1 and "Traceback" not in r.stderr, (args, r.stderr[-1500:])
