@@ -18,7 +18,6 @@ Needs only numpy and protobuf (the deploy extra).
 from __future__ import annotations
 
 import hashlib
-import os
 
 import numpy as np
 from google.protobuf.message import DecodeError
