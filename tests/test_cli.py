@@ -236,3 +236,21 @@ def test_hostile_inputs_under_an_address_space_limit(tmp_path):
         assert r.returncode == 2, (args, r.stderr[-1500:])
         errors = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
         assert len(errors) == 1 and "Traceback" not in r.stderr, (args, r.stderr[-1500:])
+
+
+def test_caffe_flag_spelling():
+    """gflags' single-dash long flags and underscores, as Caffe's docs write them."""
+    from netdef_cli.main import caffe_spelling
+    assert caffe_spelling(["train", "-solver", "s.prototxt", "-weights=a.caffemodel",
+                           "-sigint_effect", "stop", "--gpu", "-1"]) == [
+        "train", "--solver", "s.prototxt", "--weights=a.caffemodel", "--sigint-effect",
+        "stop", "--gpu", "-1"]
+    assert caffe_spelling(["device_query", "-gpu", "0"]) == ["device-query", "--gpu", "0"]
+    assert caffe_spelling(["freeze", "-o", "x", "--input_shape", "d=1", "--", "-model"]) == [
+        "freeze", "-o", "x", "--input-shape", "d=1", "--", "-model"]
+    lenet = os.path.join(CORPUS, "mnist", "lenet.prototxt")
+    r = subprocess.run([sys.executable, "-m", "netdef_cli.main", "summary", lenet, "-phase",
+                        "TEST", "-input_shape", "data=2,1,28,28", "-json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["outputs"] == {"prob": [2, 10]}
