@@ -115,6 +115,29 @@ def test_metrics_jsonl_beside_snapshots(tmp_path):
     assert lines[1]["lr"] == pytest.approx(0.05)   # step policy: gamma^(5 // 7) = 1
 
 
+def test_metrics_file_is_one_run(tmp_path):
+    """A second fresh run starts the metrics file anew; a resumed run keeps the lines up to
+    its snapshot and drops what the interrupted run wrote after it."""
+    import json
+    from netdef.solvers.solver import Solver
+
+    def iters():
+        return [json.loads(l)["iter"] for l in
+                (tmp_path / "snap_metrics.jsonl").read_text().splitlines()]
+    def run(max_iter, resume=None):
+        s = Solver(solver_def(tmp_path, f"max_iter: {max_iter}"))
+        s.param.display = 2
+        s.solve(resume=resume)
+        return s
+    for _ in range(2):
+        run(10)
+    assert iters() == [0, 2, 4, 6, 8]
+    _, state = run(4).snapshot()            # iterations 0, 2 (and the snapshot at 4)
+    assert iters() == [0, 2]
+    run(10, resume=state)
+    assert iters() == [0, 2, 4, 6, 8]
+
+
 def test_resume_is_bit_exact_with_lmdb_random_crop_and_mirror(tmp_path):
     """Data layer over an LMDB with random crops and mirroring, read by the prefetch worker:
     a run resumed from a snapshot ends with the same weights as the uninterrupted run."""

@@ -296,6 +296,25 @@ class Solver:
     def metrics_path(self) -> str:
         return f"{self.prefix()}_metrics.jsonl"
 
+    def start_metrics(self) -> None:
+        """A run's metrics file describes that run: a fresh run starts it anew, a resumed one
+        keeps the lines before the iteration it resumes from (what a killed run wrote after its
+        last snapshot is dropped), so `netdef plot` draws one curve, not two runs zigzagging."""
+        path = self.metrics_path()
+        if self.mpi.rank != 0 or not os.path.exists(path):
+            return
+        kept = []
+        if self.iter:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    try:
+                        it = json.loads(line).get("iter")
+                    except (ValueError, AttributeError):
+                        continue
+                    if isinstance(it, int) and it < self.iter:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+        write_file(path, "".join(kept))
+
     def record(self, entry: dict) -> None:
         """Append one JSON line to ``<snapshot_prefix>_metrics.jsonl`` (rank 0 only)."""
         if self.mpi.rank != 0:
@@ -535,6 +554,7 @@ class Solver:
         self.check_snapshot_folder()
         if resume:
             self.restore(resume)
+        self.start_metrics()
         self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and self.last_snapshot_iter != self.iter:
             self.snapshot()
