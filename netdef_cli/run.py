@@ -24,10 +24,11 @@ def _stages(values) -> list[str]:
     return out
 
 
-def _check_gpu(gpu, mode_gpu: bool = False, device_id: int = 0):
+def _check_gpu(gpu, mode_gpu: bool = False, device_id: int = 0, where=None):
     """The CUDA device to use, or None for the CPU: an explicit ``--gpu`` wins (-1: the CPU),
     else ``solver_mode: GPU`` with its ``device_id``.  A one-line error when there is no usable
-    GPU (netdef.backend.cuda)."""
+    GPU (netdef.backend.cuda), naming what asked for it: the flag, or ``solver_mode`` at
+    ``where`` = (file, line, col) of the solver."""
     from netdef.errors import ConfigError
     from netdef.parallel.mpi import context
     local = context().local_rank if context().active else 0
@@ -46,8 +47,17 @@ def _check_gpu(gpu, mode_gpu: bool = False, device_id: int = 0):
         gid = ids[local % len(ids)] if len(ids) > 1 else ids[0] + local
         if ids[0] < 0:
             return None
-    from netdef.backend.cuda.device import select_device
-    select_device(gid)
+    from netdef.backend.cuda.device import NoDeviceError, select_device
+    try:
+        select_device(gid)
+    except NoDeviceError as e:
+        if gpu in (None, ""):
+            file, line, col = where or (None, None, None)
+            raise ConfigError(f"solver_mode: GPU asks for {e.message}; set solver_mode: CPU "
+                              f"or pass --gpu -1 to train on the CPU", file=file, line=line,
+                              col=col, field="solver_mode") from None
+        raise ConfigError(f"{e.message}; leave out --gpu (and use solver_mode: CPU) to run on "
+                          f"the CPU") from None
     return gid
 
 
@@ -130,7 +140,8 @@ def _train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigin
     d = load_solver(solver_file)
     apply_overrides(d.message, overrides)
     gid = _check_gpu(gpu, d.message.solver_mode == d.message.GPU and
-                     d.message.HasField("solver_mode"), d.message.device_id)
+                     d.message.HasField("solver_mode"), d.message.device_id,
+                     (d.file, *d.where(("solver_mode",))))
     solver = Solver(d, dtype=dtype, input_shapes=input_shapes, level=level,
                     stages=_stages(stages))
     solver.check_sync_every = check_sync

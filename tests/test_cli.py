@@ -254,3 +254,21 @@ def test_caffe_flag_spelling():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["outputs"] == {"prob": [2, 10]}
+
+
+def test_solver_mode_gpu_without_a_gpu_names_the_solver_line(tmp_path):
+    """BVLC's solvers say solver_mode: GPU; on a machine without one the error points at that
+    line, not at a --gpu flag the user never gave (skipped where a GPU or the simulator is
+    usable)."""
+    from netdef.backend.cuda.device import available
+    if available():
+        pytest.skip("a CUDA device (or the simulator) is usable here")
+    net = os.path.join(CORPUS, "mnist", "lenet_train_test.prototxt")
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'net: "{net}"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 1\n'
+                      f'solver_mode: GPU\n')
+    code, out = run("train", "--solver", solver)
+    assert code == 2
+    assert out.strip().splitlines()[-1].startswith(f"error: {solver}:5:1: solver_mode: GPU asks "
+                                                   f"for GPU 0: ")
+    assert "--gpu -1" in out

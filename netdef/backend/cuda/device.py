@@ -79,8 +79,7 @@ def select_device(device_id: int = 0) -> int:
     if device_id < 0:
         raise NoDeviceError(f"GPU id {device_id} is negative")
     if not available():
-        raise NoDeviceError(f"--gpu {device_id}: {_why_unavailable()}; run on the CPU "
-                            f"(leave out --gpu and use solver_mode: CPU)")
+        raise NoDeviceError(f"GPU {device_id}: {_why_unavailable()}")
     c = cuda()
     n = len(c.gpus)
     if device_id >= n:
