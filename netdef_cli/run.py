@@ -198,6 +198,24 @@ def apply_overrides(message, overrides) -> None:
         message.MergeFrom(tmp)
 
 
+def _label_classes(net) -> dict:
+    """{blob: number of classes} for blobs read as class labels: the second bottom of a loss
+    that takes class indices, or of Accuracy; the classes are its first bottom's extent on
+    the class axis (1 when it has none)."""
+    out = {}
+    for layer, bottoms, names in zip(net.layers, net.bottoms, net.bottom_names):
+        if layer.type in ("SoftmaxWithLoss", "Accuracy", "MultinomialLogisticLoss",
+                          "InfogainLoss", "HingeLoss") and len(names) > 1:
+            shape = bottoms[0].shape
+            out[names[1]] = max(1, shape[1] if len(shape) > 1 else 1)
+    # labels reach the loss through Split layers: follow them back to their source blob
+    for layer, bottoms, tops, bnames, tnames in zip(net.layers, net.bottoms, net.tops,
+                                                    net.bottom_names, net.top_names):
+        if layer.type == "Split" and any(t in out for t in tnames):
+            out[bnames[0]] = max(out[t] for t in tnames if t in out)
+    return out
+
+
 def _model_net(model, weights, phase, level, stages, input_shapes, dtype, backward=False):
     from netdef.config import load_net
     from netdef.io.weights import load_weights
@@ -301,17 +319,23 @@ def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights
     net = _model_net(model, weights, PHASES[phase.upper()], level, stages, input_shapes,
                      "float32", backward=True)
     dev = net.to_device(gid) if gid is not None else None
+    log.info("Use CPU." if gid is None else f"Use GPU with device ID {gid}")
     rng = np.random.default_rng(0)
     data_layers = set()
+    labels = _label_classes(net)
     for i, layer in enumerate(net.layers):
         if getattr(layer, "is_data", False):
             data_layers.add(i)
-            for k, t in enumerate(net.tops[i]):
-                t.data = rng.standard_normal(t.shape) if k == 0 else np.zeros(t.shape)
+            for t, name in zip(net.tops[i], net.top_names[i]):
+                if name in labels:      # a loss's or accuracy's label: valid class indices
+                    t.data = rng.integers(0, labels[name], t.shape).astype(np.float32)
+                else:
+                    t.data = rng.standard_normal(t.shape)
     n = len(net.layers)
     fwd, bwd = np.zeros(n), np.zeros(n)
 
-    def run(record):
+    def forward(record):
+        loss = 0.0
         for i in range(n):
             if i in data_layers:
                 continue
@@ -322,6 +346,13 @@ def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights
                 net.layers[i].forward(net.bottoms[i], net.tops[i])
             if record:
                 fwd[i] += _time.perf_counter() - t
+        for i in range(n):
+            for t, w in zip(net.tops[i], net.loss_weights[i]):
+                if w:
+                    loss += w * float(np.sum(t.data))
+        return loss
+
+    def backward(record):
         net.seed_loss_diffs()
         for i in range(n - 1, -1, -1):
             if net.layer_need_backward[i] and i not in data_layers:
@@ -334,19 +365,32 @@ def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights
                 if record:
                     bwd[i] += _time.perf_counter() - t
 
-    log.info("Performing Forward")
-    run(False)   # warm-up (compiles kernels)
+    log.info("Performing Forward")      # warm-up (compiles kernels), as Caffe's time
+    log.info(f"Initial loss: {forward(False):g}")
+    log.info("Performing Backward")
+    backward(False)
+    log.info("*** Benchmark begins ***")
+    log.info(f"Testing for {iterations} iterations.")
     t0 = _time.perf_counter()
-    for _ in range(iterations):
-        run(True)
+    for j in range(iterations):
+        ti = _time.perf_counter()
+        forward(True)
+        backward(True)
+        log.info(f"Iteration: {j + 1} forward-backward time: "
+                 f"{1e3 * (_time.perf_counter() - ti):.4f} ms.")
     total = _time.perf_counter() - t0
+    log.info("Average time per layer: ")
     for i in range(n):
-        log.info(f"{net.layer_names[i]:>20}\tforward: {1e3 * fwd[i] / iterations:.4f} ms.")
-        log.info(f"{net.layer_names[i]:>20}\tbackward: {1e3 * bwd[i] / iterations:.4f} ms.")
-    log.info(f"Average Forward pass: {1e3 * fwd.sum() / iterations:.4f} ms.")
-    log.info(f"Average Backward pass: {1e3 * bwd.sum() / iterations:.4f} ms.")
-    log.info(f"Average Forward-Backward: {1e3 * (fwd.sum() + bwd.sum()) / iterations:.4f} ms.")
+        log.info(f"{net.layer_names[i]:>10}\tforward: {1e3 * fwd[i] / max(iterations, 1):.4f} "
+                 f"ms.")
+        log.info(f"{net.layer_names[i]:>10}\tbackward: {1e3 * bwd[i] / max(iterations, 1):.4f} "
+                 f"ms.")
+    it = max(iterations, 1)
+    log.info(f"Average Forward pass: {1e3 * fwd.sum() / it:.4f} ms.")
+    log.info(f"Average Backward pass: {1e3 * bwd.sum() / it:.4f} ms.")
+    log.info(f"Average Forward-Backward: {1e3 * (fwd.sum() + bwd.sum()) / it:.4f} ms.")
     log.info(f"Total Time: {1e3 * total:.4f} ms.")
+    log.info("*** Benchmark ends ***")
     if as_json:
         it = max(iterations, 1)
         click.echo(json.dumps({

@@ -256,19 +256,53 @@ def test_caffe_flag_spelling():
     assert json.loads(r.stdout)["outputs"] == {"prob": [2, 10]}
 
 
-def test_solver_mode_gpu_without_a_gpu_names_the_solver_line(tmp_path):
+def test_solver_mode_gpu_without_a_gpu_names_the_solver_line(tmp_path, monkeypatch):
     """BVLC's solvers say solver_mode: GPU; on a machine without one the error points at that
-    line, not at a --gpu flag the user never gave (skipped where a GPU or the simulator is
-    usable)."""
-    from netdef.backend.cuda.device import available
-    if available():
-        pytest.skip("a CUDA device (or the simulator) is usable here")
+    line, not at a --gpu flag the user never gave (no GPU is made so here even where one, or
+    the simulator, is usable)."""
+    from netdef.backend.cuda import device
+    monkeypatch.setattr(device, "available", lambda: False)
+    monkeypatch.setattr(device, "_why_unavailable", lambda: "no CUDA GPU found")
     net = os.path.join(CORPUS, "mnist", "lenet_train_test.prototxt")
     solver = tmp_path / "solver.prototxt"
     solver.write_text(f'net: "{net}"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 1\n'
                       f'solver_mode: GPU\n')
     code, out = run("train", "--solver", solver)
     assert code == 2
-    assert out.strip().splitlines()[-1].startswith(f"error: {solver}:5:1: solver_mode: GPU asks "
-                                                   f"for GPU 0: ")
+    assert out.strip().splitlines()[-1] == (
+        f"error: {solver}:5:1: solver_mode: GPU asks for GPU 0: no CUDA GPU found; set "
+        f"solver_mode: CPU or pass --gpu -1 to train on the CPU")
     assert "--gpu -1" in out
+
+
+BENCH = """name: "b"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 4 dim: 1 dim: 8 dim: 8 } } }
+layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 4 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 10 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc" }
+"""
+
+
+def test_time_feeds_labels_class_indices_and_logs_like_caffe(tmp_path):
+    """The usual benchmark net (data and label Inputs, SoftmaxWithLoss, Accuracy) runs: label
+    tops get class indices in [0, 10), not Gaussian noise; the log has Caffe's lines in
+    Caffe's order, which scripts parse."""
+    net = tmp_path / "bench.prototxt"
+    net.write_text(BENCH)
+    r = subprocess.run([sys.executable, "-m", "netdef_cli.main", "time", "-model", str(net),
+                        "-iterations", "3"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    msgs = [l.split("] ", 1)[1] for l in r.stderr.splitlines() if "] " in l]
+    order = ["Use CPU.", "Performing Forward", "Initial loss: 2.30259", "Performing Backward",
+             "*** Benchmark begins ***", "Testing for 3 iterations."]
+    assert msgs[:6] == order
+    assert [m.split(" forward-backward")[0] for m in msgs[6:9]] == [
+        "Iteration: 1", "Iteration: 2", "Iteration: 3"]
+    assert msgs[9] == "Average time per layer: "
+    assert msgs[10].startswith("      data\tforward: ") and msgs[-1] == "*** Benchmark ends ***"
+    assert [m.split(":")[0] for m in msgs[-5:-1]] == [
+        "Average Forward pass", "Average Backward pass", "Average Forward-Backward",
+        "Total Time"]
