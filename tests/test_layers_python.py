@@ -345,11 +345,13 @@ def test_summary_takes_python_tops_from_input_shape(pynet):
 def test_summary_allow_python_layers_runs_its_reshape(pynet, caplog):
     net, marker = pynet
     with caplog.at_level("INFO", logger="netdef.layers.python_layer"):
-        stats = json.loads(_cli("summary", net, "--json", "--allow-python-layers").output)
+        r = _cli("summary", net, "--json", "--allow-python-layers")
+    assert r.exit_code == 0, r.output
+    stats = json.loads(r.stdout)           # the import's log line goes to stderr
     assert stats["outputs"] == {"c": [2, 4, 6, 6]}
     assert marker.read_text() == "imported\n"
-    assert any("imported module 'ndpl_pydata' from " + str(net.parent) in r.getMessage()
-               for r in caplog.records)
+    assert any("imported module 'ndpl_pydata' from " + str(net.parent) in rec.getMessage()
+               for rec in caplog.records)
 
 
 def test_run_commands_refuse_python_layers_on_request(pynet):

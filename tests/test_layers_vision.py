@@ -783,3 +783,26 @@ def test_convolution_error_names_field():
         run_forward(layer, make_blobs([(1, 3, 5, 5)]))
     assert info.value.field == "convolution_param.group"
     assert "3" in str(info.value)          # the channel count that group must divide
+
+
+def test_pool_end_pads_reproduce_caffe_ceil_mode_sizes():
+    """The end padding handed to ONNX's floor-mode pooling gives Caffe's ceil-mode size; a size that floor mode
+    cannot reach with a non-negative end padding is None."""
+    from netdef.layers.geometry import pool_end_pads, pooled_size
+    seen = 0
+    for size in range(1, 9):
+        for k in range(1, 5):
+            for p in range(0, min(k, 3)):
+                for s in range(1, 4):
+                    if size + 2 * p < k:
+                        continue
+                    oh, _ = pooled_size(size, size, k, k, p, p, s, s)
+                    ends = pool_end_pads(size, size, k, k, p, p, s, s, oh, oh)
+                    assert ends is not None
+                    e = ends[0]
+                    assert e >= 0 and (size + p + e - k) // s + 1 == oh
+                    seen += 1
+    assert seen > 100
+    assert pool_end_pads(4, 4, 2, 2, 0, 0, 2, 2, 3, 3) == (2, 2)
+    assert pool_end_pads(4, 4, 2, 2, 0, 0, 2, 2, 9, 9) == (14, 14)
+    assert pool_end_pads(6, 6, 3, 3, 0, 0, 1, 1, 2, 2) is None     # floor gives 4, not 2

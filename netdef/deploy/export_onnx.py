@@ -39,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
+from ..layers import geometry as geo
 from . import numpy_kernels as K
 from .frozen import FrozenModel
 
@@ -304,11 +305,11 @@ def _pool(b, name, pp, x, h, w, top, mask=None) -> None:
     if pp.global_pooling and mask is None:
         b.node("GlobalMaxPool" if is_max else "GlobalAveragePool", [x], [top], name=name)
         return
-    eh = max((oh - 1) * sh + kh - h - ph, 0)
-    ew = max((ow - 1) * sw + kw - w - pw, 0)
-    if (h + ph + eh - kh) // sh + 1 != oh or (w + pw + ew - kw) // sw + 1 != ow:
+    ends = geo.pool_end_pads(h, w, kh, kw, ph, pw, sh, sw, oh, ow)
+    if ends is None:
         raise ConfigError("this pooling geometry has no ONNX equivalent", layer=name,
                           layer_type="Pooling")
+    eh, ew = ends
     attrs = {"kernel_shape": [kh, kw], "strides": [sh, sw], "pads": [ph, pw, eh, ew]}
     if is_max:
         if mask is None:
@@ -339,11 +340,11 @@ def _stochastic_pool(b, name, x, h, w, kh, kw, sh, sw, oh, ow, top) -> None:
     """STOCHASTIC pooling, TEST phase: sum(v^2) / sum(v) per window (windows from (0, 0),
     not shifted by the padding), 0 where the sum is not positive.  Both sums are average
     pools over the same windows, so their common divisor cancels."""
-    eh = max((oh - 1) * sh + kh - h, 0)
-    ew = max((ow - 1) * sw + kw - w, 0)
-    if (h + eh - kh) // sh + 1 != oh or (w + ew - kw) // sw + 1 != ow:
+    ends = geo.pool_end_pads(h, w, kh, kw, 0, 0, sh, sw, oh, ow)
+    if ends is None:
         raise ConfigError("this pooling geometry has no ONNX equivalent", layer=name,
                           layer_type="Pooling")
+    eh, ew = ends
     attrs = {"kernel_shape": [kh, kw], "strides": [sh, sw], "pads": [0, 0, eh, ew],
              "count_include_pad": 1}
     sq = b.fresh(f"{name}__sq")

@@ -161,3 +161,15 @@ def spp_level_params(level: int, h: int, w: int) -> tuple[int, int, int, int]:
     kh = -(-h // bins)
     kw = -(-w // bins)
     return kh, kw, (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+
+
+def pool_end_pads(h: int, w: int, kh: int, kw: int, ph: int, pw: int, sh: int, sw: int,
+                  oh: int, ow: int) -> tuple[int, int] | None:
+    """(end_h, end_w): the padding after the image (begin padding ph, pw) with which
+    floor-mode pooling, floor((size + p_begin + p_end - k) / s) + 1 (ONNX's rule), gives
+    Caffe's oh x ow; None when no such padding exists."""
+    eh = max((oh - 1) * sh + kh - h - ph, 0)
+    ew = max((ow - 1) * sw + kw - w - pw, 0)
+    if (h + ph + eh - kh) // sh + 1 != oh or (w + pw + ew - kw) // sw + 1 != ow:
+        return None
+    return eh, ew
