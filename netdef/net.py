@@ -97,6 +97,9 @@ class Net:
         self.layer_param_owner: list[list[int]] = []  # per layer blob: index into self.params
         #: called with each layer's index once its backward is done (data-parallel sync)
         self.on_layer_backward = None
+        #: pycaffe's per-layer callbacks fn(layer_index) (CPU nets)
+        self.hooks = {"before_forward": [], "after_forward": [], "before_backward": [],
+                      "after_backward": []}
         blob_need_backward: dict[str, bool] = {}
         bottom_need_backward: list[list[bool]] = []
         layer_need_backward: list[bool] = []
@@ -281,6 +284,8 @@ class Net:
                               f"a top of a data or Input layer (those are: "
                               f"{', '.join(tops) or 'none'})", file=self.loc.file)
 
+        #: each layer's bottom shapes at its last setup/reshape (forward reshapes on change)
+        self._reshaped_at = [[b.shape for b in bs] for bs in self.bottoms]
         self._prune_backward(layer_need_backward, bottom_need_backward, blob_need_backward)
         self.output_names = sorted(available)
         self.layer_index = {}
@@ -368,33 +373,67 @@ class Net:
             return self.device.forward(start, end)
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
-        reshape = False   # after a layer whose top shapes depend on data (Filter)
+        seen = self._reshaped_at
+        before, after = self.hooks["before_forward"], self.hooks["after_forward"]
         for i in range(start, end + 1):
             layer, bottoms, tops = self.layers[i], self.bottoms[i], self.tops[i]
+            for fn in before:
+                fn(i)
             try:
-                if reshape:
+                # Caffe reshapes every layer before its forward: here, every layer whose
+                # bottoms changed shape since its last reshape (a new input size, a data layer
+                # of mixed-size images, Filter's data-dependent tops)
+                shapes = [b.shape for b in bottoms]
+                if shapes != seen[i]:
                     layer.reshape(bottoms, tops)
+                    seen[i] = shapes
                 layer.forward(bottoms, tops)
-                reshape = reshape or getattr(layer, "dynamic_top_shapes", False)
             except NetdefError as e:      # e.g. a data source that cannot be read
                 raise self._layer_error(e, self.layer_refs[i], layer.param) from None
             for j, w in enumerate(self.loss_weights[i]):
                 if w:
                     loss += w * float(np.sum(tops[j].data, dtype=np.float64))
+            for fn in after:
+                fn(i)
         return loss
 
-    def backward(self, start: int | None = None, end: int = 0) -> None:
+    def reshape(self) -> None:
+        """Re-run every layer's reshape in order after a blob changed shape (pycaffe's
+        ``Net.reshape``); source layers (no bottoms) keep the shapes their tops have now."""
         if self.device is not None:
+            self.device.reshape()
+            return
+        for i, (layer, bottoms, tops) in enumerate(zip(self.layers, self.bottoms, self.tops)):
+            if not bottoms:
+                continue
+            try:
+                layer.reshape(bottoms, tops)
+            except NetdefError as e:
+                raise self._layer_error(e, self.layer_refs[i], layer.param) from None
+            self._reshaped_at[i] = [b.shape for b in bottoms]
+
+    def backward(self, start: int | None = None, end: int = 0, *, seed: bool = True) -> None:
+        """Run backward from layer ``start`` down to ``end`` (inclusive); ``seed=False`` keeps
+        the loss tops' diffs as they are (set by the caller) instead of the loss weights."""
+        if self.device is not None:
+            if not seed:
+                raise NotImplementedError("backward with caller-set top diffs on the GPU")
             return self.device.backward(start, end)
         start = len(self.layers) - 1 if start is None else start
-        self.seed_loss_diffs()
+        if seed:
+            self.seed_loss_diffs()
         hook = self.on_layer_backward
+        before, after = self.hooks["before_backward"], self.hooks["after_backward"]
         for i in range(start, end - 1, -1):
+            for fn in before:
+                fn(i)
             if self.layer_need_backward[i]:
                 self.layers[i].backward(self.tops[i], self.bottom_need_backward[i],
                                         self.bottoms[i])
             if hook is not None:
                 hook(i)
+            for fn in after:
+                fn(i)
 
     def seed_loss_diffs(self) -> None:
         """Top diffs of loss outputs = their loss weights (the objective's gradient)."""

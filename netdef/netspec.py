@@ -331,7 +331,9 @@ class Function:
 class _Emitter:
     """Turns assigned tops into LayerParameters (pycaffe's ``_to_proto`` walk)."""
 
-    def __init__(self, named: OrderedDict[str, object]):
+    def __init__(self, named: OrderedDict[str, object], autoname: bool = False):
+        #: name unassigned tops after their layer type, as pycaffe does, instead of an error
+        self.autoname = autoname
         self.top_names: dict[Top, str] = {}
         self.fn_names: dict[Function, str] = {}
         for name, v in named.items():
@@ -373,7 +375,7 @@ class _Emitter:
         if fn in self.layers:
             return
         for inp in fn.inputs:
-            if inp in self.top_names:
+            if inp in self.top_names or self.autoname:
                 self.emit(inp.fn)
         layer = pb.LayerParameter()
         layer.CopyFrom(fn.proto)
@@ -487,9 +489,12 @@ class NetSpec:
         self.__dict__["tops"][name] = value
 
     # output
+    #: pycaffe's naming of tops never assigned (``InnerProduct1``...) instead of an error
+    autoname = False
+
     def to_proto(self) -> pb.NetParameter:
         tops = self.__dict__["tops"]
-        em = _Emitter(tops)
+        em = _Emitter(tops, autoname=self.autoname)
         for v in tops.values():
             em.emit(v.fn if isinstance(v, Top) else v)
         net = pb.NetParameter()

@@ -269,17 +269,29 @@ class DataLayer(DataLayerBase):
         # data-parallel training: this rank's slice of each global batch (netdef.parallel)
         before, after = _shard(shape[0]) if self.phase == 0 else (0, 0)
 
+        # as Caffe, each batch takes the shape of its first item (images of varying size at
+        # batch_size 1 run through a net that reshapes); --input-shape fixes the shape
+        fixed = (self.param.top[0] if len(self.param.top) else name) in self.input_shapes
+
         def make_batch():
-            out = np.empty(shape, dtype=dtype)
+            out = None
             labels = np.empty(shape[0], dtype=dtype)
             if before:
                 src.skip(before)
             for i, (arr, label) in enumerate(src.read(shape[0])):
-                want = transformer.output_shape(arr.shape)
-                if tuple(shape[1:]) != tuple(want):
+                want = tuple(transformer.output_shape(arr.shape))
+                if out is None:
+                    if fixed and tuple(shape[1:]) != want:
+                        raise self.shape_error(
+                            f"top '{name}' has shape {list(shape)} but the records give "
+                            f"items of shape {list(want)}: fix --input-shape")
+                    out = np.empty((shape[0],) + want, dtype=dtype)
+                elif out.shape[1:] != want:
                     raise self.shape_error(
-                        f"top '{name}' has shape {list(shape)} but the records give items of "
-                        f"shape {list(want)}: fix --input-shape")
+                        f"item {i} of a batch of '{name}' has shape {list(want)} but the "
+                        f"batch's first item has {list(out.shape[1:])}: the items of a batch "
+                        f"need one shape (resize them: new_height/new_width, or crop_size, "
+                        f"or use batch_size 1)")
                 transformer.transform(arr, out[i])
                 labels[i] = label
             if after:
@@ -297,6 +309,8 @@ class DataLayer(DataLayerBase):
         if self._prefetch is None:
             self._start(top)
         (out, labels), self._state = self._prefetch.get()
+        if top[0].shape != out.shape:
+            top[0].reshape(out.shape)
         top[0].data = out
         if len(top) > 1:
             top[1].data = labels.reshape(top[1].shape)

@@ -16,7 +16,7 @@ in the net file's folder, the current directory, then ``sys.path``, like pycaffe
 
 A module written for pycaffe (``import caffe`` and ``class L(caffe.Layer)``) works unchanged:
 while it is imported, and only when no real ``caffe`` package is installed, ``import caffe``
-finds a small stand-in offering ``caffe.Layer``, ``caffe.TRAIN`` and ``caffe.TEST``.
+finds :mod:`netdef.caffe` (netdef's pycaffe: ``caffe.Layer`` is :class:`PyLayerBase`).
 
 Running user code is the user's choice (:func:`set_python_layer_mode`): RUN where the user runs
 the net (train, test, time, pycaffe; the module's file is logged), REFUSE for files from
@@ -172,7 +172,7 @@ class PyBlobVec:
 
 
 class PyLayerBase:
-    """Base class for user layers (``caffe.Layer`` in the stand-in ``caffe`` module)."""
+    """Base class for user layers (``caffe.Layer``, :mod:`netdef.caffe`)."""
 
     def __init__(self, param=None):
         self.layer_param = param
@@ -190,27 +190,27 @@ class PyLayerBase:
         pass
 
 
-def _caffe_standin() -> types.ModuleType:
-    m = types.ModuleType("caffe", "netdef's stand-in for pycaffe while a Python layer's module "
-                                  "is imported: Layer, TRAIN, TEST")
-    m.Layer = PyLayerBase
-    m.TRAIN, m.TEST = 0, 1
-    return m
+def _caffe_module() -> types.ModuleType:
+    """netdef's pycaffe (:mod:`netdef.caffe`): the ``caffe`` a Python layer's module imports
+    when no real pycaffe is installed."""
+    import netdef.caffe
+    return netdef.caffe
 
 
 def _import_user_module(name: str, dirs: list[str]):
-    """Import ``name`` with ``dirs`` searched first; a stand-in ``caffe`` when none exists."""
+    """Import ``name`` with ``dirs`` searched first; ``caffe`` is netdef.caffe while it
+    imports, unless a real pycaffe exists."""
     added = [d for d in dirs if d and d not in sys.path]
     sys.path[:0] = added
-    standin = False
+    lent = False
     try:
         if "caffe" not in sys.modules and importlib.util.find_spec("caffe") is None:
-            sys.modules["caffe"] = _caffe_standin()
-            standin = True
+            sys.modules["caffe"] = _caffe_module()
+            lent = True
         importlib.invalidate_caches()
         return importlib.import_module(name)
     finally:
-        if standin:
+        if lent:
             sys.modules.pop("caffe", None)
         for d in added:
             with contextlib.suppress(ValueError):

@@ -83,6 +83,8 @@ class Solver:
         self.losses: deque = deque(maxlen=max(1, p.average_loss))
         self.last_snapshot_iter = -1
         self.on_iteration = None      # callback(solver) after each update (tests, MPI)
+        self.on_start = None          # callback(solver) at the start of each iteration
+        self.on_gradients = None      # callback(solver) once the gradients are ready
         self.t_start = time.time()
 
     # -- nets -----------------------------------------------------------------------------
@@ -222,6 +224,8 @@ class Solver:
                 self.test_all()
                 if self.requested_stop and self.sync is None:
                     break
+            if self.on_start is not None:
+                self.on_start(self)
             loss = 0.0
             for k in range(p.iter_size):
                 if self.sync is not None and k == p.iter_size - 1:
@@ -229,6 +233,8 @@ class Solver:
                 loss += self.net.forward_backward()
             if self.sync is not None:
                 self.sync.finish()
+            if self.on_gradients is not None:
+                self.on_gradients(self)
             loss /= p.iter_size
             self.losses.append(loss)
             smoothed = float(np.mean(self.losses))
