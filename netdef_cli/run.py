@@ -304,7 +304,8 @@ def test(model, weights, iterations, gpu, level, stages, input_shapes, as_json, 
 @python_layers_option(runs_by_default=True)
 @user_errors
 def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights, as_json):
-    """Benchmark per-layer forward and backward times (data layers are fed random data)."""
+    """Benchmark per-layer forward and backward times: data layers with readable sources run
+    and are timed; Input/DummyData tops are random, those read as labels zero."""
     import logging
     import time as _time
 
@@ -320,17 +321,26 @@ def time_cmd(model, phase, iterations, gpu, level, stages, input_shapes, weights
                      "float32", backward=True)
     dev = net.to_device(gid) if gid is not None else None
     log.info("Use CPU." if gid is None else f"Use GPU with device ID {gid}")
+    from netdef.errors import NetdefError
     rng = np.random.default_rng(0)
-    data_layers = set()
+    data_layers = set()        # filled once here, not run: Input, DummyData, unreadable sources
     labels = _label_classes(net)
     for i, layer in enumerate(net.layers):
-        if getattr(layer, "is_data", False):
-            data_layers.add(i)
-            for t, name in zip(net.tops[i], net.top_names[i]):
-                if name in labels:      # a loss's or accuracy's label: valid class indices
-                    t.data = rng.integers(0, labels[name], t.shape).astype(np.float32)
-                else:
-                    t.data = rng.standard_normal(t.shape)
+        if not getattr(layer, "is_data", False):
+            continue
+        if layer.type not in ("Input", "DummyData"):
+            try:                # a readable source runs (and is timed), as in Caffe
+                layer.forward(net.bottoms[i], net.tops[i])
+                continue
+            except NetdefError as e:
+                log.warning(f"layer '{net.layer_names[i]}' ({layer.type}) cannot read its "
+                            f"data ({e.message}): it is fed random data and not timed")
+        data_layers.add(i)
+        for t, name in zip(net.tops[i], net.top_names[i]):
+            if name in labels:      # a loss's or accuracy's label: zero, a valid class
+                t.data = np.zeros(t.shape, np.float32)
+            else:
+                t.data = rng.standard_normal(t.shape)
     n = len(net.layers)
     fwd, bwd = np.zeros(n), np.zeros(n)
 

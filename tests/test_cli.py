@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from shared_paths import CORPUS, DATA
@@ -288,8 +289,8 @@ layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc" }
 
 def test_time_feeds_labels_class_indices_and_logs_like_caffe(tmp_path):
     """The usual benchmark net (data and label Inputs, SoftmaxWithLoss, Accuracy) runs: label
-    tops get class indices in [0, 10), not Gaussian noise; the log has Caffe's lines in
-    Caffe's order, which scripts parse."""
+    tops are zero (Caffe's zero-filled blobs: a valid class), not Gaussian noise; the log has
+    Caffe's lines in Caffe's order, which scripts parse."""
     net = tmp_path / "bench.prototxt"
     net.write_text(BENCH)
     r = subprocess.run([sys.executable, "-m", "netdef_cli.main", "time", "-model", str(net),
@@ -306,3 +307,28 @@ def test_time_feeds_labels_class_indices_and_logs_like_caffe(tmp_path):
     assert [m.split(":")[0] for m in msgs[-5:-1]] == [
         "Average Forward pass", "Average Backward pass", "Average Forward-Backward",
         "Total Time"]
+
+
+def test_time_runs_data_layers_with_readable_sources(tmp_path):
+    """A Data layer over a real LMDB is run and timed (as caffe time does); one whose source
+    cannot be read is fed random data, with a warning naming it."""
+    pytest.importorskip("lmdb")
+    from netdef.data.lmdb_source import write_lmdb
+    rng = np.random.default_rng(0)
+    write_lmdb(str(tmp_path / "db"), [(rng.integers(0, 255, (1, 8, 8)).astype(np.uint8), i % 10)
+                                      for i in range(6)])
+    net = tmp_path / "net.prototxt"
+    net.write_text(f"""
+layer {{ name: "data" type: "Data" top: "data" top: "label"
+        data_param {{ source: "{tmp_path / 'db'}" batch_size: 4 }} }}
+layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param {{ num_output: 10 }} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }}
+""")
+    r = subprocess.run([sys.executable, "-m", "netdef_cli.main", "time", "--model", str(net),
+                        "--iterations", "2", "--json"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    layers = json.loads(r.stdout.strip().splitlines()[-1])["layers"]
+    assert layers[0]["name"] == "data" and layers[0]["forward_ms"] > 0
+    assert "cannot read its data" not in r.stderr

@@ -368,13 +368,55 @@ def test_named_solver_classes_force_their_type(tmp_path):
     np.testing.assert_array_equal(deploy.params["ip"][0].data, a.net.params["ip"][0].data)
 
 
-def test_gpu_mode_without_a_gpu_says_why(monkeypatch):
-    from netdef.backend.cuda import device
-    if device.available():
-        pytest.skip("a CUDA device (or the simulator) is available here")
-    with pytest.raises(NetdefError, match="GPU 0"):
+def _run_py(code, tmp_path, **env):
+    e = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=600, env=e)
+
+
+def test_gpu_mode_without_a_gpu_says_why(tmp_path):
+    r = _run_py("""
+        import netdef.caffe as caffe
+        from netdef.backend.cuda import device
+        if device.available():
+            print("skip")
+        else:
+            try:
+                caffe.set_mode_gpu()
+            except Exception as e:
+                print(type(e).__name__, e)
+    """, tmp_path, NUMBA_ENABLE_CUDASIM="0")
+    assert r.returncode == 0, r.stderr
+    if r.stdout.strip() == "skip":
+        pytest.skip("this machine has a usable CUDA GPU")
+    assert r.stdout.startswith("NoDeviceError GPU 0: "), r.stdout
+
+
+@pytest.mark.gpu
+def test_gpu_mode_puts_nets_and_solvers_on_the_device(tmp_path, mlp):
+    """Under the CUDA simulator: set_mode_gpu() + set_device(0) put the next Net and Solver on
+    the device, with the CPU's values."""
+    solver = _solver_file(tmp_path, "SGD")
+    r = _run_py(f"""
+        import numpy as np
+        import netdef.caffe as caffe
+        caffe.set_random_seed(3)
+        cpu = caffe.Net({mlp!r}, caffe.TRAIN)
         caffe.set_mode_gpu()
-    caffe.set_mode_cpu()
+        caffe.set_device(0)
+        caffe.set_random_seed(3)
+        gpu = caffe.Net({mlp!r}, caffe.TRAIN)
+        x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+        y = np.ones((2, 2), np.float32)
+        a = float(cpu.forward(x=x, y=y)["loss"])
+        b = float(gpu.forward(x=x, y=y)["loss"])
+        s = caffe.SGDSolver({solver!r})
+        s.step(1)
+        print(gpu.core.device is not None, cpu.core.device is None, abs(a - b) <= 1e-5 * abs(a),
+              s.core.device is not None, s.iter)
+    """, tmp_path, NUMBA_ENABLE_CUDASIM="1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "True", "True", "1"]
 
 
 # -- module surface --------------------------------------------------------------------------
