@@ -12,6 +12,9 @@ from netdef import __version__
 from netdef.errors import NetdefError
 
 EXIT_USER_ERROR = 2
+#: the command line as netdef_cli.main.main parsed it (commands that start themselves again
+#: under mpiexec need it); None when the commands are invoked in-process
+ARGV: list[str] | None = None
 
 
 def user_errors(fn):

@@ -43,8 +43,10 @@ def caffe_spelling(argv: list[str]) -> list[str]:
 
 
 def main(argv=None):
+    from . import app
     argv = list(sys.argv[1:] if argv is None else argv)
-    cli.main(args=caffe_spelling(argv), prog_name="netdef")
+    app.ARGV = caffe_spelling(argv)
+    cli.main(args=app.ARGV, prog_name="netdef")
 
 
 if __name__ == "__main__":

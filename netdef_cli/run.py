@@ -29,7 +29,6 @@ def _check_gpu(gpu, mode_gpu: bool = False, device_id: int = 0, where=None):
     else ``solver_mode: GPU`` with its ``device_id``.  A one-line error when there is no usable
     GPU (netdef.backend.cuda), naming what asked for it: the flag, or ``solver_mode`` at
     ``where`` = (file, line, col) of the solver."""
-    from netdef.errors import ConfigError
     from netdef.parallel.mpi import context
     local = context().local_rank if context().active else 0
     if gpu in (None, ""):
@@ -37,13 +36,7 @@ def _check_gpu(gpu, mode_gpu: bool = False, device_id: int = 0, where=None):
             return None
         gid = int(device_id) + local     # MPI ranks of one machine: one device each
     else:
-        try:
-            ids = [int(x) for x in str(gpu).split(",") if x.strip()]
-        except ValueError:
-            ids = []
-        if not ids:
-            raise ConfigError(f"--gpu {gpu}: give a device number (e.g. 0), a list (0,1) for "
-                              f"MPI ranks, or -1 for the CPU") from None
+        ids = gpu_ids(gpu)
         gid = ids[local % len(ids)] if len(ids) > 1 else ids[0] + local
         if ids[0] < 0:
             return None
@@ -61,12 +54,74 @@ def _check_gpu(gpu, mode_gpu: bool = False, device_id: int = 0, where=None):
     return gid
 
 
+def gpu_ids(gpu) -> list[int]:
+    """``--gpu`` as device ids: ``0``, a list ``0,1``, ``all`` (every device), ``-1`` (CPU)."""
+    from netdef.errors import ConfigError
+    if str(gpu).strip().lower() == "all":
+        from netdef.backend.cuda.device import NoDeviceError, available, cuda
+        if not available():
+            from netdef.backend.cuda.device import select_device
+            try:
+                select_device(0)        # raises, saying why there is no GPU
+            except NoDeviceError as e:
+                raise ConfigError(f"--gpu all: {e.message}") from None
+        return list(range(len(cuda().gpus)))
+    try:
+        ids = [int(x) for x in str(gpu).split(",") if x.strip()]
+    except ValueError:
+        ids = []
+    if not ids:
+        raise ConfigError(f"--gpu {gpu}: give a device number (e.g. 0), a list (0,1) or 'all' "
+                          f"(one MPI rank per device), or -1 for the CPU")
+    return ids
+
+
+def _train_on_devices(ids: list[int]) -> int:
+    """``train --gpu 0,1`` outside mpiexec: the same command again under the MPI launcher, one
+    rank per listed device (rank k takes the k-th id); its exit status."""
+    import importlib.util
+    import os
+    import shutil
+    import subprocess
+
+    from netdef.errors import ConfigError
+    from . import app
+    bindir = os.path.dirname(sys.executable)
+    mpiexec = shutil.which("mpiexec", path=bindir) or shutil.which("mpiexec")
+    if mpiexec is None or importlib.util.find_spec("mpi4py") is None:
+        raise ConfigError(f"--gpu {','.join(map(str, ids))} trains one MPI rank per device, but "
+                          f"{'mpiexec' if mpiexec is None else 'mpi4py'} is not installed "
+                          f"(pip install 'netdef[mpi]'); give one device (--gpu {ids[0]}) to "
+                          f"train on one")
+    if app.ARGV is None:
+        raise ConfigError("--gpu with several devices needs the netdef command line "
+                          "(run it as `netdef train ...`)")
+    argv, it = [], iter(app.ARGV)
+    listed = ",".join(map(str, ids))
+    for a in it:
+        if a == "--gpu":
+            argv += [a, listed]
+            next(it, None)
+        elif a.startswith("--gpu="):
+            argv.append(f"--gpu={listed}")
+        else:
+            argv.append(a)
+    env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
+    cmd = [mpiexec, "-n", str(len(ids)), sys.executable, "-m", "netdef_cli.main", *argv]
+    import logging
+    logging.getLogger("netdef.train").info(
+        f"--gpu {listed}: data-parallel over {len(ids)} devices: {' '.join(cmd)}")
+    return subprocess.run(cmd, env=env, check=False).returncode
+
+
 @cli.command()
 @click.option("--solver", "solver_file", required=True, type=click.Path(dir_okay=False),
               help="solver definition (prototxt or YAML)")
 @click.option("--weights", default="", help="initialise from these .caffemodel files (a,b)")
 @click.option("--snapshot", "resume", default="", help="resume from this .solverstate")
-@click.option("--gpu", default=None, help="CUDA device id (-1: the CPU); under MPI, rank k of a machine takes id+k, or the k-th of a list 0,1,...")
+@click.option("--gpu", default=None,
+              help="CUDA device id (-1: the CPU); a list 0,1 or 'all': one MPI rank per device "
+                   "(started under mpiexec); under mpiexec, rank k of a machine takes id+k")
 @click.option("--level", type=int, default=None, help="train_state level")
 @click.option("--stage", "stages", multiple=True, help="train_state stages (comma list)")
 @click.option("--input-shape", "input_shapes", multiple=True, callback=parse_input_shapes,
@@ -93,6 +148,10 @@ def train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint
     from netdef.parallel.mpi import init
 
     ctx = init()
+    if not ctx.active and gpu not in (None, "") and len(gpu_ids(gpu)) > 1:
+        from netdef_cli.logfmt import setup_logging
+        setup_logging()
+        sys.exit(_train_on_devices(gpu_ids(gpu)))
     if not ctx.active:
         return _train(solver_file, weights, resume, gpu, level, stages, input_shapes, sigint,
                       sighup, dtype, overrides, progress, check_sync)

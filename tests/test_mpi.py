@@ -190,3 +190,54 @@ def test_ctrl_c_on_mpiexec_snapshots_once_and_stops(tmp_path, mnist_lmdb):
     assert len(models) == len(states) == 1, rest
     assert rest.count("Snapshotting to binary proto file") == 1
     assert "Optimization stopped early." in rest
+
+
+TINY_GPU_SOLVER = """net_param {{
+  layer {{ name: "data" type: "DummyData" top: "x" top: "label"
+          dummy_data_param {{ shape {{ dim: 4 dim: 6 }} shape {{ dim: 4 }}
+                             data_filler {{ type: "gaussian" std: 1 }}
+                             data_filler {{ type: "constant" value: 1 }} }} }}
+  layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+          inner_product_param {{ num_output: 3 weight_filler {{ type: "gaussian" std: 0.5 }} }} }}
+  layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "y" bottom: "label" top: "loss" }}
+}}
+base_lr: 0.1 lr_policy: "fixed" max_iter: 3 display: 1 snapshot: 0 random_seed: 5
+snapshot_prefix: "{prefix}"
+"""
+
+
+@pytest.mark.gpu
+def test_gpu_list_outside_mpiexec_starts_one_rank_per_device(tmp_path):
+    """Caffe's `-gpu 0,0` (here: two ranks on one simulated device) starts the job under the
+    MPI launcher: the weights equal those of `mpiexec -n 2 ... --gpu 0,0`."""
+    e = dict(env(), NUMBA_ENABLE_CUDASIM="1")
+    for name in ("auto", "manual"):
+        (tmp_path / f"{name}.prototxt").write_text(TINY_GPU_SOLVER.format(prefix=tmp_path / name))
+    r = subprocess.run(netdef_cmd("train", "-solver", tmp_path / "auto.prototxt", "-gpu", "0,0"),
+                       capture_output=True, text=True, env=e, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "data-parallel over 2 devices" in r.stderr
+    assert "data-parallel over 2 MPI ranks" in r.stderr
+    r = subprocess.run([MPIEXEC, "-n", "2", *netdef_cmd("train", "--solver",
+                                                        tmp_path / "manual.prototxt",
+                                                        "--gpu", "0,0")],
+                       capture_output=True, text=True, env=e, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr
+    a, b = weights(tmp_path / "auto_iter_3.caffemodel"), weights(tmp_path /
+                                                                 "manual_iter_3.caffemodel")
+    assert a.keys() == b.keys() == {"ip"}
+    for x, y in zip(a["ip"], b["ip"]):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_gpu_list_without_a_launcher_is_an_error(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    import netdef_cli.run as run
+    from netdef_cli.main import cli
+    monkeypatch.setattr(run, "gpu_ids", lambda gpu: [0, 1])
+    monkeypatch.setattr("shutil.which", lambda *a, **k: None)
+    (tmp_path / "s.prototxt").write_text(TINY_GPU_SOLVER.format(prefix=tmp_path / "s"))
+    r = CliRunner().invoke(cli, ["train", "--solver", str(tmp_path / "s.prototxt"),
+                                 "--gpu", "0,1"])
+    assert r.exit_code == 2
+    assert "trains one MPI rank per device, but mpiexec is not installed" in r.output
