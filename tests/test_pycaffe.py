@@ -531,3 +531,42 @@ def test_import_compiles_nothing_and_stays_light():
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("[] [] "), r.stdout
+
+
+def test_net_surgery_fully_convolutional_lenet(tmp_path):
+    """docs/PYCAFFE.md's net surgery, on LeNet: ip1/ip2 become convolutions by transplanting
+    their params (same memory order); at 28x28 the scores equal the original net's, and a
+    36x36 input gives a 3x3 map whose cells equal the classifier on the 28x28 crops at stride 4."""
+    text = open(LENET_DEPLOY).read()
+    full = (text.replace('name: "ip1"\n  type: "InnerProduct"', 'name: "ip1-conv"\n  type: '
+                         '"Convolution"')
+                .replace('name: "ip2"\n  type: "InnerProduct"', 'name: "ip2-conv"\n  type: '
+                         '"Convolution"')
+                .replace("num_output: 500\n", "num_output: 500\n    kernel_size: 4\n")
+                .replace("num_output: 10\n", "num_output: 10\n    kernel_size: 1\n")
+                .replace("inner_product_param", "convolution_param"))
+    (tmp_path / "full.prototxt").write_text(full)
+    net = caffe.Net(LENET_DEPLOY, _lenet_weights(), caffe.TEST)
+    conv = caffe.Net(str(tmp_path / "full.prototxt"), _lenet_weights(), caffe.TEST)
+    assert list(conv.params) == ["conv1", "conv2", "ip1-conv", "ip2-conv"]
+    for fc, cv in (("ip1", "ip1-conv"), ("ip2", "ip2-conv")):
+        assert conv.params[cv][0].data.shape == ((500, 50, 4, 4) if fc == "ip1" else
+                                                 (10, 500, 1, 1))
+        conv.params[cv][0].data.flat = net.params[fc][0].data.flat
+        conv.params[cv][1].data[...] = net.params[fc][1].data
+    x = _mnist_digits(2)
+    net.blobs["data"].reshape(*x.shape)
+    a = net.forward(data=x)["prob"]
+    conv.blobs["data"].reshape(*x.shape)
+    b = conv.forward(data=x)["prob"]
+    assert b.shape == (2, 10, 1, 1)
+    np.testing.assert_allclose(b[:, :, 0, 0], a, rtol=1e-4, atol=1e-6)
+    big = np.zeros((1, 1, 36, 36), np.float32)
+    big[0, 0, 4:32, 6:34] = x[0, 0]
+    conv.blobs["data"].reshape(1, 1, 36, 36)
+    m = conv.forward(data=big)["prob"]
+    assert m.shape == (1, 10, 3, 3)
+    net.blobs["data"].reshape(1, 1, 28, 28)
+    for i, j in ((0, 0), (1, 2)):             # the map's stride is 4 (two 2x2 poolings)
+        ref = net.forward(data=big[:, :, 4 * i:4 * i + 28, 4 * j:4 * j + 28])["prob"]
+        np.testing.assert_allclose(m[0, :, i, j], ref[0], rtol=1e-4, atol=1e-6)
