@@ -499,18 +499,18 @@ def test_install_and_python_m_run_unchanged_pycaffe_code(tmp_path):
         import caffe
         from caffe.proto import caffe_pb2
         from caffe import layers as L
-        import caffe.io
+        import caffe.net_spec
         from google.protobuf import text_format
         caffe.set_mode_cpu()
         p = caffe_pb2.NetParameter()
         text_format.Merge(open({LENET_DEPLOY!r}).read(), p)
         net = caffe.Net({LENET_DEPLOY!r}, {_lenet_weights()!r}, caffe.TEST)
-        print(len(p.layer), net.blobs['prob'].data.shape, sys.argv[1:], caffe.io.__name__)
+        print(len(p.layer), net.blobs['prob'].data.shape, sys.argv[1:], caffe.net_spec.__name__)
     """))
     r = subprocess.run([sys.executable, "-m", "netdef.caffe", str(script), "a", "b"],
                        capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[0] == "9 (64, 10) ['a', 'b'] netdef.caffe.io"
+    assert r.stdout.split("\n")[0] == "9 (64, 10) ['a', 'b'] netdef.caffe.net_spec"
 
 
 def test_import_compiles_nothing_and_stays_light():
