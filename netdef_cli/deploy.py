@@ -80,14 +80,38 @@ def freeze(model, weights, out, input_shapes, labels, scale, mean_file, mean_val
     click.echo(f"wrote {out} ({size:,} bytes)")
 
 
-def _load_input(path: str, pred):
-    """An input file as a float batch (preprocessed here when it is an image)."""
+def _read_image(path: str, channels: int):
+    """An image file as float32 H x W x K pixel values 0..255 (K = 1 or 3, RGB)."""
     import numpy as np
 
     from netdef.errors import ConfigError, FileFormatError
+    try:
+        import PIL
+        del PIL
+    except ImportError:
+        raise ConfigError("reading images needs Pillow (pip install pillow)") from None
+    from netdef.data.datum import open_image
+    try:
+        with open_image(path) as im:
+            arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), np.float32)
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=path) from None
+    except OSError as e:
+        raise FileFormatError(f"not an image Pillow can read ({e})", file=path) from None
+    return arr[:, :, None] if arr.ndim == 2 else arr
 
-    low = path.lower()
-    if low.endswith(".npy"):
+
+def _load_input(path: str, pred, *, images_dim=None, crops: str = "resize"):
+    """An input file as a float batch. Images are resized (netdef.deploy.preprocess: bilinear,
+    half-pixel centres) to ``images_dim``, else the mean image's size, else the input's; then
+    ``crops``: "resize"/"center" one centre crop of the input's size, "oversample" Caffe's
+    10 crops (the caller averages their outputs)."""
+    import numpy as np
+
+    from netdef.deploy import preprocess as P
+    from netdef.errors import ConfigError, FileFormatError
+
+    if path.lower().endswith(".npy"):
         try:
             arr = np.load(path, allow_pickle=False)
         except FileNotFoundError:
@@ -97,35 +121,76 @@ def _load_input(path: str, pred):
         if arr.dtype == np.uint8:
             return pred.preprocess(arr if arr.ndim != 4 else list(arr))
         return arr.astype(np.float32)
+    c, h, w = pred.input_shape()[1:]
+    arr = _read_image(path, c)
+    th, tw = h, w
+    model = pred.model.deploy.input[0]
+    if images_dim is not None:
+        th, tw = images_dim
+    elif model.HasField("mean"):
+        from netdef.io.weights import blob_shape
+        ms = blob_shape(model.mean)
+        th, tw = ms[-2], ms[-1]
+    if th < h or tw < w:
+        raise ConfigError(f"--images-dim {th},{tw} is smaller than the model's {h}x{w} input")
+    arr = P.resize_image(arr, (th, tw))
+    if crops == "oversample":
+        return pred.preprocess(list(P.oversample(arr[None], (h, w))))
+    return pred.preprocess(P.center_crop(arr[None], (h, w))[0])
+
+
+def _dims(ctx, param, value):
+    if value is None:
+        return None
     try:
-        from PIL import Image
-    except ImportError:
-        raise ConfigError("reading images needs Pillow (pip install pillow)") from None
-    from netdef.data.datum import open_image
-    shape = pred.input_shape()
-    c, h, w = shape[1:]
-    try:
-        with open_image(path) as im:
-            im = im.convert("L" if c == 1 else "RGB")
-            model = pred.model.deploy.input[0]
-            th, tw = h, w
-            if model.HasField("mean"):
-                from netdef.io.weights import blob_shape
-                ms = blob_shape(model.mean)
-                th, tw = ms[-2], ms[-1]
-            if (im.height, im.width) != (th, tw):
-                im = im.resize((tw, th), Image.BILINEAR)
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise ConfigError("file not found", file=path) from None
-    except OSError as e:
-        raise FileFormatError(f"not an image Pillow can read ({e})", file=path) from None
-    return pred.preprocess(arr)
+        dims = [int(v) for v in value.replace(" ", ",").split(",") if v]
+    except ValueError:
+        dims = []
+    if len(dims) == 1:
+        dims *= 2
+    if len(dims) != 2 or min(dims) < 1:
+        raise click.BadParameter(f"{value!r}: expected H,W (or one size)")
+    return dims
+
+
+def _frozen_in_memory(model, weights, *, input_shapes, labels, scale, mean_file, mean_value,
+                      channel_order, raw_scale, allow_python_layers, backend):
+    """A Predictor for a Caffe deploy/train_val definition + weights, frozen in memory with
+    freeze's passes and preprocessing."""
+    from netdef.deploy.freeze import freeze as do_freeze
+    from netdef.deploy.frozen import decode, encode
+    from netdef.deploy.predictor import Predictor
+    if raw_scale is not None:
+        # classify.py: pixels in [0, 1] x raw_scale, minus the mean, x input scale; netdef's
+        # pixels are 0..255: the same as mean * 255 / raw_scale and scale * raw_scale / 255
+        k = raw_scale / 255.0
+        scale = (1.0 if scale is None else scale) * k
+        if mean_value is not None:
+            mean_value = [m / k for m in mean_value]
+    res = do_freeze(model, weights, input_shapes=input_shapes, labels=labels, scale=scale,
+                    mean_file=mean_file, mean_value=mean_value, channel_order=channel_order)
+    data = encode(res.model.to_proto(), res.deploy_message(f"model={os.path.basename(model)}"))
+    return Predictor(decode(data, model, allow_python_layers=allow_python_layers), backend)
+
+
+def _channel_order(ctx, param, value):
+    if value is None:
+        return None
+    order = value.replace(" ", "")
+    if order in ("2,1,0", "BGR", "bgr"):
+        return "BGR"
+    if order in ("0,1,2", "RGB", "rgb"):
+        return "RGB"
+    raise click.BadParameter(f"{value!r}: 2,1,0 (RGB images to a BGR net, Caffe's default) "
+                             f"or 0,1,2")
 
 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("inputs", nargs=-1, required=True)
+@click.option("--weights", default=None,
+              help="with a Caffe definition as MODEL: its .caffemodel[,more] (frozen in "
+                   "memory, as `netdef freeze` would)")
 @click.option("--top-k", "top_k", type=int, default=5, show_default=True)
 @click.option("--output", "output_name", default=None, help="which output to rank "
               "(default: the first)")
@@ -136,10 +201,31 @@ def _load_input(path: str, pred):
               help="load Python layers (only for files you trust)")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="refuse larger images before decoding them (default 89,478,485, Pillow's)")
+@click.option("--oversample", is_flag=True,
+              help="Caffe's Classifier: 10 crops (corners, centre, mirrored), outputs averaged")
+@click.option("--center-only", is_flag=True, help="one centre crop (the default)")
+@click.option("--images-dim", callback=_dims, default=None, metavar="H,W",
+              help="resize images to this size before cropping (classify.py's images_dim)")
+@click.option("--input-shape", "input_shapes", multiple=True, callback=parse_input_shapes,
+              metavar="BLOB=N,C,H,W", help="with --weights: the deploy shape of an input")
+@click.option("--labels", type=click.Path(dir_okay=False),
+              help="with --weights: class names, one a line")
+@click.option("--scale", "--input-scale", "scale", callback=_scale, default=None,
+              help="with --weights: input scale after the mean (classify.py's input_scale)")
+@click.option("--raw-scale", callback=_scale, default=None,
+              help="with --weights: classify.py's raw_scale (pixels in [0, 1] times it)")
+@click.option("--mean-file", type=click.Path(dir_okay=False),
+              help="with --weights: mean .binaryproto")
+@click.option("--mean-value", callback=_floats, default=None,
+              help="with --weights: mean value(s), one or one per channel")
+@click.option("--channel-order", "--channel-swap", "channel_order", callback=_channel_order,
+              default=None, help="with --weights: BGR/RGB, or classify.py's 2,1,0 / 0,1,2")
 @user_errors
-def predict(model, inputs, top_k, output_name, as_json, backend, allow_python_layers,
-            max_pixels):
-    """Classify images (PNG/JPEG) or .npy arrays with a frozen model."""
+def predict(model, inputs, weights, top_k, output_name, as_json, backend, allow_python_layers,
+            max_pixels, oversample, center_only, images_dim, input_shapes, labels, scale,
+            raw_scale, mean_file, mean_value, channel_order):
+    """Classify images (PNG/JPEG) or .npy arrays with a frozen model, or with a Caffe
+    definition and --weights (frozen in memory)."""
     import numpy as np
 
     from netdef.deploy import load
@@ -148,14 +234,39 @@ def predict(model, inputs, top_k, output_name, as_json, backend, allow_python_la
     if max_pixels is not None:
         from netdef.data.datum import set_max_pixels
         set_max_pixels(max_pixels)
-
-    pred = load(model, backend=backend, allow_python_layers=allow_python_layers)
+    if oversample and center_only:
+        raise ConfigError("give --oversample or --center-only, not both")
+    prep = dict(input_shapes=input_shapes, labels=labels, scale=scale, mean_file=mean_file,
+                mean_value=mean_value, channel_order=channel_order, raw_scale=raw_scale)
+    if weights:
+        pred = _frozen_in_memory(model, weights, allow_python_layers=allow_python_layers,
+                                 backend=backend, **prep)
+    else:
+        given = [f"--{k.replace('_', '-')}" for k, v in prep.items() if v]
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to a Caffe definition with --weights; "
+                              f"a frozen model keeps the preprocessing it was frozen with")
+        try:
+            pred = load(model, backend=backend, allow_python_layers=allow_python_layers)
+        except ConfigError:
+            raise
+        except Exception as e:
+            from netdef.errors import FileFormatError
+            text = (".prototxt", ".pbtxt", ".txt", ".yaml", ".yml")
+            if isinstance(e, FileFormatError) and model.lower().endswith(text):
+                raise FileFormatError(f"{e.message}; a Caffe definition needs its weights: "
+                                      f"netdef predict {model} --weights W.caffemodel ...",
+                                      file=model) from None
+            raise
     name = output_name or pred.outputs[0]
     if name not in pred.outputs:
         raise ConfigError(f"no output '{name}' (outputs: {', '.join(pred.outputs)})")
+    crops = "oversample" if oversample else "center"
     for path in inputs:
-        batch = _load_input(path, pred)
+        batch = _load_input(path, pred, images_dim=images_dim, crops=crops)
         out = pred.predict(batch)[name]
+        if oversample and not path.lower().endswith(".npy"):
+            out = out.reshape(1, 10, -1).mean(axis=1)
         rows = out.reshape(out.shape[0], -1) if out.ndim else out.reshape(1, 1)
         for k, vec in enumerate(rows):
             label = path if len(rows) == 1 else f"{path}[{k}]"

@@ -380,3 +380,49 @@ def test_export_caffe_escapes_names_in_comments(lenet, tmp_path):
     assert all(line.startswith("#") for line in text.splitlines()[:3])
     d = load_net(str(proto))
     assert [l.name for l in d.message.layer if l.name == "evil"] == []
+
+
+def test_predict_from_a_caffe_definition_equals_the_frozen_file(lenet, tmp_path):
+    """`predict train_val.prototxt --weights W` freezes in memory: the same outputs as the
+    frozen file; a definition without --weights says what is missing."""
+    pngs = sorted(glob.glob(os.path.join(SAMPLES, "mnist_*_*.png")))[:5]
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(NAMES) + "\n")
+    a = _cli("predict", lenet, *pngs, "--json")
+    b = _cli("predict", LENET_TRAIN, "--weights", LENET_WEIGHTS, "--input-shape",
+             "data=1,1,28,28", "--labels", str(labels), *pngs, "--json")
+    assert a.exit_code == 0 and b.exit_code == 0, b.output
+    assert a.stdout == b.stdout
+    r = _cli("predict", LENET_DEPLOY, pngs[0])
+    assert r.exit_code == 2
+    assert "a Caffe definition needs its weights: netdef predict" in r.output
+    r = _cli("predict", lenet, pngs[0], "--mean-value", "3")
+    assert r.exit_code == 2 and "apply to a Caffe definition with --weights" in r.output
+
+
+def test_predict_oversample_averages_the_ten_crops(lenet, tmp_path):
+    """--oversample --images-dim 32,32: the image resized to 32x32, Caffe's 10 crops predicted
+    one by one (here through the predictor on crops cut by hand), their outputs averaged."""
+    from PIL import Image
+    png = sorted(glob.glob(os.path.join(SAMPLES, "mnist_*_*.png")))[3]
+    r = _cli("predict", lenet, png, "--json", "--oversample", "--images-dim", "32,32")
+    assert r.exit_code == 0, r.output
+    got = np.array(json.loads(r.stdout.strip())["output"])
+    img = np.asarray(Image.open(png).convert("L"), np.float64)
+    # the stated resize rule, independently: half-pixel bilinear 28 -> 32
+    src = np.clip((np.arange(32) + 0.5) * 28 / 32 - 0.5, 0, 27)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, 27)
+    f = src - lo
+    rows = img[lo] * (1 - f)[:, None] + img[hi] * f[:, None]
+    big = rows[:, lo] * (1 - f)[None, :] + rows[:, hi] * f[None, :]
+    crops = [big[y:y + 28, x:x + 28] for y, x in [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]]
+    crops += [c[:, ::-1] for c in crops]
+    pred = load(lenet)
+    outs = [pred.predict(np.asarray(c, np.float32)[None, None] / 256)["prob"][0]
+            for c in crops]
+    np.testing.assert_allclose(got, np.mean(outs, axis=0), rtol=1e-5, atol=1e-7)
+    single = _cli("predict", lenet, png, "--json", "--center-only")
+    assert json.loads(single.stdout)["top_k"][0]["index"] == int(png[-5])
+    r = _cli("predict", lenet, png, "--oversample", "--center-only")
+    assert r.exit_code == 2
