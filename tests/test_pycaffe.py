@@ -570,3 +570,40 @@ def test_net_surgery_fully_convolutional_lenet(tmp_path):
     for i, j in ((0, 0), (1, 2)):             # the map's stride is 4 (two 2x2 poolings)
         ref = net.forward(data=big[:, :, 4 * i:4 * i + 28, 4 * j:4 * j + 28])["prob"]
         np.testing.assert_allclose(m[0, :, i, j], ref[0], rtol=1e-4, atol=1e-6)
+
+
+def test_coord_map_and_crop_on_a_small_fcn(tmp_path):
+    """conv (k3 p3) -> pool (k2 s2) -> conv (k3) -> deconv (k4 s2): by hand, up = data + 1,
+    so data = up - 1 and crop(up, data) cuts from offset 1; the net builds at data's size."""
+    from netdef.caffe import coord_map
+    L = caffe.layers
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, 20, 20]))
+    n.conv1 = L.Convolution(n.data, num_output=4, kernel_size=3, pad=3)
+    n.relu1 = L.ReLU(n.conv1, in_place=True)
+    n.pool1 = L.Pooling(n.relu1, kernel_size=2, stride=2)
+    n.conv2 = L.Convolution(n.pool1, num_output=4, kernel_size=3)
+    n.up = L.Deconvolution(n.conv2, convolution_param=dict(num_output=4, kernel_size=4,
+                                                           stride=2))
+    assert coord_map.coord_map_from_to(n.up, n.data) == (2, 1.0, -1.0)
+    assert coord_map.coord_map_from_to(n.data, n.pool1) == (2, 0.5, 0.75)
+    assert coord_map.coord_map_from_to(n.pool1, n.data) == (2, 2.0, -1.5)
+    n.score = coord_map.crop(n.up, n.data)
+    proto = n.to_proto()
+    assert list(proto.layer[-1].crop_param.offset) == [1]
+    p = tmp_path / "fcn.prototxt"
+    p.write_text(str(proto))
+    net = caffe.Net(str(p), caffe.TEST)
+    assert net.blobs["up"].shape == (1, 4, 22, 22) and net.blobs["score"].shape == (1, 4, 20, 20)
+    with pytest.raises(ConfigError, match="would start at -1"):
+        coord_map.crop(n.data, n.up)
+    with pytest.raises(ConfigError, match="scales differ"):
+        coord_map.crop(n.pool1, n.data)
+    m = caffe.NetSpec()
+    m.a = L.Input(shape=dict(dim=[1, 1, 4, 4]))
+    m.b = L.Input(shape=dict(dim=[1, 1, 4, 4]))
+    with pytest.raises(ConfigError, match="share no ancestor"):
+        coord_map.coord_map_from_to(m.a, m.b)
+    m.ip = L.InnerProduct(m.a, num_output=2)
+    with pytest.raises(ConfigError, match="no spatial coordinate map"):
+        coord_map.coord_map_from_to(m.ip, m.a)
