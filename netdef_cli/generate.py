@@ -52,7 +52,8 @@ def _resolve(name: str, variant):
               help="file to write (default: standard output)")
 @user_errors
 def generate(name, variant, kind, data, net_path, fmt, output):
-    """Write NAME's definition: resnet, vgg, googlenet, squeezenet, mobilenet, densenet
+    """Write NAME's definition: resnet, vgg, googlenet, squeezenet, mobilenet, densenet,
+    alexnet, caffenet
     (a variant may be glued on: resnet152, vgg_19, squeezenet_v1.1)."""
     from netdef import zoo
     from netdef.io.files import write_file as write_atomic

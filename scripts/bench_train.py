@@ -38,11 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-sys.path.append(os.path.join(ROOT, "tests"))
-from shared_paths import BESIDE_REPO, find as find_shared  # noqa: E402  (where ../shared is)
-
-ALEXNET_DIR = os.environ.get("NETDEF_ALEXNET_DIR", os.path.join(
-    find_shared(required=False) or BESIDE_REPO, "corpus", "caffe_models", "bvlc_alexnet"))
+ALEXNET_DIR = os.path.join(ROOT, "model_zoo", "alexnet")       # BVLC's AlexNet, generated
 # name: (image shape, batch, classes, training iterations per round)
 NETS = {
     "lenet": ((1, 28, 28), 64, 10, 20),

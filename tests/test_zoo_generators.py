@@ -29,6 +29,8 @@ ORIGINALS = [
     ("squeezenet", "1.1", "squeezenet_v1.1/deploy.prototxt"),
     ("mobilenet", "1", "mobilenet_v1/mobilenet_deploy.prototxt"),
     ("mobilenet", "2", "mobilenet_v2/mobilenet_v2_deploy.prototxt"),
+    ("caffenet", "caffenet", "bvlc_reference_caffenet/deploy.prototxt"),
+    ("alexnet", "alexnet", "bvlc_alexnet/deploy.prototxt"),
 ] + [("densenet", d, f"densenet_{d}/DenseNet_{d}.prototxt") for d in (121, 161, 169, 201)]
 
 
@@ -80,9 +82,12 @@ def test_resnet_18_34_match_torchvision(depth, params):
 @pytest.mark.parametrize("family,variant,path", [
     ("googlenet", "v1", "bvlc_googlenet/train_val.prototxt"),
     ("squeezenet", "1.1", "squeezenet_v1.1/train_val.prototxt"),
+    ("caffenet", "caffenet", "bvlc_reference_caffenet/train_val.prototxt"),
+    ("alexnet", "alexnet", "bvlc_alexnet/train_val.prototxt"),
 ])
 def test_train_val_matches_original(family, variant, path):
-    shape = {"googlenet": (50, 3, 224, 224), "squeezenet": (25, 3, 227, 227)}[family]
+    shape = {"googlenet": (50, 3, 224, 224), "squeezenet": (25, 3, 227, 227),
+             "caffenet": (50, 3, 227, 227), "alexnet": (50, 3, 227, 227)}[family]
     row = MANIFEST[path]
     orig = analyze(Net(load_net(os.path.join(CORPUS, path)), PHASES["TEST"],
                        input_shapes={"data": shape}, init_params=False))
@@ -98,7 +103,7 @@ def test_train_val_both_phases(folder):
     fam, variant = zoo.MODELS[folder]
     net = zoo.build(fam, variant, deploy=False)
     deploy = analyze(Net(zoo.build(fam, variant), PHASES["TEST"], init_params=False))
-    crop = 227 if fam == "squeezenet" else 224
+    crop = 227 if fam in ("squeezenet", "alexnet", "caffenet") else 224
     shapes = {"data": (2, 3, crop, crop), "label": (2,)}
     for phase in ("TRAIN", "TEST"):
         s = analyze(Net(net, PHASES[phase], input_shapes=shapes, init_params=False))
@@ -107,6 +112,8 @@ def test_train_val_both_phases(folder):
         else:
             assert s.learnable_params == deploy.learnable_params
             want = {"loss"} if phase == "TRAIN" else {"loss", "accuracy", "accuracy_top5"}
+            if fam in ("alexnet", "caffenet"):        # BVLC's: top-1 accuracy only
+                want -= {"accuracy_top5"}
             assert set(s.outputs) == want
     data = [l for l in net.layer if l.type == "Data"]
     assert [d.include[0].phase for d in data] == [PHASES["TRAIN"], PHASES["TEST"]]
@@ -220,5 +227,28 @@ def test_cli_generate(tmp_path):
     assert r.exit_code == 0 and 'type: "Nesterov"' in r.output
     r = runner.invoke(cli, ["generate", "mobilenet", "--version", "3"])
     assert r.exit_code == 2 and "variant must be one of 1, 2" in r.output
-    r = runner.invoke(cli, ["generate", "alexnet"])
+    r = runner.invoke(cli, ["generate", "lenet5"])
     assert r.exit_code == 2 and "unknown net" in r.output
+
+
+@pytest.mark.parametrize("folder,bvlc", [("caffenet", "bvlc_reference_caffenet"),
+                                         ("alexnet", "bvlc_alexnet")])
+def test_caffenet_alexnet_follow_bvlc_files(folder, bvlc):
+    """BVLC's solver settings, and the train_val's fillers and multipliers layer by layer."""
+    mine = load_solver(os.path.join(REPO, "model_zoo", folder, "solver.prototxt")).message
+    theirs = load_solver(os.path.join(CORPUS, bvlc, "solver.prototxt")).message
+    for m in (mine, theirs):
+        m.ClearField("net"), m.ClearField("snapshot_prefix")
+    assert mine == theirs
+    a = load_net(os.path.join(REPO, "model_zoo", folder, "train_val.prototxt")).message
+    b = load_net(os.path.join(CORPUS, bvlc, "train_val.prototxt")).message
+    learn = lambda net: [(l.name, l.type, list(l.param), l.convolution_param,  # noqa: E731
+                          l.inner_product_param, l.lrn_param, l.pooling_param,
+                          l.dropout_param) for l in net.layer if l.type != "Data"]
+    assert learn(a) == learn(b)
+    for da, db in zip([l for l in a.layer if l.type == "Data"],
+                      [l for l in b.layer if l.type == "Data"]):
+        assert da.data_param.batch_size == db.data_param.batch_size
+        assert da.transform_param.crop_size == db.transform_param.crop_size == 227
+        assert da.transform_param.mirror == db.transform_param.mirror
+        assert list(da.transform_param.mean_value) == [104, 117, 123]   # BVLC's mean pixel
