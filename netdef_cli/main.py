@@ -12,6 +12,7 @@ from . import deploy  # noqa: F401  (freeze, predict, export)
 from . import generate  # noqa: F401  (netdef generate: netdef.zoo's NetSpec nets)
 from . import gpu  # noqa: F401  (device-query, check-parity: the CUDA backend)
 from . import draw  # noqa: F401  (netdef draw: draw_net.py's picture)
+from . import features  # noqa: F401  (netdef extract-features)
 from .app import EXIT_USER_ERROR, cli, parse_input_shapes, user_errors  # noqa: F401
 
 

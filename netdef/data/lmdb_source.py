@@ -263,6 +263,89 @@ class LMDBSource:
         return f"LMDBSource({self.path!r}, {len(self)} records, position {self._pos})"
 
 
+class LMDBWriter:
+    """A new LMDB at ``path``, written record by record: ``put(key, value)``, then
+    ``close()`` (or use it as a context manager; an exception discards it).  Built in a temp
+    folder beside ``path`` and moved in when complete, so a killed or failed run never leaves
+    a half-written LMDB that reads as a good one; commits every ``commit_every`` records; the
+    map starts at ``map_size`` bytes and doubles whenever it is full."""
+
+    def __init__(self, path: str, *, map_size: int = 16 << 20, commit_every: int = 1000,
+                 overwrite: bool = False):
+        lmdb = self._lmdb = _lmdb()
+        path = self.path = os.fspath(path)
+        if os.path.realpath(path) in _ENVS:
+            raise ConfigError(f"cannot write an LMDB at '{path}': it is open for reading "
+                              f"(close its LMDBSource first)")
+        if os.path.exists(path):
+            if not os.path.isdir(path):
+                raise ConfigError(f"cannot write an LMDB at '{path}': a file of that name "
+                                  f"exists")
+            if os.listdir(path) and not overwrite:
+                raise ConfigError(f"cannot write an LMDB at '{path}': the folder exists and is "
+                                  f"not empty (remove it first, or pass overwrite=True)")
+        from ..io.files import temp_path
+        self.tmp = temp_path(path)
+        os.makedirs(self.tmp)
+        self.env = lmdb.open(self.tmp, map_size=int(map_size), subdir=True, meminit=False)
+        self.commit_every = int(commit_every)
+        self.pending: list[tuple[bytes, bytes]] = []
+        self.count = 0
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.pending.append((key, value))
+        self.count += 1
+        if len(self.pending) >= self.commit_every:
+            self.commit()
+
+    def commit(self) -> None:
+        while self.pending:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for k, v in self.pending:
+                        txn.put(k, v)
+                break
+            except self._lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+        self.pending.clear()
+
+    def discard(self) -> None:
+        import shutil
+        self.env.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def close(self) -> int:
+        """Commit, and move the finished LMDB to ``path``; returns the records written."""
+        try:
+            self.commit()
+            self.env.sync(True)
+        except BaseException:
+            self.discard()
+            raise
+        self.env.close()
+        path, tmp = self.path, self.tmp
+        if os.path.isdir(path):
+            for name in ("data.mdb", "lock.mdb"):
+                if os.path.exists(os.path.join(tmp, name)):
+                    os.replace(os.path.join(tmp, name), os.path.join(path, name))
+                elif os.path.exists(os.path.join(path, name)):
+                    os.remove(os.path.join(path, name))
+            os.rmdir(tmp)
+        else:
+            os.replace(tmp, path)
+        return self.count
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+        return False
+
+
 def write_lmdb(path: str, records, *, map_size: int = 16 << 20, commit_every: int = 1000,
                encode: str | None = None, overwrite: bool = False,
                key_format: str = "%08d", keys=None) -> int:
@@ -270,72 +353,18 @@ def write_lmdb(path: str, records, *, map_size: int = 16 << 20, commit_every: in
     ``float_data``; ``encode='png'|'jpg'`` stores compressed images) or ready ``pb.Datum``
     messages — to a new LMDB at ``path`` with Caffe's ``"%08d"`` index keys (``key_format``:
     another printf format of the index, e.g. ``"%05d"`` as Caffe's convert_cifar_data; ``keys``:
-    an iterable of ready keys, one per record, as convert_imageset's ``"%08d_<path>"``).
-
-    The map starts at ``map_size`` bytes and doubles whenever it is full.  ``path`` must not
-    exist or be an empty folder, unless ``overwrite`` (which replaces data.mdb/lock.mdb).
-    Returns the number of records written."""
-    lmdb = _lmdb()
-    path = os.fspath(path)
-    if os.path.realpath(path) in _ENVS:
-        raise ConfigError(f"cannot write an LMDB at '{path}': it is open for reading (close "
-                          f"its LMDBSource first)")
-    if os.path.exists(path):
-        if not os.path.isdir(path):
-            raise ConfigError(f"cannot write an LMDB at '{path}': a file of that name exists")
-        names = os.listdir(path)
-        if names and not overwrite:
-            raise ConfigError(f"cannot write an LMDB at '{path}': the folder exists and is not "
-                              f"empty (remove it first, or pass overwrite=True)")
-    # built in a temp folder beside ``path`` and moved in when complete: a killed or failed
-    # run never leaves a half-written LMDB that reads as a good one
-    from ..io.files import temp_path
-    tmp = temp_path(path)
-    os.makedirs(tmp)
-    env = lmdb.open(tmp, map_size=int(map_size), subdir=True, meminit=False)
-    pending: list[tuple[bytes, bytes]] = []
-
-    def commit():
-        while True:
-            try:
-                with env.begin(write=True) as txn:
-                    for k, v in pending:
-                        txn.put(k, v)
-                break
-            except lmdb.MapFullError:
-                env.set_mapsize(env.info()["map_size"] * 2)
-        pending.clear()
-
-    n = 0
+    an iterable of ready keys, one per record, as convert_imageset's ``"%08d_<path>"``), through
+    :class:`LMDBWriter`.  ``path`` must not exist or be an empty folder, unless ``overwrite``
+    (which replaces data.mdb/lock.mdb).  Returns the number of records written."""
     key_iter = iter(keys) if keys is not None else None
-    try:
-        for rec in records:
+    with LMDBWriter(path, map_size=map_size, commit_every=commit_every,
+                    overwrite=overwrite) as w:
+        for n, rec in enumerate(records):
             if isinstance(rec, pb.Datum):
                 value = rec.SerializeToString()
             else:
                 arr, label = rec
                 value = array_to_datum(arr, label, encode=encode).SerializeToString()
             key = next(key_iter) if key_iter is not None else (key_format % n).encode()
-            pending.append((key, value))
-            n += 1
-            if len(pending) >= commit_every:
-                commit()
-        if pending:
-            commit()
-        env.sync(True)
-    except BaseException:
-        env.close()
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    env.close()
-    if os.path.isdir(path):
-        for name in ("data.mdb", "lock.mdb"):
-            if os.path.exists(os.path.join(tmp, name)):
-                os.replace(os.path.join(tmp, name), os.path.join(path, name))
-            elif os.path.exists(os.path.join(path, name)):
-                os.remove(os.path.join(path, name))
-        os.rmdir(tmp)
-    else:
-        os.replace(tmp, path)
-    return n
+            w.put(key, value)
+    return w.count
