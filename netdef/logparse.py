@@ -20,7 +20,7 @@ from datetime import datetime
 
 from .errors import FileFormatError
 
-__all__ = ["parse_file", "parse_log_lines", "parse_metrics_lines", "series_json"]
+__all__ = ["caffe_csv", "parse_file", "parse_log_lines", "parse_metrics_lines", "series_json"]
 
 _NUM = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)"
 # glog prefix: I1127 03:56:55.123456 12345 solver.cpp:228] message
@@ -218,3 +218,63 @@ def _finite(v):
 def series_json(path: str, train: list[dict], test: list[dict]) -> str:
     """One line of JSON (NaN and infinities become null, so every JSON reader takes it)."""
     return json.dumps({"file": path, "train": _finite(train), "test": _finite(test)})
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    names: dict[str, None] = {}
+    for r in rows:
+        for k, v in r["outputs"].items():
+            if isinstance(v, list):
+                for i in range(len(v)):
+                    names.setdefault(f"{k}[{i}]", None)
+            else:
+                names.setdefault(k, None)
+    return list(names)
+
+
+def _cells(outputs: dict) -> dict:
+    out = {}
+    for k, v in outputs.items():
+        if isinstance(v, list):
+            out.update({f"{k}[{i}]": x for i, x in enumerate(v)})
+        else:
+            out[k] = v
+    return out
+
+
+def caffe_csv(train: list[dict], test: list[dict], delimiter: str = ",") -> tuple[str, str]:
+    """The text of Caffe's ``parse_log.py`` files ``LOG.train`` and ``LOG.test``: columns
+    ``NumIters, Seconds, LearningRate``, then each output in order of first appearance (a
+    blob of several values: ``name[0]``, ``name[1]``...); a test row's learning rate is that of
+    the last training row at or before it."""
+    import csv
+    import io
+
+    def fmt(v):
+        if v is None:
+            return ""
+        return repr(v) if isinstance(v, float) else str(v)
+
+    lrs = sorted((r["iter"], r["lr"]) for r in train if r.get("lr") is not None)
+
+    def lr_at(it):
+        best = lrs[0][1] if lrs else None
+        for i, lr in lrs:
+            if i <= it:
+                best = lr
+        return best
+
+    texts = []
+    for rows, is_test in ((train, False), (test, True)):
+        rows = [r for r in rows if r["outputs"]]
+        cols = ["NumIters", "Seconds", "LearningRate"] + _columns(rows)
+        buf = io.StringIO()
+        w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
+        w.writerow(cols)
+        for r in rows:
+            cells = _cells(r["outputs"])
+            lr = lr_at(r["iter"]) if is_test else r.get("lr")
+            w.writerow([r["iter"], fmt(r.get("time")), fmt(lr)]
+                       + [fmt(cells.get(c)) for c in cols[3:]])
+        texts.append(buf.getvalue())
+    return texts[0], texts[1]

@@ -168,3 +168,28 @@ def plot(inputs, out, smooth, as_json):
     runs = [(label, train, test) for label, (_, train, test) in zip(_labels(inputs), parsed)]
     draw(runs, out, smooth)
     click.echo(f"wrote {out}", err=True)
+
+
+@cli.command("parse-log")
+@click.argument("log", type=click.Path(dir_okay=False))
+@click.option("-o", "--output-dir", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="where LOG.train and LOG.test go (default: beside the log)")
+@click.option("--delimiter", default=",", show_default=True, help="the CSV delimiter")
+@user_errors
+def parse_log(log, out_dir, delimiter):
+    """Caffe's tools/extra/parse_log.py: LOG.train and LOG.test CSVs (NumIters, Seconds,
+    LearningRate, then the outputs) from a Caffe or netdef log or a netdef metrics file."""
+    from netdef.errors import ConfigError
+    from netdef.io.files import write_file
+    from netdef.logparse import caffe_csv, parse_file
+
+    if len(delimiter) != 1:
+        raise ConfigError(f"--delimiter must be one character, not {delimiter!r}")
+    train, test = parse_file(log)
+    out_dir = out_dir or os.path.dirname(os.path.abspath(log))
+    os.makedirs(out_dir, exist_ok=True)
+    base = os.path.join(out_dir, os.path.basename(log))
+    for ext, text in zip((".train", ".test"), caffe_csv(train, test, delimiter)):
+        write_file(base + ext, text)
+    click.echo(f"wrote {base}.train ({len([r for r in train if r['outputs']])} rows) and "
+               f"{base}.test ({len([r for r in test if r['outputs']])} rows)")
