@@ -78,6 +78,6 @@ snapshot: 0 random_seed: 1 snapshot_prefix: "{tmp_path / 's'}"
     # the final "Iteration 20, loss = L" line has no outputs: no row, as parse_log.py
     assert [row[0] for row in train[1:]] == ["0", "5", "10", "15"]
     assert all(row[2] == "0.1" for row in train[1:])
-    assert test[0] == ["NumIters", "Seconds", "LearningRate", "acc", "loss"]
+    assert test[0] == ["NumIters", "Seconds", "LearningRate", "loss", "acc"]   # as logged
     assert [row[0] for row in test[1:]] == ["0", "10", "20"]
     assert os.path.getsize(tmp_path / "train.log.test") > 0
