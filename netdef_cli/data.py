@@ -74,6 +74,9 @@ def data_compute_mean(db, out):
                f"per channel: {chans}", err=True)
 
 
+_ENCODINGS = {"jpg": "jpg", "jpeg": "jpg", "png": "png", "bmp": "bmp"}
+
+
 @data.command("convert-imageset")
 @click.argument("root", type=click.Path(file_okay=False))
 @click.argument("listfile", type=click.Path(dir_okay=False))
@@ -83,30 +86,75 @@ def data_compute_mean(db, out):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resize-height", type=int, default=0)
 @click.option("--resize-width", type=int, default=0)
+@click.option("--encoded", is_flag=True,
+              help="store compressed images (a file already in the format is stored as it is)")
+@click.option("--encode-type", type=click.Choice(["jpg", "png", "bmp"]), default=None,
+              help="with --encoded: the format (default: each file's own)")
+@click.option("--check-size", is_flag=True, help="require every image to have the same size")
+@click.option("--backend", type=click.Choice(["lmdb", "leveldb"]), default="lmdb",
+              show_default=True)
 @user_errors
 def data_convert_imageset(root, listfile, out, gray, shuffle, seed, resize_height,
-                          resize_width):
+                          resize_width, encoded, encode_type, check_size, backend):
     """An LMDB of Datum from a list of "relative/path label" lines under ROOT (Caffe's
     convert_imageset; keys are the 8-digit index, "_" and the path)."""
     import os
 
     import numpy as np
 
-    from netdef.data.datum import array_to_datum
+    from netdef.data.datum import array_to_datum, open_image
     from netdef.data.image_list import parse_image_list, read_image
     from netdef.data.lmdb_source import write_lmdb
-    from netdef.errors import ConfigError
+    from netdef.errors import ConfigError, FileFormatError
+    from netdef.proto import pb
 
+    if backend == "leveldb":
+        raise ConfigError("netdef writes LMDB only (--backend lmdb): Caffe's Data layer reads "
+                          "both, and netdef's Data layer reads LMDB (convert a LevelDB by "
+                          "reading it with plyvel and writing its Datum records with "
+                          "netdef.data.lmdb_source.write_lmdb)")
+    if encode_type and not encoded:
+        raise ConfigError("--encode-type needs --encoded")
     lines = parse_image_list(listfile)
     if shuffle:
         np.random.default_rng(seed).shuffle(lines)
     if os.path.exists(out) and os.listdir(out):
         raise ConfigError(f"{out} exists and is not empty; remove it first")
+    resize = resize_height > 0 and resize_width > 0
+    first_size = []
+
+    def check(path, size):
+        if not check_size:
+            return
+        if not first_size:
+            first_size.append(size)
+        elif size != first_size[0]:
+            raise FileFormatError(f"the image is {size[1]}x{size[2]} with {size[0]} channels, "
+                                  f"the first one {first_size[0][1]}x{first_size[0][2]} with "
+                                  f"{first_size[0][0]} (--check-size)", file=path)
+
+    def datum(path, label):
+        full = os.path.join(root, path)
+        ext = _ENCODINGS.get(os.path.splitext(path)[1].lstrip(".").lower())
+        if encoded and not resize and ext is not None and ext == (encode_type or ext):
+            # Caffe's ReadFileToDatum: the file's own bytes when they are already in the
+            # wanted format and channel count
+            with open_image(full) as img:
+                channels = 1 if img.mode in ("L", "1", "I", "I;16", "F") else 3
+                size = (channels, img.height, img.width)
+            if channels == (1 if gray else 3):
+                check(full, size)
+                with open(full, "rb") as f:
+                    return pb.Datum(data=f.read(), encoded=True, label=int(label))
+        arr = read_image(full, resize_height, resize_width, is_color=not gray)
+        check(full, arr.shape)
+        if encoded:
+            return array_to_datum(arr, label, encode=encode_type or ext or "png")
+        return array_to_datum(arr, label)
+
     # a commit every 1000 images and a map that grows as needed (not one transaction over a
     # 1 TiB map, which an address-space limit refuses), built beside OUT and moved in
-    records = (array_to_datum(read_image(os.path.join(root, path), resize_height,
-                                         resize_width, is_color=not gray), label)
-               for path, label in lines)
+    records = (datum(path, label) for path, label in lines)
     write_lmdb(out, records, keys=(f"{i:08d}_{path}".encode()
                                    for i, (path, _) in enumerate(lines)))
     click.echo(f"wrote {len(lines)} images to {out}", err=True)

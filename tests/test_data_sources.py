@@ -120,6 +120,68 @@ def test_convert_imageset_and_compute_mean(tmp_path):
                                np.mean(imgs, axis=0), rtol=1e-6)
 
 
+@_needs("lmdb", "PIL")
+def test_convert_imageset_encoded_equals_raw_and_checks(tmp_path):
+    """--encoded stores each PNG's own bytes (no re-encode); a Data layer reads the encoded
+    and the raw LMDB into identical batches; --encode-type jpg re-encodes; --check-size and
+    --backend leveldb are one-line errors."""
+    import lmdb
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from netdef.config import net_from_text
+    from netdef.net import Net
+    from netdef.proto import pb
+    from netdef_cli.main import cli
+    rng = np.random.default_rng(0)
+    names = []
+    for k in range(6):
+        a = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+        Image.fromarray(a).save(tmp_path / f"c{k}.png")
+        names.append(f"c{k}.png")
+    (tmp_path / "list.txt").write_text("".join(f"{n} {k % 3}\n" for k, n in enumerate(names)))
+
+    def convert(out, *flags):
+        return CliRunner().invoke(cli, ["data", "convert-imageset", str(tmp_path),
+                                        str(tmp_path / "list.txt"), str(tmp_path / out),
+                                        *flags])
+    assert convert("raw").exit_code == 0
+    r = convert("enc", "--encoded")
+    assert r.exit_code == 0, r.output
+    env = lmdb.open(str(tmp_path / "enc"), readonly=True, lock=False)
+    with env.begin() as txn:
+        values = [pb.Datum.FromString(v) for _, v in txn.cursor()]
+    env.close()
+    assert all(d.encoded for d in values)
+    assert [d.data for d in values] == [(tmp_path / n).read_bytes() for n in names]
+    batches = []
+    for db in ("raw", "enc"):
+        net = Net(net_from_text(f'layer {{ name: "d" type: "Data" top: "data" top: "label" '
+                                f'data_param {{ source: "{tmp_path / db}" batch_size: 4 }} '
+                                f'transform_param {{ scale: 0.5 }} }}'), 1)
+        out = []
+        for _ in range(3):
+            net.forward()
+            out.append((net.blobs["data"].data.copy(), net.blobs["label"].data.copy()))
+        batches.append(out)
+    for (a, la), (b, lb) in zip(*batches):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    r = convert("jpg", "--encoded", "--encode-type", "jpg")
+    assert r.exit_code == 0, r.output
+    env = lmdb.open(str(tmp_path / "jpg"), readonly=True, lock=False)
+    with env.begin() as txn:
+        first = pb.Datum.FromString(next(iter(txn.cursor()))[1])
+    env.close()
+    assert first.encoded and first.data[:3] == b"\xff\xd8\xff"
+    Image.fromarray(rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)).save(tmp_path / "c5.png")
+    r = convert("sized", "--check-size")
+    assert r.exit_code == 2 and "c5.png" in r.output and "--check-size" in r.output
+    assert not (tmp_path / "sized").exists()
+    r = convert("ldb", "--backend", "leveldb")
+    assert r.exit_code == 2 and "writes LMDB only" in r.output
+
+
 # -- HDF5Data ----------------------------------------------------------------------------------
 def write_h5(path, **datasets):
     with h5py.File(path, "w") as f:
