@@ -37,12 +37,18 @@ def _datum(item: np.ndarray):
 class _Sink:
     def __init__(self, fmt: str, out: str, blobs: list[str], shapes: dict, total: int):
         self.fmt, self.n, self.shapes = fmt, 0, shapes
-        if fmt != "hdf5":
-            os.makedirs(out, exist_ok=True)
         if fmt == "lmdb":
             from .data.lmdb_source import LMDBWriter
-            self.writers = {b: LMDBWriter(os.path.join(out, _safe(b))) for b in blobs}
+            if isinstance(out, dict):        # Caffe's tool: one path per blob
+                paths = out
+            else:
+                os.makedirs(out, exist_ok=True)
+                paths = {b: os.path.join(out, _safe(b)) for b in blobs}
+            self.writers = {b: LMDBWriter(paths[b]) for b in blobs}
+        elif isinstance(out, dict):
+            raise ConfigError(f"one output path per blob is for --format lmdb, not {fmt}")
         elif fmt == "npy":
+            os.makedirs(out, exist_ok=True)
             self.paths = {b: os.path.join(out, _safe(b) + ".npy") for b in blobs}
             self.arrays = {b: np.lib.format.open_memmap(self.paths[b] + ".part", mode="w+",
                                                         dtype=np.float32,
@@ -109,10 +115,10 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "blob"
 
 
-def extract_features(net, blobs: list[str], iterations: int, out: str, fmt: str = "lmdb",
+def extract_features(net, blobs: list[str], iterations: int, out, fmt: str = "lmdb",
                      on_batch=None) -> list[str]:
-    """Run ``iterations`` forwards of ``net`` and write ``blobs`` (names) to ``out``; returns
-    the paths written.  ``on_batch(k)`` is called after each batch (progress)."""
+    """Run ``iterations`` forwards of ``net`` and write ``blobs`` (names) to ``out`` (a folder,
+    the .h5 file, or for lmdb a dict blob -> LMDB path); returns the paths written.  ``on_batch(k)`` is called after each batch (progress)."""
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not '{fmt}'")
     if iterations < 1:

@@ -13,6 +13,7 @@ from . import generate  # noqa: F401  (netdef generate: netdef.zoo's NetSpec net
 from . import gpu  # noqa: F401  (device-query, check-parity: the CUDA backend)
 from . import draw  # noqa: F401  (netdef draw: draw_net.py's picture)
 from . import features  # noqa: F401  (netdef extract-features)
+from . import caffe_tools  # noqa: F401  (netdef caffe TOOL: Caffe's own argument forms)
 from .app import EXIT_USER_ERROR, cli, parse_input_shapes, user_errors  # noqa: F401
 
 

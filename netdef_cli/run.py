@@ -29,6 +29,7 @@ def _check_gpu(gpu, mode_gpu: bool = False, device_id: int = 0, where=None):
     else ``solver_mode: GPU`` with its ``device_id``.  A one-line error when there is no usable
     GPU (netdef.backend.cuda), naming what asked for it: the flag, or ``solver_mode`` at
     ``where`` = (file, line, col) of the solver."""
+    from netdef.errors import ConfigError
     from netdef.parallel.mpi import context
     local = context().local_rank if context().active else 0
     if gpu in (None, ""):
