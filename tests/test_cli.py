@@ -332,3 +332,47 @@ layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: 
     layers = json.loads(r.stdout.strip().splitlines()[-1])["layers"]
     assert layers[0]["name"] == "data" and layers[0]["forward_ms"] > 0
     assert "cannot read its data" not in r.stderr
+
+
+def _commands(group, path=()):
+    import click
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, path + (name,))
+        else:
+            yield " ".join(path + (name,)), cmd
+
+
+def test_readme_command_table_equals_the_commands():
+    """README's commands table names every command and every flag that exists, and no command
+    that does not."""
+    import click
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "README.md")) as f:
+        rows = [line for line in f.read().splitlines() if line.startswith("| `netdef ")]
+    table = "\n".join(rows)
+    missing = []
+    names = set()
+    for name, cmd in _commands(cli):
+        names.add(name)
+        mine = [r for r in rows if f"`netdef {name} " in r or f"`netdef {name}`" in r
+                or f"/ `netdef {name}" in r]
+        if not mine:
+            missing.append(f"no row for `netdef {name}`")
+            continue
+        row = " ".join(mine)
+        for p in cmd.params:
+            if not isinstance(p, click.Option) or p.hidden:
+                continue
+            spellings = [o for o in p.opts + p.secondary_opts if o != "--help"]
+            if spellings and not any(o in row for o in spellings):
+                missing.append(f"`netdef {name}`: {spellings[0]}")
+    assert not missing, missing
+    import re
+    listed = set()
+    for m in re.finditer(r"`netdef ([a-z][a-z0-9-]*(?: [a-z][a-z0-9-]*)?)", table):
+        listed.add(m.group(1))
+    ghosts = {n for n in listed if n not in names and not any(k.startswith(n + " ")
+                                                              for k in names)
+              and n.split(" ")[0] not in names}
+    assert not ghosts, ghosts
