@@ -416,9 +416,7 @@ class Net:
         """Run backward from layer ``start`` down to ``end`` (inclusive); ``seed=False`` keeps
         the loss tops' diffs as they are (set by the caller) instead of the loss weights."""
         if self.device is not None:
-            if not seed:
-                raise NotImplementedError("backward with caller-set top diffs on the GPU")
-            return self.device.backward(start, end)
+            return self.device.backward(start, end, seed)
         start = len(self.layers) - 1 if start is None else start
         if seed:
             self.seed_loss_diffs()

@@ -412,11 +412,23 @@ def test_gpu_mode_puts_nets_and_solvers_on_the_device(tmp_path, mlp):
         b = float(gpu.forward(x=x, y=y)["loss"])
         s = caffe.SGDSolver({solver!r})
         s.step(1)
+        # a new batch size reaches every layer of the device net too (no stale rows)
+        for n in (cpu, gpu):
+            n.blobs["x"].reshape(3, 3)
+            n.blobs["y"].reshape(3, 2)
+        x3 = np.linspace(-2, 1, 9, dtype=np.float32).reshape(3, 3)
+        y3 = np.zeros((3, 2), np.float32)
+        c = cpu.forward(x=x3, y=y3, blobs=["ip2"])["ip2"].copy()
+        g = gpu.forward(x=x3, y=y3, blobs=["ip2"])["ip2"]
+        dg = gpu.backward(ip2=np.ones((3, 2), np.float32))["x"]
+        cpu.backward(ip2=np.ones((3, 2), np.float32))
+        dc = cpu.blobs["x"].diff
         print(gpu.core.device is not None, cpu.core.device is None, abs(a - b) <= 1e-5 * abs(a),
-              s.core.device is not None, s.iter)
+              s.core.device is not None, s.iter, g.shape == (3, 2),
+              float(np.abs(g - c).max()) <= 1e-5, float(np.abs(dg - dc).max()) <= 1e-5)
     """, tmp_path, NUMBA_ENABLE_CUDASIM="1")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["True", "True", "True", "True", "1"]
+    assert r.stdout.split() == ["True", "True", "True", "True", "1", "True", "True", "True"]
 
 
 # -- module surface --------------------------------------------------------------------------

@@ -57,23 +57,29 @@ class DeviceNet:
         net = self.net
         end = len(net.layers) - 1 if end is None else end
         loss = 0.0
-        reshape = False
+        seen = net._reshaped_at
+        before, after = net.hooks["before_forward"], net.hooks["after_forward"]
         staging = self.staging
         if staging is not None:
             staging.begin(start == 0 and end == len(net.layers) - 1)
         for i in range(start, end + 1):
             layer, bottoms, tops = net.layers[i], net.bottoms[i], net.tops[i]
             imp = self.impls[i]
+            for fn in before:
+                fn(i)
             try:
-                if reshape:
+                # as the CPU Net: a layer whose bottoms changed shape reshapes first (the
+                # device mirrors of its tops follow, see DeviceBlob.reshape)
+                shapes = [b.shape for b in bottoms]
+                if shapes != seen[i]:
                     layer.reshape(bottoms, tops)
+                    seen[i] = shapes
                 if imp is not None:
                     imp.forward(layer, bottoms, tops)
                 else:
                     layer.forward(bottoms, tops)
                     if staging is not None:
                         staging.after_forward(i)
-                reshape = reshape or getattr(layer, "dynamic_top_shapes", False)
             except NetdefError as e:
                 raise net._layer_error(e, net.layer_refs[i], layer.param) from None
             for j, w in enumerate(net.loss_weights[i]):
@@ -81,9 +87,18 @@ class DeviceNet:
                     t = tops[j]
                     v = t.cpu_data() if isinstance(t, DeviceBlob) else t.data
                     loss += w * float(v.sum(dtype="float64"))
+            for fn in after:
+                fn(i)
         if staging is not None:
             staging.end()
         return loss
+
+    def reshape(self) -> None:
+        net = self.net
+        for i, (layer, bottoms, tops) in enumerate(zip(net.layers, net.bottoms, net.tops)):
+            if bottoms:
+                layer.reshape(bottoms, tops)
+                net._reshaped_at[i] = [b.shape for b in bottoms]
 
     def seed_loss_diffs(self) -> None:
         net = self.net
@@ -93,12 +108,16 @@ class DeviceNet:
                     t = net.tops[i][j]
                     K.fill(t.mutable_gpu_diff(), w, t.count)
 
-    def backward(self, start: int | None = None, end: int = 0) -> None:
+    def backward(self, start: int | None = None, end: int = 0, seed: bool = True) -> None:
         net = self.net
         start = len(net.layers) - 1 if start is None else start
-        self.seed_loss_diffs()
+        if seed:
+            self.seed_loss_diffs()
         hook = net.on_layer_backward
+        before, after = net.hooks["before_backward"], net.hooks["after_backward"]
         for i in range(start, end - 1, -1):
+            for fn in before:
+                fn(i)
             if net.layer_need_backward[i]:
                 imp = self.impls[i]
                 if imp is not None:
@@ -109,6 +128,8 @@ class DeviceNet:
                                            net.bottoms[i])
             if hook is not None:
                 hook(i)
+            for fn in after:
+                fn(i)
 
     def layer_forward(self, i: int) -> None:
         """Forward of layer ``i`` alone (``netdef time``); waits for the device."""
