@@ -30,26 +30,58 @@ def _scale(ctx, param, value):
         raise click.BadParameter(f"{value!r}: expected a number (e.g. 0.00390625 or 1/256)")
 
 
+def _channel_order(ctx, param, value):
+    if value is None:
+        return None
+    order = value.replace(" ", "").upper()
+    if order in ("2,1,0", "BGR"):
+        return "BGR"
+    if order in ("0,1,2", "RGB"):
+        return "RGB"
+    if order == "GRAY":
+        return "GRAY"
+    raise click.BadParameter(f"{value!r}: RGB, BGR, GRAY, or classify.py's channel swap "
+                             f"2,1,0 (RGB images to a BGR net, Caffe's default) / 0,1,2")
+
+
+def preprocessing_options(note: str):
+    """freeze's preprocessing flags (also predict's, for a Caffe definition with --weights;
+    classify.py's spellings --input-scale and --channel-swap are accepted)."""
+    opts = [
+        click.option("--input-shape", "input_shapes", multiple=True,
+                     callback=parse_input_shapes, metavar="BLOB=N,C,H,W",
+                     help=f"{note}deploy shape of an input (default: the data layer's, "
+                          f"batch 1)"),
+        click.option("--labels", type=click.Path(dir_okay=False),
+                     help=f"{note}class names, one a line"),
+        click.option("--scale", "--input-scale", "scale", callback=_scale, default=None,
+                     help=f"{note}input scale after the mean (overrides "
+                          f"transform_param.scale), e.g. 1/256"),
+        click.option("--mean-file", type=click.Path(dir_okay=False),
+                     help=f"{note}mean .binaryproto (overrides transform_param)"),
+        click.option("--mean-value", callback=_floats, default=None,
+                     help=f"{note}mean value(s), one or one per channel"),
+        click.option("--channel-order", "--channel-swap", "channel_order",
+                     callback=_channel_order, default=None,
+                     help=f"{note}channel order the net was trained on: RGB, BGR (default for "
+                          f"3 channels, as Caffe's tools write them), GRAY, or classify.py's "
+                          f"2,1,0 / 0,1,2"),
+    ]
+
+    def deco(fn):
+        for o in reversed(opts):
+            fn = o(fn)
+        return fn
+    return deco
+
+
 @cli.command()
 @click.option("--model", "model", required=True, type=click.Path(dir_okay=False),
               help="train/val or deploy definition (prototxt or YAML)")
 @click.option("--weights", required=True, help="trained weights (.caffemodel[,more])")
 @click.option("-o", "--output", "out", default="model.netdef", show_default=True,
               type=click.Path(dir_okay=False), help="the frozen model file")
-@click.option("--input-shape", "input_shapes", multiple=True, callback=parse_input_shapes,
-              metavar="BLOB=N,C,H,W", help="deploy shape of an input (default: the data "
-              "layer's, batch 1)")
-@click.option("--labels", type=click.Path(dir_okay=False), help="class names, one a line")
-@click.option("--scale", callback=_scale, default=None,
-              help="input scale (overrides transform_param.scale), e.g. 1/256")
-@click.option("--mean-file", type=click.Path(dir_okay=False),
-              help="mean .binaryproto (overrides transform_param)")
-@click.option("--mean-value", callback=_floats, default=None,
-              help="mean value(s), one or one per channel (overrides transform_param)")
-@click.option("--channel-order", type=click.Choice(["RGB", "BGR", "GRAY"],
-                                                   case_sensitive=False),
-              help="channel order the net was trained on (default: BGR for 3 channels, as "
-                   "Caffe's image tools write them)")
+@preprocessing_options("")
 @click.option("--skip", "skip", multiple=True, help="a pass not to run (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @user_errors
@@ -173,18 +205,6 @@ def _frozen_in_memory(model, weights, *, input_shapes, labels, scale, mean_file,
     return Predictor(decode(data, model, allow_python_layers=allow_python_layers), backend)
 
 
-def _channel_order(ctx, param, value):
-    if value is None:
-        return None
-    order = value.replace(" ", "")
-    if order in ("2,1,0", "BGR", "bgr"):
-        return "BGR"
-    if order in ("0,1,2", "RGB", "rgb"):
-        return "RGB"
-    raise click.BadParameter(f"{value!r}: 2,1,0 (RGB images to a BGR net, Caffe's default) "
-                             f"or 0,1,2")
-
-
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("inputs", nargs=-1, required=True)
@@ -206,20 +226,9 @@ def _channel_order(ctx, param, value):
 @click.option("--center-only", is_flag=True, help="one centre crop (the default)")
 @click.option("--images-dim", callback=_dims, default=None, metavar="H,W",
               help="resize images to this size before cropping (classify.py's images_dim)")
-@click.option("--input-shape", "input_shapes", multiple=True, callback=parse_input_shapes,
-              metavar="BLOB=N,C,H,W", help="with --weights: the deploy shape of an input")
-@click.option("--labels", type=click.Path(dir_okay=False),
-              help="with --weights: class names, one a line")
-@click.option("--scale", "--input-scale", "scale", callback=_scale, default=None,
-              help="with --weights: input scale after the mean (classify.py's input_scale)")
+@preprocessing_options("with --weights: ")
 @click.option("--raw-scale", callback=_scale, default=None,
               help="with --weights: classify.py's raw_scale (pixels in [0, 1] times it)")
-@click.option("--mean-file", type=click.Path(dir_okay=False),
-              help="with --weights: mean .binaryproto")
-@click.option("--mean-value", callback=_floats, default=None,
-              help="with --weights: mean value(s), one or one per channel")
-@click.option("--channel-order", "--channel-swap", "channel_order", callback=_channel_order,
-              default=None, help="with --weights: BGR/RGB, or classify.py's 2,1,0 / 0,1,2")
 @user_errors
 def predict(model, inputs, weights, top_k, output_name, as_json, backend, allow_python_layers,
             max_pixels, oversample, center_only, images_dim, input_shapes, labels, scale,

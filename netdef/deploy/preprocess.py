@@ -87,12 +87,16 @@ def _crop_boxes(h: int, w: int, ch: int, cw: int) -> list[tuple[int, int]]:
             ((h - ch) // 2, (w - cw) // 2)]
 
 
-def oversample(images, crop_dims) -> np.ndarray:
-    """N x H x W x K images (or a list of H x W x K) -> (10 N) x ch x cw x K crops."""
+def _batch(images, what: str) -> np.ndarray:
     images = np.asarray(images if not isinstance(images, (list, tuple)) else np.stack(images))
     if images.ndim != 4:
-        raise ShapeError(f"oversample takes N x H x W x K images, not shape "
-                         f"{list(images.shape)}")
+        raise ShapeError(f"{what} takes N x H x W x K images, not shape {list(images.shape)}")
+    return images
+
+
+def oversample(images, crop_dims) -> np.ndarray:
+    """N x H x W x K images (or a list of H x W x K) -> (10 N) x ch x cw x K crops."""
+    images = _batch(images, "oversample")
     ch, cw = (int(d) for d in crop_dims)
     n, h, w, k = images.shape
     boxes = _crop_boxes(h, w, ch, cw)
@@ -107,10 +111,7 @@ def oversample(images, crop_dims) -> np.ndarray:
 
 def center_crop(images, crop_dims) -> np.ndarray:
     """N x H x W x K images -> N x ch x cw x K centre crops."""
-    images = np.asarray(images if not isinstance(images, (list, tuple)) else np.stack(images))
-    if images.ndim != 4:
-        raise ShapeError(f"center_crop takes N x H x W x K images, not shape "
-                         f"{list(images.shape)}")
+    images = _batch(images, "center_crop")
     ch, cw = (int(d) for d in crop_dims)
     y, x = _crop_boxes(images.shape[1], images.shape[2], ch, cw)[4]
     return np.ascontiguousarray(images[:, y:y + ch, x:x + cw], dtype=np.float32)
