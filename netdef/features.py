@@ -110,6 +110,13 @@ class _Sink:
             os.remove(self.path + ".part")
 
 
+def _host(blob) -> np.ndarray:
+    """A blob's values on the host; a device blob (``--gpu``) is read without making the host
+    copy the authoritative one (which would re-upload it before the next forward)."""
+    read = getattr(blob, "cpu_data", None)
+    return read() if read is not None else blob.data
+
+
 def _safe(name: str) -> str:
     """A blob name as a file name ("pool5/7x7_s1" -> "pool5_7x7_s1")."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "blob"
@@ -131,7 +138,7 @@ def extract_features(net, blobs: list[str], iterations: int, out, fmt: str = "lm
     try:
         for it in range(iterations):
             net.forward()
-            values = {b: net.blobs[b].data for b in blobs}
+            values = {b: _host(net.blobs[b]) for b in blobs}
             if sink is None:
                 nums = {len(v) if v.ndim else 1 for v in values.values()}
                 if len(nums) != 1 or any(v.ndim == 0 for v in values.values()):

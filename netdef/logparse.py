@@ -72,13 +72,16 @@ class _Clock:
         return round(self.last - self.first, 6)
 
 
-def parse_log_lines(lines) -> tuple[list[dict], list[dict]]:
-    """Train and test rows from a Caffe or netdef text log."""
+def parse_log_lines(lines, as_parse_log: bool = False) -> tuple[list[dict], list[dict]]:
+    """Train and test rows from a Caffe or netdef text log.  ``as_parse_log``: ``time`` as
+    parse_log.py's Seconds: of a row's first output line, counted from the solver's "Solving
+    NAME" line where the log has one (else from the first timestamp)."""
     train: list[dict] = []
     test: list[dict] = []
     clock = _Clock()
     iteration = None
     cur_test = None
+    solving = None
     for raw in lines:
         line = raw.rstrip("\r\n")
         m = _GLOG.match(line)
@@ -86,6 +89,8 @@ def parse_log_lines(lines) -> tuple[list[dict], list[dict]]:
         if m:
             seconds = clock.seconds(m)
             line = m.group(7)
+            if solving is None and "Solving" in line:
+                solving = seconds
 
         t = _TESTING.search(line)
         if t:
@@ -124,12 +129,14 @@ def parse_log_lines(lines) -> tuple[list[dict], list[dict]]:
                 if not train or (iteration is not None and train[-1]["iter"] != iteration):
                     train.append({"iter": iteration if iteration is not None else 0,
                                   "loss": None, "lr": None, "outputs": {}, "time": seconds})
+                _first_output_time(train[-1], seconds, as_parse_log)
                 _add_output(train[-1]["outputs"], name, value)
             else:
                 if cur_test is None:
                     cur_test = {"iter": iteration if iteration is not None else 0, "net": 0,
                                 "outputs": {}, "time": seconds}
                     test.append(cur_test)
+                _first_output_time(cur_test, seconds, as_parse_log)
                 _add_output(cur_test["outputs"], name, value)
             continue
         t = _TEST_LOSS.search(line)
@@ -144,7 +151,16 @@ def parse_log_lines(lines) -> tuple[list[dict], list[dict]]:
     # "Iteration N, loss = L" line: like parse_log.py, the first row borrows the second's lr.
     if len(train) > 1 and train[0]["lr"] is None:
         train[0]["lr"] = train[1]["lr"]
+    if as_parse_log and solving:
+        for r in train + test:
+            if r["time"] is not None:
+                r["time"] = round(r["time"] - solving, 6)
     return train, test
+
+
+def _first_output_time(row: dict, seconds, as_parse_log: bool) -> None:
+    if as_parse_log and not row["outputs"] and seconds is not None:
+        row["time"] = seconds
 
 
 def parse_metrics_lines(lines, file: str | None = None) -> tuple[list[dict], list[dict]]:
@@ -181,9 +197,10 @@ def parse_metrics_lines(lines, file: str | None = None) -> tuple[list[dict], lis
     return train, test
 
 
-def parse_file(path: str) -> tuple[list[dict], list[dict]]:
+def parse_file(path: str, as_parse_log: bool = False) -> tuple[list[dict], list[dict]]:
     """Rows from a metrics file or a text log, told apart by their first non-blank line.
-    A file with neither training nor test records is a :class:`FileFormatError`."""
+    A file with neither training nor test records is a :class:`FileFormatError`.
+    ``as_parse_log``: see :func:`parse_log_lines`."""
     try:
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
             lines = f.readlines()
@@ -197,7 +214,7 @@ def parse_file(path: str) -> tuple[list[dict], list[dict]]:
     if first.lstrip().startswith("{"):
         train, test = parse_metrics_lines(lines, file=path)
     else:
-        train, test = parse_log_lines(lines)
+        train, test = parse_log_lines(lines, as_parse_log)
     if not train and not test:
         what = "empty file" if not first else "no training or test records found"
         raise FileFormatError(f"{what} (expected a Caffe/netdef log or a netdef "
@@ -243,38 +260,45 @@ def _cells(outputs: dict) -> dict:
 
 
 def caffe_csv(train: list[dict], test: list[dict], delimiter: str = ",") -> tuple[str, str]:
-    """The text of Caffe's ``parse_log.py`` files ``LOG.train`` and ``LOG.test``: columns
-    ``NumIters, Seconds, LearningRate``, then each output in order of first appearance (a
-    blob of several values: ``name[0]``, ``name[1]``...); a test row's learning rate is that of
-    the last training row at or before it."""
+    """The text of Caffe's ``parse_log.py`` files ``LOG.train`` and ``LOG.test``, as that
+    script writes them: columns ``NumIters, Seconds, LearningRate``, then each output in order
+    of first appearance (a blob of several values: ``name[0]``, ``name[1]``...); numbers as
+    Python floats (``NumIters`` too: ``100.0``); excel-dialect rows (``\\r\\n``).
+
+    parse_log.py gives a row the last ``lr = `` value logged before the row's outputs.  Caffe
+    logs iteration N's rate after N's outputs (and tests at N before N's step), so that is the
+    rate of the last training row before iteration N; the first row of each file, which has
+    none, takes the second row's (parse_log.py's ``fix_initial_nan_learning_rate``)."""
     import csv
     import io
 
     def fmt(v):
         if v is None:
             return ""
-        return repr(v) if isinstance(v, float) else str(v)
+        return repr(float(v)) if isinstance(v, (int, float)) else str(v)
 
-    lrs = sorted((r["iter"], r["lr"]) for r in train if r.get("lr") is not None)
+    lrs = [(r["iter"], r["lr"]) for r in train if r.get("lr") is not None]
 
-    def lr_at(it):
-        best = lrs[0][1] if lrs else None
+    def lr_before(it):
+        best = math.nan
         for i, lr in lrs:
-            if i <= it:
+            if i < it:
                 best = lr
         return best
 
     texts = []
-    for rows, is_test in ((train, False), (test, True)):
+    for rows in (train, test):
         rows = [r for r in rows if r["outputs"]]
         cols = ["NumIters", "Seconds", "LearningRate"] + _columns(rows)
+        lr = [lr_before(r["iter"]) for r in rows]
+        if len(lr) > 1:
+            lr[0] = lr[1]
         buf = io.StringIO()
-        w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
+        w = csv.writer(buf, delimiter=delimiter, lineterminator="\r\n")
         w.writerow(cols)
-        for r in rows:
+        for r, rate in zip(rows, lr):
             cells = _cells(r["outputs"])
-            lr = lr_at(r["iter"]) if is_test else r.get("lr")
-            w.writerow([r["iter"], fmt(r.get("time")), fmt(lr)]
+            w.writerow([fmt(r["iter"]), fmt(r.get("time")), fmt(rate)]
                        + [fmt(cells.get(c)) for c in cols[3:]])
         texts.append(buf.getvalue())
     return texts[0], texts[1]

@@ -79,6 +79,8 @@ def _convert_imageset(args):
         if f.get(b):
             argv.append(b)
     for v in ("--resize-height", "--resize-width", "--backend", "--encode-type"):
+        if v == "--encode-type" and not f.get("--encoded"):
+            continue                # Caffe ignores encode_type without encoded
         if f.get(v) not in (None, ""):
             argv += [v, f[v]]
     _run(argv)
@@ -86,10 +88,22 @@ def _convert_imageset(args):
 
 def _compute_image_mean(args):
     f, pos = _split(args, valued=("--backend",))
-    _positionals("compute_image_mean", pos, 2, 2, "INPUT_DB OUTPUT_FILE")
+    _positionals("compute_image_mean", pos, 1, 2, "INPUT_DB [OUTPUT_FILE]")
     if f.get("--backend", "lmdb") != "lmdb":
         raise ConfigError("compute_image_mean: netdef reads LMDB only (-backend lmdb)")
-    _run(["data", "compute-mean", *pos])
+    if len(pos) == 2:
+        return _run(["data", "compute-mean", *pos])
+    # no OUTPUT_FILE: Caffe's tool only logs the per-channel means
+    import logging
+
+    from netdef.data.lmdb_source import image_mean
+    from netdef_cli.logfmt import setup_logging
+    setup_logging()
+    mean, n = image_mean(pos[0])
+    log = logging.getLogger("netdef.data")
+    log.info(f"Processed {n} files.")
+    for c, v in enumerate(mean.reshape(mean.shape[0], -1).mean(axis=1)):
+        log.info(f"mean_value channel [{c}]: {v:g}")
 
 
 def _extract_features(args):
@@ -167,6 +181,8 @@ def caffe_cmd(tool, args):
         click.echo("usage: netdef caffe TOOL ARGS... (tools: "
                    f"{', '.join(list(RUN_TOOLS)[:4] + list(OTHER_TOOLS))})")
         return
+    from netdef_cli.main import caffe_spelling
+    args = caffe_spelling(["caffe", *args])[1:]      # also when called as cli(), not main()
     t = tool.replace("-", "_")
     if tool in RUN_TOOLS or t in RUN_TOOLS:
         args = [a for a in _glog_free(args)]

@@ -57,20 +57,13 @@ def data_compute_mean(db, out):
     import numpy as np
 
     from netdef.data.binaryproto import write_mean
-    from netdef.data.lmdb_source import LMDBSource
+    from netdef.data.lmdb_source import image_mean
 
-    src = LMDBSource(db)
-    total = None
-    remaining = len(src)
-    while remaining:
-        k = min(1000, remaining)
-        for arr, _label in src.read(k):
-            total = arr.astype(np.float64) if total is None else total + arr
-        remaining -= k
-    mean = (total / len(src)).astype(np.float32)
+    mean, n = image_mean(db)
+    mean = mean.astype(np.float32)
     write_mean(out, mean)
     chans = ", ".join(f"{v:.4f}" for v in mean.reshape(mean.shape[0], -1).mean(axis=1))
-    click.echo(f"mean of {len(src)} items of shape {list(mean.shape)} -> {out}; "
+    click.echo(f"mean of {n} items of shape {list(mean.shape)} -> {out}; "
                f"per channel: {chans}", err=True)
 
 

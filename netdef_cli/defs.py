@@ -109,7 +109,6 @@ def upgrade(src, dst, kind):
 @click.option("--json", "as_json", is_flag=True, help="print one JSON list")
 def layers_cmd(as_json):
     """List every registered layer type, its parameter message and its kernels."""
-    from netdef.backend.cuda import CUDA_LAYER_TYPES
     from netdef.layers.registry import get_layer_class, layer_types, param_field
     from netdef.proto import pb
 
@@ -122,7 +121,7 @@ def layers_cmd(as_json):
         cls = get_layer_class(t)
         rows.append({"type": t, "param_field": field, "param_message": msg,
                      "cpu": bool(getattr(cls, "has_cpu", True)),
-                     "cuda": t in CUDA_LAYER_TYPES,
+                     "cuda": bool(getattr(cls, "has_cuda", False)),
                      "doc": (cls.__doc__ or "").strip().split("\n")[0]})
     if as_json:
         click.echo(json.dumps(rows))

@@ -116,21 +116,8 @@ def _read_image(path: str, channels: int):
     """An image file as float32 H x W x K pixel values 0..255 (K = 1 or 3, RGB)."""
     import numpy as np
 
-    from netdef.errors import ConfigError, FileFormatError
-    try:
-        import PIL
-        del PIL
-    except ImportError:
-        raise ConfigError("reading images needs Pillow (pip install pillow)") from None
-    from netdef.data.datum import open_image
-    try:
-        with open_image(path) as im:
-            arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), np.float32)
-    except FileNotFoundError:
-        raise ConfigError("file not found", file=path) from None
-    except OSError as e:
-        raise FileFormatError(f"not an image Pillow can read ({e})", file=path) from None
-    return arr[:, :, None] if arr.ndim == 2 else arr
+    from netdef.deploy.preprocess import read_pixels
+    return read_pixels(path, color=channels != 1).astype(np.float32)
 
 
 def _load_input(path: str, pred, *, images_dim=None, crops: str = "resize"):
@@ -218,7 +205,8 @@ def _frozen_in_memory(model, weights, *, input_shapes, labels, scale, mean_file,
 @click.option("--backend", type=click.Choice(["auto", "numba", "numpy"]), default="auto",
               show_default=True)
 @click.option("--allow-python-layers", is_flag=True,
-              help="load Python layers (only for files you trust)")
+              help="load a frozen file's Python layers (only for files you trust); a Caffe "
+                   "definition's are refused before import, as by freeze")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="refuse larger images before decoding them (default 89,478,485, Pillow's)")
 @click.option("--oversample", is_flag=True,

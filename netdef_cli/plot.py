@@ -185,7 +185,7 @@ def parse_log(log, out_dir, delimiter):
 
     if len(delimiter) != 1:
         raise ConfigError(f"--delimiter must be one character, not {delimiter!r}")
-    train, test = parse_file(log)
+    train, test = parse_file(log, as_parse_log=True)
     out_dir = out_dir or os.path.dirname(os.path.abspath(log))
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, os.path.basename(log))

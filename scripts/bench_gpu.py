@@ -55,7 +55,7 @@ def train_net(path, batch, shape, classes_hint=None):
 
 def bench_netdef(name, gpu, iters, warm):
     from netdef.backend.cuda.solver import _update
-    from netdef.backend.cuda import kernels as K
+    from netdef.backend.cuda import primitives as K
     path, batch, shape = NETS[name]
     net, data = train_net(path, batch, shape)
     rng = np.random.default_rng(0)

@@ -42,14 +42,11 @@ def mnist(tmp_path_factory):
 
 def test_train_lenet_sh_with_netdef_caffe(mnist):
     """examples/mnist/train_lenet.sh is `caffe train --solver=examples/mnist/
-    lenet_solver.prototxt $@`: the zoo's CPU solver, max_iter cut to 200."""
-    solver = open(os.path.join(REPO, "model_zoo", "lenet", "lenet_solver.prototxt")).read()
-    solver = (solver.replace("max_iter: 10000", "max_iter: 200")
-              .replace("test_iter: 100", "test_iter: 2").replace("test_interval: 500",
-                                                                  "test_interval: 200")
-              .replace("snapshot: 5000", "snapshot: 0"))
-    (mnist / "lenet_solver.prototxt").write_text(solver)
-    r = netdef("caffe", "train", "--solver=lenet_solver.prototxt", cwd=mnist)
+    lenet_solver.prototxt $@`: here `netdef caffe train` with the zoo's CPU solver in gflags'
+    single-dash form, and `$@` cutting max_iter to 200."""
+    r = netdef("caffe", "train", "-solver=model_zoo/lenet/lenet_solver.prototxt",
+               "--set", "max_iter=200", "--set", "test_iter=2", "--set", "test_interval=200",
+               "--set", "snapshot=0", cwd=mnist)
     assert r.returncode == 0, r.stderr
     assert "Iteration 200, Testing net (#0)" in r.stderr
     acc = [float(line.rsplit("=", 1)[1]) for line in r.stderr.splitlines()
@@ -87,7 +84,19 @@ def test_convert_imageset_gflags(tmp_path):
     arr, label = next(iter(src.read(1)))
     assert arr.shape == (1, 14, 14) and label == 0 and len(src) == 4
     r = netdef("caffe", "compute_image_mean", tmp_path / "db", tmp_path / "mean.binaryproto")
-    assert r.returncode == 0, r.stderr and (tmp_path / "mean.binaryproto").is_file()
+    assert r.returncode == 0, r.stderr
+    from netdef.data.binaryproto import read_mean
+    mean = read_mean(str(tmp_path / "mean.binaryproto"))
+    items = [a.astype(np.float64) for a, _ in src.read(4)]
+    np.testing.assert_allclose(np.asarray(mean).reshape(1, 14, 14), np.mean(items, axis=0),
+                               rtol=1e-6)
+    # no OUTPUT_FILE: only the per-channel mean is logged (gflags spelling through cli() too)
+    r = CliRunner().invoke(cli, ["caffe", "compute_image_mean", "-backend=lmdb",
+                                 str(tmp_path / "db")])
+    assert r.exit_code == 0, r.output
+    logged = [ln for ln in r.stderr.splitlines() if "mean_value channel [0]:" in ln]
+    assert len(logged) == 1
+    assert float(logged[0].rsplit(":", 1)[1]) == pytest.approx(np.mean(items), rel=1e-5)
     r = netdef("caffe", "convert_imageset", "-gray=maybe", root + "/", tmp_path / "list.txt",
                tmp_path / "db2")
     assert r.returncode == 2 and "takes true or false" in r.stderr

@@ -116,3 +116,50 @@ def test_lenet_like_trains_on_gpu_like_cpu_without_parameter_copies():
     for a, b in zip(weights(cpu), weights(gpu)):
         assert rel_diff(a, b) < 1e-5
     assert abs(cpu.losses[-1] - gpu.losses[-1]) < 1e-5 * max(1.0, abs(cpu.losses[-1]))
+
+
+RESHAPE_NET = """
+layer {{ name: "data" type: "Input" top: "data"
+        input_param {{ shape {{ dim: {n} dim: 1 dim: 2 dim: 3 }} }} }}
+layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param {{ num_output: 4 weight_filler {{ type: "gaussian" std: 0.5 }}
+                              bias_filler {{ type: "gaussian" std: 0.5 }} }} }}
+layer {{ name: "prob" type: "Softmax" bottom: "ip" top: "prob" }}
+"""
+
+
+def test_device_net_follows_a_new_batch_size_like_a_net_built_at_it():
+    """Caffe reshapes the whole net on every forward (issue 16 item 3): after
+    ``net.blobs['data'].reshape(...)`` a device net's next forward reshapes every layer
+    downstream, reallocates their device mirrors at the new size (no stale rows) and gives the
+    values of a net built at that shape; batch 3, then 1, then 5."""
+    from netdef.config import net_from_text
+    from netdef.layers import TEST
+    from netdef.net import Net
+
+    def build(n):
+        return Net(net_from_text(RESHAPE_NET.format(n=n), file="t.prototxt"), TEST, seed=1)
+
+    rng = np.random.default_rng(0)
+    net = build(3)
+    net.to_device(0)
+    assert net.device.cpu_layers == ["data"]
+    net.blobs["data"].data[...] = rng.standard_normal((3, 1, 2, 3)).astype(np.float32)
+    net.forward()
+    assert net.blobs["prob"].data.shape == (3, 4)
+    for n in (1, 5):
+        x = rng.standard_normal((n, 1, 2, 3)).astype(np.float32)
+        net.blobs["data"].reshape((n, 1, 2, 3))
+        net.blobs["data"].data[...] = x
+        net.forward()
+        ref = build(n)                      # built at the new shape, same weights, CPU
+        for pb, pr in zip(net.layers[1].blobs, ref.layers[1].blobs):
+            pr.data[...] = pb.data
+        ref.blobs["data"].data[...] = x
+        ref.forward()
+        for name in ("data", "ip", "prob"):
+            b = net.blobs[name]
+            assert b.shape == ref.blobs[name].shape, (n, name)
+            assert b.gpu_data().size == b.count, (n, name)      # the mirror was reallocated
+            np.testing.assert_allclose(b.data, ref.blobs[name].data, rtol=1e-5, atol=1e-6,
+                                       err_msg=f"batch {n}: {name}")

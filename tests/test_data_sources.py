@@ -182,6 +182,43 @@ def test_convert_imageset_encoded_equals_raw_and_checks(tmp_path):
     assert r.exit_code == 2 and "writes LMDB only" in r.output
 
 
+@_needs("lmdb", "PIL")
+def test_convert_imageset_bounded_transactions_grow_map(tmp_path, monkeypatch):
+    """convert-imageset commits in bounded transactions into a map that doubles when full:
+    from a 16 KiB map, committing every 5 images, all 40 images (~120 KB raw) arrive."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    import netdef.data.lmdb_source as lmdb_source
+    from netdef.data.lmdb_source import LMDBSource
+    from netdef_cli.main import cli
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 256, (20, 50, 3), dtype=np.uint8) for _ in range(40)]
+    for k, a in enumerate(imgs):
+        Image.fromarray(a).save(tmp_path / f"i{k:02d}.png")
+    (tmp_path / "list.txt").write_text("".join(f"i{k:02d}.png {k}\n" for k in range(40)))
+    commits = []
+    real_write, real_commit = lmdb_source.write_lmdb, lmdb_source.LMDBWriter.commit
+
+    def commit(self):
+        commits.append(len(self.pending))
+        real_commit(self)
+    monkeypatch.setattr(lmdb_source, "write_lmdb", lambda *a, **k: real_write(
+        *a, **{**k, "map_size": 16 << 10, "commit_every": 5}))
+    monkeypatch.setattr(lmdb_source.LMDBWriter, "commit", commit)
+    r = CliRunner().invoke(cli, ["data", "convert-imageset", str(tmp_path),
+                                 str(tmp_path / "list.txt"), str(tmp_path / "db")])
+    assert r.exit_code == 0, r.output
+    assert commits[:8] == [5] * 8 and sum(commits) == 40      # 8 bounded commits (+ final)
+    assert os.path.getsize(tmp_path / "db" / "data.mdb") > 16 << 10   # the map grew
+    src = LMDBSource(str(tmp_path / "db"))
+    got = src.read(40)
+    assert len(src) == 40
+    for (arr, label), (a, k) in zip(got, zip(imgs, range(40))):
+        np.testing.assert_array_equal(arr, a[:, :, ::-1].transpose(2, 0, 1))   # BGR, C×H×W
+        assert label == k
+
+
 # -- HDF5Data ----------------------------------------------------------------------------------
 def write_h5(path, **datasets):
     with h5py.File(path, "w") as f:

@@ -426,3 +426,56 @@ def test_predict_oversample_averages_the_ten_crops(lenet, tmp_path):
     assert json.loads(single.stdout)["top_k"][0]["index"] == int(png[-5])
     r = _cli("predict", lenet, png, "--oversample", "--center-only")
     assert r.exit_code == 2
+
+
+def test_predict_a_deploy_prototxt_in_classify_py_spelling(lenet):
+    """`predict lenet.prototxt --weights W` with classify.py's flags spelled as classify.py
+    does (underscores): raw_scale 255 x input_scale 1/256 is the train net's scale, so the
+    outputs equal the frozen train/val file's, with and without --oversample."""
+    from netdef_cli.main import caffe_spelling
+    pngs = sorted(glob.glob(os.path.join(SAMPLES, "mnist_*_*.png")))[5:8]
+    outs = []
+    for extra in ([], ["--oversample", "--images_dim", "30,31"], ["--center_only"]):
+        args = caffe_spelling(["predict", LENET_DEPLOY, "--weights", LENET_WEIGHTS,
+                               "--raw_scale", "255", "--input_scale", "0.00390625",
+                               *extra, *pngs, "--json"])
+        b = _cli(*args)
+        a = _cli("predict", lenet, *[e.replace("_", "-") for e in extra], *pngs, "--json")
+        assert a.exit_code == 0 and b.exit_code == 0, b.output
+        got = [json.loads(ln)["output"] for ln in b.stdout.splitlines()]
+        want = [json.loads(ln)["output"] for ln in a.stdout.splitlines()]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+        outs.append(got)
+    assert np.abs(np.subtract(outs[1], outs[0])).max() > 1e-6     # the 10 crops did differ
+
+
+def test_predict_refuses_a_definitions_python_layer_before_importing_it(tmp_path,
+                                                                          monkeypatch):
+    """A Python layer in `predict DEF --weights` (and `freeze`) is refused with a located
+    one-line error before its module is imported (the predictor holds no code), with or
+    without --allow-python-layers."""
+    marker = tmp_path / "imported"
+    (tmp_path / "h1_evil_layer.py").write_text(
+        f"open({str(marker)!r}, 'w').write('x')\nclass L:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with open(LENET_DEPLOY) as f:
+        text = f.read()
+    head, sep, tail = text.partition('layer {\n  name: "prob"')
+    assert sep, "lenet.prototxt changed: its prob layer is not where the test expects"
+    evil = ('layer {\n  name: "evil"\n  type: "Python"\n  bottom: "ip2"\n  top: "evil"\n'
+            '  python_param { module: "h1_evil_layer" layer: "L" }\n}\n')
+    proto = tmp_path / "evil.prototxt"
+    proto.write_text(head + evil + sep + tail)
+    png = sorted(glob.glob(os.path.join(SAMPLES, "mnist_*_*.png")))[0]
+    line = len((head + "x").splitlines())           # the line the Python layer starts on
+    for extra in ([], ["--allow-python-layers"]):
+        r = _cli("predict", str(proto), "--weights", LENET_WEIGHTS, png, *extra)
+        assert r.exit_code == 2, r.output
+        assert len(r.output.strip().splitlines()) == 1
+        assert f"evil.prototxt:{line}:" in r.output and "Python layers cannot be frozen" \
+            in r.output
+    r = _cli("freeze", "--model", str(proto), "--weights", LENET_WEIGHTS, "-o",
+             str(tmp_path / "x.netdef"))
+    assert r.exit_code == 2 and "Python layers cannot be frozen" in r.output
+    assert not marker.exists()
+    assert "h1_evil_layer" not in sys.modules

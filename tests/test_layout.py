@@ -16,8 +16,9 @@
 * No import of ``netdef.deploy`` from netdef/io; none of ``netdef.layers.vision`` from
   netdef/deploy or netdef/backend (imports are read with :mod:`ast`, relative ones resolved,
   function-level ones included).
-* No file named ``*_extra*`` in netdef/, netdef_cli/ or tests/, except the CUDA code
-  (netdef/backend/cuda/, tests/test_cuda_*) that the CUDA issue re-sorts.
+* No file named ``*_extra*`` in netdef/, netdef_cli/ or tests/.
+* No import of ``netdef.layers`` inside netdef/backend, and none among the CUDA modules that
+  goes round in a cycle.
 * netdef/layers/misc.py is gone (dissolved into layers/vision.py and layers/utility.py).
 """
 from __future__ import annotations
@@ -164,9 +165,39 @@ def test_import_reader_resolves_relative_imports():
 
 def test_no_extra_files():
     bad = [n for n in repo_files("netdef", "netdef_cli", "tests")
-           if "_extra" in n.rsplit("/", 1)[-1]
-           and not n.startswith(("netdef/backend/cuda/", "tests/test_cuda_"))]
+           if "_extra" in n.rsplit("/", 1)[-1]]
     assert bad == []
+
+
+def test_backend_imports_nothing_from_layers_and_cuda_has_no_cycle():
+    cuda_dir = os.path.join(REPO, "netdef", "backend", "cuda")
+    graph = {}
+    for n in repo_files("netdef/backend"):
+        if not n.endswith(".py"):
+            continue
+        mods = imported_modules(os.path.join(REPO, n))
+        assert not [m for m in mods if m == "netdef.layers" or m.startswith("netdef.layers.")], n
+        if n.startswith("netdef/backend/cuda/"):
+            me = n[:-3].replace("/", ".").removesuffix(".__init__")
+            graph[me] = {m.rsplit(".", 1)[0] if m.rsplit(".", 1)[0] in
+                         {x[:-3].replace("/", ".") for x in repo_files("netdef/backend/cuda")}
+                         else m for m in mods if m.startswith("netdef.backend.cuda.")}
+    # depth-first search for a cycle among the CUDA modules
+    state = {}
+
+    def visit(m, path):
+        state[m] = 1
+        for d in graph.get(m, ()):
+            if d == m or d not in graph:
+                continue
+            assert state.get(d) != 1, f"import cycle: {' -> '.join(path + [d])}"
+            if d not in state:
+                visit(d, path + [d])
+        state[m] = 2
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
+    assert os.path.isdir(cuda_dir) and len(graph) >= 10
 
 
 def test_layers_misc_dissolved():

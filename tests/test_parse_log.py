@@ -1,5 +1,10 @@
 """netdef parse-log: Caffe's parse_log.py CSVs (LOG.train, LOG.test) from a glog-format Caffe
-log written here from CAFFE_REFERENCE.md's line formats, and from a real netdef log."""
+log written here from CAFFE_REFERENCE.md's line formats, and from a real netdef log.
+
+parse_log.py's own conventions, checked here: NumIters written as a float ("100.0"); Seconds
+counted from the "Solving NAME" line, taken at a row's first output line; a row's LearningRate
+is the last "lr = " logged before its outputs (so the previous display's), the first row
+copying the second's; excel-dialect CSV (CRLF)."""
 import csv
 import os
 import subprocess
@@ -11,6 +16,8 @@ from netdef_cli.main import cli
 
 CAFFE_LOG = """\
 I1207 10:00:00.000000  4242 caffe.cpp:218] Using GPUs 0
+I1207 10:00:00.750000  4242 solver.cpp:294] Solving LeNet
+I1207 10:00:00.750000  4242 solver.cpp:295] Learning Rate Policy: inv
 I1207 10:00:01.500000  4242 solver.cpp:330] Iteration 0, Testing net (#0)
 I1207 10:00:02.000000  4242 solver.cpp:397]     Test net output #0: accuracy = 0.1
 I1207 10:00:02.000000  4242 solver.cpp:397]     Test net output #1: loss = 2.3 (* 1 = 2.3 loss)
@@ -28,7 +35,9 @@ I1207 10:00:05.500000  4242 solver.cpp:397]     Test net output #1: loss = 0.15 
 
 def _read(path):
     with open(path, newline="") as f:
-        return list(csv.reader(f))
+        text = f.read()
+    assert text.endswith("\r\n") and "\n" not in text.replace("\r\n", "")
+    return list(csv.reader(text.splitlines()))
 
 
 def test_caffe_log_gives_parse_log_py_files(tmp_path):
@@ -39,12 +48,13 @@ def test_caffe_log_gives_parse_log_py_files(tmp_path):
     train = _read(tmp_path / "out" / "caffe.INFO.train")
     test = _read(tmp_path / "out" / "caffe.INFO.test")
     assert train[0] == ["NumIters", "Seconds", "LearningRate", "loss"]
-    assert train[1:] == [["0", "2.25", "0.01", "2.31"],
-                         ["100", "4.0", "0.00992565", "0.21"]]
+    # iteration 100's row has the lr logged at iteration 0; row 0 copies row 1's
+    assert train[1:] == [["0.0", "1.5", "0.01", "2.31"],
+                         ["100.0", "3.25", "0.01", "0.21"]]
     assert test[0] == ["NumIters", "Seconds", "LearningRate", "accuracy", "loss"]
-    # a test row takes the learning rate of the last training row at or before it
-    assert test[1:] == [["0", "1.5", "0.01", "0.1", "2.3"],
-                        ["200", "5.0", "0.00992565", "0.95", "0.15"]]
+    # a test row: the last lr logged before it (iteration 100's), Seconds of its first output
+    assert test[1:] == [["0.0", "1.25", "0.00992565", "0.1", "2.3"],
+                        ["200.0", "4.75", "0.00992565", "0.95", "0.15"]]
 
 
 def test_netdef_log_and_delimiter(tmp_path):
@@ -70,14 +80,15 @@ snapshot: 0 random_seed: 1 snapshot_prefix: "{tmp_path / 's'}"
     log.write_text(r.stderr)
     r = CliRunner().invoke(cli, ["parse-log", str(log), "--delimiter", ";"])
     assert r.exit_code == 0, r.output
-    train = [row.split(";") for row in (tmp_path / "train.log.train").read_text().split("\n")
-             if row]
-    test = [row.split(";") for row in (tmp_path / "train.log.test").read_text().split("\n")
-            if row]
+    train = [row.split(";") for row in (tmp_path / "train.log.train").read_bytes().decode()
+             .split("\r\n") if row]
+    test = [row.split(";") for row in (tmp_path / "train.log.test").read_bytes().decode()
+            .split("\r\n") if row]
     assert train[0] == ["NumIters", "Seconds", "LearningRate", "loss"]
     # the final "Iteration 20, loss = L" line has no outputs: no row, as parse_log.py
-    assert [row[0] for row in train[1:]] == ["0", "5", "10", "15"]
+    assert [row[0] for row in train[1:]] == ["0.0", "5.0", "10.0", "15.0"]
     assert all(row[2] == "0.1" for row in train[1:])
+    assert all(0 <= float(row[1]) < 60 for row in train[1:])
     assert test[0] == ["NumIters", "Seconds", "LearningRate", "loss", "acc"]   # as logged
-    assert [row[0] for row in test[1:]] == ["0", "10", "20"]
+    assert [row[0] for row in test[1:]] == ["0.0", "10.0", "20.0"]
     assert os.path.getsize(tmp_path / "train.log.test") > 0

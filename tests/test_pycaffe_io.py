@@ -189,3 +189,57 @@ def test_detector_crops_with_context_padding(tmp_path):
     ref = net.forward(data=crop[None])["prob"][0]
     np.testing.assert_allclose(out[1]["prediction"], ref, rtol=1e-4, atol=1e-6)
     assert out[1]["window"].tolist() == [2, 3, 16, 17]
+
+
+def test_load_image_errors_name_the_file_and_the_pixel_limit_applies(tmp_path):
+    from PIL import Image
+
+    from netdef.data.datum import set_max_pixels
+    from netdef.errors import ConfigError, FileFormatError
+    missing = tmp_path / "nope.png"
+    with pytest.raises(ConfigError, match="not found") as e:
+        caffe.io.load_image(str(missing))
+    assert "nope.png" in str(e.value)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(FileFormatError) as e:
+        caffe.io.load_image(str(bad))
+    assert "bad.png" in str(e.value)
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "big.png")
+    prev = set_max_pixels(1999)
+    try:
+        with pytest.raises(FileFormatError, match="2,000 pixels"):
+            caffe.io.load_image(str(tmp_path / "big.png"))
+    finally:
+        set_max_pixels(prev)
+    assert caffe.io.load_image(str(tmp_path / "big.png")).shape == (40, 50, 3)
+
+
+def test_resize_and_transformer_refuse_what_they_cannot_do():
+    im = np.zeros((4, 4, 1))
+    with pytest.raises(Exception, match="interp_order 3"):
+        caffe.io.resize_image(im, (2, 2), interp_order=3)
+    with pytest.raises(ShapeError, match="must be positive"):
+        caffe.io.resize_image(im, (0, 2))
+    t = caffe.io.Transformer({"data": (1, 3, 4, 5)})
+    with pytest.raises(ShapeError, match="transpose"):
+        t.set_transpose("data", (0, 1))
+    # without a transpose, an item must already be C x H x W of the input's size
+    with pytest.raises(ShapeError, match="set_transpose"):
+        t.preprocess("data", np.zeros((8, 10, 3)))
+    x = np.random.default_rng(5).random((3, 4, 5))
+    t.set_raw_scale("data", 2.0)
+    np.testing.assert_allclose(t.preprocess("data", x), x * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(t.deprocess("data", t.preprocess("data", x)), x, rtol=1e-6)
+
+
+def test_preprocess_and_caffe_io_import_no_heavy_modules():
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "import netdef.deploy.preprocess, netdef.caffe.io\n"
+            "print(sorted(k for k in ('numba', 'h5py', 'lmdb') if k in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

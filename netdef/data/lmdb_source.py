@@ -368,3 +368,18 @@ def write_lmdb(path: str, records, *, map_size: int = 16 << 20, commit_every: in
             key = next(key_iter) if key_iter is not None else (key_format % n).encode()
             w.put(key, value)
     return w.count
+
+
+def image_mean(path: str):
+    """Caffe's compute_image_mean: the per-pixel mean (float64 C×H×W) of the Datum records of
+    the LMDB at ``path``, read 1,000 at a time, and how many there were."""
+    src = LMDBSource(path)
+    total, remaining = None, len(src)
+    while remaining:
+        k = min(1000, remaining)
+        for arr, _label in src.read(k):
+            total = arr.astype(np.float64) if total is None else total + arr
+        remaining -= k
+    if total is None:
+        raise ConfigError(f"{path} holds no items", file=path)
+    return total / len(src), len(src)

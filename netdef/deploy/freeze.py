@@ -512,6 +512,24 @@ def _weights_source(weights):
     return out
 
 
+def _refuse_python_layers(definition) -> None:
+    """A Python layer of the TEST net is refused before anything imports its module (a
+    frozen model holds no code; ``netdef predict DEF --weights`` freezes in memory)."""
+    from ..graph import Locator, filter_layers
+    if isinstance(definition, pb.NetParameter):
+        param, loc = definition, Locator(None)
+    else:
+        param, loc = definition.message, Locator(definition)
+    state = pb.NetState()
+    state.CopyFrom(param.state)
+    state.phase = pb.TEST
+    for ref in filter_layers(param, state, loc):
+        if ref.param.type == "Python":
+            raise loc.error("Python layers cannot be frozen (a frozen model holds no code; "
+                            "its module was not imported)", ("layer", ref.index),
+                            layer=ref.param.name, layer_type="Python")
+
+
 def strip_training(definition, weights, input_shapes=None) -> tuple[Model, list, dict, dict]:
     """The first pass (it also loads the weights).  Returns (model, notes, transforms,
     data_shapes): transforms maps an input name to the data layer's TransformationParameter,
@@ -521,6 +539,7 @@ def strip_training(definition, weights, input_shapes=None) -> tuple[Model, list,
     from ..net import Net
 
     input_shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
+    _refuse_python_layers(definition)       # before Net(...) would import their modules
     src = Net(definition, 1, input_shapes=input_shapes, init_params=False)
     file = getattr(definition, "file", None)
     notes: list[str] = []

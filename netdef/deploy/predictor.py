@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import ConfigError, FileFormatError, ShapeError
 from .frozen import FrozenModel, blob_array, read_frozen
+from .preprocess import center_crop
 
 #: refuse to plan more activation memory than this (bytes); NETDEF_MAX_ACTIVATION_BYTES
 MAX_ACTIVATION_BYTES = int(os.environ.get("NETDEF_MAX_ACTIVATION_BYTES", str(16 << 30)))
@@ -441,8 +442,8 @@ class Predictor:
         if ih < h or iw < w:
             raise ShapeError(f"the image is {ih}x{iw}, smaller than the model's {h}x{w} input "
                              f"(resize it first)")
-        y0, x0 = (ih - h) // 2, (iw - w) // 2
-        x = np.ascontiguousarray(a[y0:y0 + h, x0:x0 + w].transpose(2, 0, 1))
+        y0, x0 = (ih - h) // 2, (iw - w) // 2          # preprocess.center_crop's offset
+        x = np.ascontiguousarray(center_crop(a[None], (h, w))[0].transpose(2, 0, 1))
         if mean is not None:
             my, mx = (mean.shape[1] - h) // 2, (mean.shape[2] - w) // 2
             if mean.shape[1] == ih and mean.shape[2] == iw:

@@ -25,12 +25,14 @@ import numpy as np
 from ..errors import ConfigError, FileFormatError, ShapeError
 
 
-def load_image(filename: str, color: bool = True) -> np.ndarray:
+def read_pixels(filename: str, color: bool = True) -> np.ndarray:
+    """An image file as uint8 H x W x 3 (RGB) or, with ``color=False``, H x W x 1 (luma);
+    images over ``netdef.data.datum.MAX_PIXELS`` (``--max-pixels``) are refused before
+    decoding.  A missing or unreadable file raises a netdef error naming it."""
     from ..data.datum import open_image
     try:
         with open_image(str(filename), None if color else False) as im:
-            im = im.convert("RGB" if color else "L")
-            a = np.asarray(im)
+            a = np.asarray(im.convert("RGB" if color else "L"), dtype=np.uint8)
     except FileNotFoundError:
         raise ConfigError("image file not found", file=str(filename)) from None
     except FileFormatError:
@@ -38,8 +40,12 @@ def load_image(filename: str, color: bool = True) -> np.ndarray:
     except OSError as e:
         raise FileFormatError(f"not an image Pillow can read ({e})", file=str(filename)) \
             from None
-    a = a.astype(np.float32) / np.float32(255)
     return a[:, :, None] if a.ndim == 2 else a
+
+
+def load_image(filename: str, color: bool = True) -> np.ndarray:
+    """pycaffe's ``caffe.io.load_image``: :func:`read_pixels` / 255 as float32."""
+    return read_pixels(filename, color).astype(np.float32) / np.float32(255)
 
 
 def _axis_bilinear(n_in: int, n_out: int):
@@ -50,7 +56,13 @@ def _axis_bilinear(n_in: int, n_out: int):
 
 
 def resize_image(im, new_dims, interp_order: int = 1) -> np.ndarray:
-    """``im`` (H x W x K, or H x W) resized to ``new_dims`` = (height, width)."""
+    """``im`` (H x W x K, or H x W) resized to ``new_dims`` = (height, width), float32.
+
+    ``interp_order=1``: bilinear with half-pixel centres -- output pixel ``i`` of ``out``
+    samples the input at ``s = (i + 0.5) * in / out - 0.5`` clamped to ``[0, in - 1]``, i.e.
+    ``(1 - f) * x[floor(s)] + f * x[min(floor(s) + 1, in - 1)]`` with ``f = s - floor(s)``,
+    separably on rows then columns, in float64; no anti-aliasing when shrinking.
+    ``interp_order=0``: nearest, input pixel ``min(floor((i + 0.5) * in / out), in - 1)``."""
     im = np.asarray(im)
     squeeze = im.ndim == 2
     if squeeze:

@@ -41,8 +41,8 @@ class Layer:
     allow_in_place: ClassVar[bool] = False
     #: data layers get their top shapes from a source or from --input-shape
     is_data: ClassVar[bool] = False
-    #: which backends have kernels for this type (``netdef layers``); the CUDA backend sets
-    #: ``has_cuda = True`` on the classes it covers
+    #: which backends have kernels for this type (``netdef layers``); each class with a CUDA
+    #: implementation (netdef.backend.cuda.dispatch) says ``has_cuda = True``
     has_cpu: ClassVar[bool] = True
     has_cuda: ClassVar[bool] = False
 

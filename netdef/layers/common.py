@@ -40,6 +40,7 @@ class InnerProductLayer(Layer):
     """``y = x W^T + b`` with the bottom flattened to (M, K) at ``axis`` (M = product of the
     axes before it, K = product of the axes from it); top shape ``bottom.shape[:axis] +
     (num_output,)``.  W is (num_output, K), or (K, num_output) with ``transpose``."""
+    has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -133,6 +134,7 @@ class EmbedLayer(Layer):
     """Lookup table: ``top[..., :] = W[index] (+ b)``; the bottom (any shape) holds integer
     indices in [0, input_dim) stored as floats; W is (input_dim, num_output).  The indices get
     no gradient."""
+    has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -258,6 +260,7 @@ class ScaleLayer(_Broadcast):
     """``y = x * s (+ b)``: s is a learned blob of shape ``bottom.shape[axis:axis+num_axes]``
     (num_axes -1 = all remaining; filler default constant 1) or bottom[1]; the optional bias
     (bias_term, bias_filler default 0) has the same shape and is the last blob."""
+    has_cuda = True
     pname = "scale_param"
     what = "scale"
 
@@ -359,6 +362,7 @@ class ScaleLayer(_Broadcast):
 class BiasLayer(_Broadcast):
     """``y = x + b``: b is a learned blob of shape ``bottom.shape[axis:axis+num_axes]``
     (filler default constant 0) or bottom[1]."""
+    has_cuda = True
     pname = "bias_param"
     what = "bias"
 

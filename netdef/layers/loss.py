@@ -10,15 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend.cpu import loss as K
+from ..backend.cpu.loss import FLT_MIN, LOG_THRESHOLD, class_labels  # noqa: F401
 from ..backend.cpu.utility import softmax_forward
 from ..proto import pb
 from .base import Layer, canonical_axis
 from .registry import register_layer
 
-#: Caffe clamps probabilities at FLT_MIN before the log (SoftmaxWithLoss) ...
-FLT_MIN = float(np.finfo(np.float32).tiny)
-#: ... and at kLOG_THRESHOLD in the losses that take probabilities (Multinomial, Infogain)
-LOG_THRESHOLD = 1e-20
 
 _LP = pb.LossParameter
 _NO_H = np.zeros((1, 1), np.float64)
@@ -100,24 +97,6 @@ class LossLayer(Layer):
         return class_labels(self, blob, n_classes, has_ignore, ignore)
 
 
-def class_labels(layer, blob, n_classes, has_ignore=False, ignore=0) -> np.ndarray:
-    """Labels of ``blob`` as a flat int64 array, checked to lie in [0, n_classes) unless they
-    equal the ignore label."""
-    lab = blob.data.reshape(-1)
-    finite = np.isfinite(lab)
-    li = np.where(finite, lab, -1).astype(np.int64)   # truncation toward zero
-    bad = ~finite | (li < 0) | (li >= n_classes)
-    if has_ignore:
-        bad &= li != ignore
-    if bad.any():
-        k = int(np.argmax(bad))
-        hint = f" or the ignore_label {ignore}" if has_ignore else ""
-        raise layer.shape_error(
-            f"label {float(lab[k]):g} (element {k} of '{blob.name}') is not a class index in "
-            f"[0, {n_classes}){hint}")
-    return li
-
-
 def _outer_inner(shape, axis):
     return _count(shape, 0, axis), _count(shape, axis + 1)
 
@@ -165,6 +144,7 @@ class SoftmaxWithLossLayer(_SoftmaxNLL):
     """-sum log max(softmax(x)[label], FLT_MIN) / normalizer over the softmax_param.axis classes;
     loss_param: ignore_label, normalization (VALID by default).  Optional 2nd top: the
     probabilities."""
+    has_cuda = True
     max_top = 2
 
     def layer_setup(self, bottom, top):
@@ -196,6 +176,7 @@ class SoftmaxWithLossLayer(_SoftmaxNLL):
 @register_layer("EuclideanLoss", None)
 class EuclideanLossLayer(LossLayer):
     """sum((a - b)^2) / (2 N), N = bottom[0].shape[0]; gradients to both bottoms."""
+    has_cuda = True
     label_bottoms = ()
 
     def reshape(self, bottom, top):
@@ -227,6 +208,7 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
     """Binary cross-entropy on logits, computed stably:
     ``max(x, 0) - x t + log(1 + exp(-|x|))``.  Targets whose integer part equals
     loss_param.ignore_label are skipped; normalization defaults to BATCH_SIZE (Caffe's)."""
+    has_cuda = True
     default_normalization = _LP.BATCH_SIZE
 
     def layer_setup(self, bottom, top):
@@ -278,6 +260,7 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
 class HingeLossLayer(LossLayer):
     """One-vs-all hinge: m = max(0, 1 - y x) with y = +1 for the label's class and -1 for the
     others; L1: sum m / N, L2: sum m^2 / N."""
+    has_cuda = True
 
     def reshape(self, bottom, top):
         self.check_first_dims(bottom)
@@ -320,6 +303,7 @@ class ContrastiveLossLayer(LossLayer):
     """Siamese loss over pairs (a_n, b_n) with similarity y_n (its integer part: nonzero =
     similar): sum(y d^2 + (1 - y) max(margin - d, 0)^2) / (2N), d = ||a - b||
     (legacy_version: max(margin - d^2, 0) for dissimilar pairs)."""
+    has_cuda = True
     exact_num_bottom = 3
     label_bottoms = (2,)
 
@@ -376,6 +360,7 @@ class ContrastiveLossLayer(LossLayer):
 @register_layer("MultinomialLogisticLoss", None)
 class MultinomialLogisticLossLayer(LossLayer):
     """-sum_n log max(p_n[label_n], 1e-20) / N on probabilities (N, C, ...)."""
+    has_cuda = True
 
     def reshape(self, bottom, top):
         self.check_first_dims(bottom)
@@ -412,6 +397,7 @@ class InfogainLossLayer(_SoftmaxNLL):
     ignore_label and normalization, as SoftmaxWithLoss).  H (C x C) comes from a 3rd bottom
     or from infogain_loss_param.source (a BlobProto file, relative to the working directory).
     Optional 2nd top: the probabilities."""
+    has_cuda = True
     exact_num_bottom = -1
     min_bottom = 2
     max_bottom = 3
@@ -486,6 +472,7 @@ class AccuracyLayer(Layer):
     """Top-k accuracy over the non-ignored labels (0 when there are none): a position counts
     as correct when fewer than top_k classes score at least as high as its label's class (ties
     count against the label, as in Caffe).  Optional 2nd top: per-class accuracy (C,)."""
+    has_cuda = True
     exact_num_bottom = 2
     min_top = 1
     max_top = 2

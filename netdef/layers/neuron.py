@@ -78,6 +78,7 @@ def _sigmoid(x, out):
 @register_layer("ReLU", "relu_param")
 class ReLULayer(_Neuron):
     """y = max(x, 0) + negative_slope * min(x, 0)."""
+    has_cuda = True
     flops_per_element = 1
 
     def layer_setup(self, bottom, top):
@@ -109,6 +110,7 @@ class ReLULayer(_Neuron):
 class PReLULayer(_Neuron):
     """Parametric ReLU: y = max(x, 0) + a_c * min(x, 0), one learned slope per channel (axis 1)
     or one shared slope."""
+    has_cuda = True
     flops_per_element = 2
 
     def layer_setup(self, bottom, top):
@@ -168,6 +170,7 @@ class PReLULayer(_Neuron):
 @register_layer("ELU", "elu_param")
 class ELULayer(_Neuron):
     """y = x if x > 0 else alpha * (e^x - 1)."""
+    has_cuda = True
     flops_per_element = 4
 
     def layer_setup(self, bottom, top):
@@ -191,6 +194,7 @@ class ELULayer(_Neuron):
 @register_layer("Sigmoid", "sigmoid_param")
 class SigmoidLayer(_Neuron):
     """y = 1 / (1 + e^-x)."""
+    has_cuda = True
     flops_per_element = 4
 
     def needs_input(self):
@@ -208,6 +212,7 @@ class SigmoidLayer(_Neuron):
 @register_layer("TanH", "tanh_param")
 class TanHLayer(_Neuron):
     """y = tanh(x)."""
+    has_cuda = True
     flops_per_element = 4
 
     def needs_input(self):
@@ -225,6 +230,7 @@ class TanHLayer(_Neuron):
 @register_layer("AbsVal", None)
 class AbsValLayer(_Neuron):
     """y = |x|; dy/dx = sign(x) (0 at 0)."""
+    has_cuda = True
     flops_per_element = 1
 
     def _forward(self, x, y):
@@ -238,6 +244,7 @@ class AbsValLayer(_Neuron):
 class PowerLayer(_Neuron):
     """y = (shift + scale * x) ^ power, with Caffe's special cases: when power * scale == 0
     the output is the constant 1 (power 0) or shift^power, and the gradient is 0."""
+    has_cuda = True
 
     def layer_setup(self, bottom, top):
         p = self.param.power_param
@@ -299,6 +306,7 @@ def _check_base(layer, base: float, field: str) -> float:
 @register_layer("Exp", "exp_param")
 class ExpLayer(_Neuron):
     """y = base ^ (shift + scale * x), base -1 meaning e."""
+    has_cuda = True
 
     def layer_setup(self, bottom, top):
         p = self.param.exp_param
@@ -332,6 +340,7 @@ class ExpLayer(_Neuron):
 @register_layer("Log", "log_param")
 class LogLayer(_Neuron):
     """y = log_base(shift + scale * x), base -1 meaning e."""
+    has_cuda = True
 
     def layer_setup(self, bottom, top):
         p = self.param.log_param
@@ -373,6 +382,7 @@ class LogLayer(_Neuron):
 @register_layer("BNLL", None)
 class BNLLLayer(_Neuron):
     """Binomial normal log likelihood: y = log(1 + e^x), computed stably."""
+    has_cuda = True
     THRESHOLD = 50.0
     flops_per_element = 5
 
@@ -390,6 +400,7 @@ class BNLLLayer(_Neuron):
 @register_layer("Threshold", "threshold_param")
 class ThresholdLayer(_Neuron):
     """y = 1 if x > threshold else 0; has no gradient."""
+    has_cuda = True
     flops_per_element = 1
 
     def layer_setup(self, bottom, top):
@@ -414,6 +425,7 @@ class ThresholdLayer(_Neuron):
 @register_layer("Clip", "clip_param")
 class ClipLayer(_Neuron):
     """y = min(max(x, min), max); the gradient passes where min <= x <= max."""
+    has_cuda = True
     flops_per_element = 2
 
     def layer_setup(self, bottom, top):
@@ -439,6 +451,7 @@ class ClipLayer(_Neuron):
 @register_layer("Swish", "swish_param")
 class SwishLayer(_Neuron):
     """y = x * sigmoid(beta * x); the sigmoid is kept for backward."""
+    has_cuda = True
     flops_per_element = 6
 
     _sig: np.ndarray | None = None
@@ -475,6 +488,7 @@ class DropoutLayer(_Neuron):
     """TRAIN: y = x * mask / (1 - p) with mask ~ Bernoulli(1 - p) from the layer's rng;
     TEST: identity.  (With ``scale_train: false``, where the schema has that field: TRAIN
     y = x * mask, TEST y = x * (1 - p).)"""
+    has_cuda = True
     flops_per_element = 1
 
     _mask: np.ndarray | None = None

@@ -22,6 +22,7 @@ class LRNLayer(Layer):
     sums the n x n patch clipped to the image and always divides by n^2 (Caffe's pooling counts
     the padded cells; with stride 1 and this pad no window overhangs the padding), and k is
     ignored."""
+    has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -122,6 +123,7 @@ class BatchNormLayer(Layer):
     ``var_acc = maf*var_acc + m/(m-1) * var`` (m = elements per channel).  With global
     statistics (default in TEST) ``mean = mean_acc/s`` and ``var = var_acc/s`` (0 when s == 0).
     Output ``(x - mean) / sqrt(var + eps)``."""
+    has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
     allow_in_place = True
@@ -221,6 +223,7 @@ class MVNLayer(Layer):
     """Mean-variance normalisation per (item, channel), or per item with across_channels:
     ``y = x - mean`` and, with normalize_variance (default), ``y = (x - mean) / (sqrt(var) +
     eps)`` with the biased variance (eps added to the standard deviation, as Caffe)."""
+    has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
 

@@ -210,6 +210,7 @@ class LSTMLayer(_Recurrent):
     """Long short-term memory over T steps (Caffe's LSTM): gates (i, f, o, g) =
     W_xc x_t + b_c [+ W_xc_static x_static] + W_hc (cont_t h_{t-1});
     c_t = cont_t f c_{t-1} + i g, h_t = o tanh(c_t).  Blobs W_xc, b_c, [W_xc_static], W_hc."""
+    has_cuda = True
     max_bottom = 5
     max_top = 3
     num_recur = 2
@@ -297,6 +298,7 @@ class RNNLayer(_Recurrent):
     """Elman RNN over T steps (Caffe's RNN): h_t = tanh(W_xh x_t + b_h [+ W_xh_static x_static]
     + W_hh (cont_t h_{t-1})), o_t = tanh(W_ho h_t + b_o); the top is o.  Blobs W_xh, b_h,
     [W_xh_static], W_hh, W_ho, b_o."""
+    has_cuda = True
     max_bottom = 4
     max_top = 2
     num_recur = 1
@@ -381,6 +383,7 @@ class LSTMUnitLayer(Layer):
     """One LSTM step (Caffe's LSTMUnit): bottoms c_prev (1, N, H), gate inputs x (1, N, 4H) in
     the order i, f, o, g, cont (1, N); tops c = cont sigmoid(f) c_prev + sigmoid(i) tanh(g) and
     h = sigmoid(o) tanh(c).  cont gets no gradient."""
+    has_cuda = True
     exact_num_bottom = 3
     exact_num_top = 2
 

@@ -32,6 +32,7 @@ def _axis_slice(ndim: int, axis: int, start: int, stop: int) -> tuple:
 @register_layer("Softmax", "softmax_param")
 class SoftmaxLayer(Layer):
     """y = exp(x - max) / sum exp(x - max) along ``axis`` (default 1, channels)."""
+    has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -61,6 +62,7 @@ class SoftmaxLayer(Layer):
 @register_layer("Concat", "concat_param")
 class ConcatLayer(Layer):
     """Concatenate the bottoms along ``axis`` (legacy ``concat_dim``)."""
+    has_cuda = True
     min_bottom = 1
     exact_num_top = 1
 
@@ -116,6 +118,7 @@ class ConcatLayer(Layer):
 @register_layer("Slice", "slice_param")
 class SliceLayer(Layer):
     """Cut the bottom along ``axis`` at ``slice_point``s (or into equal parts)."""
+    has_cuda = True
     exact_num_bottom = 1
     min_top = 1
 
@@ -192,6 +195,7 @@ class SliceLayer(Layer):
 @register_layer("Split", None)
 class SplitLayer(Layer):
     """One bottom to several tops that share its data; backward sums the top diffs."""
+    has_cuda = True
     exact_num_bottom = 1
     min_top = 1
 
@@ -219,6 +223,7 @@ class SplitLayer(Layer):
 @register_layer("Eltwise", "eltwise_param")
 class EltwiseLayer(Layer):
     """Elementwise PROD, SUM (with per-bottom coeffs) or MAX of equally shaped bottoms."""
+    has_cuda = True
     min_bottom = 2
     exact_num_top = 1
 
@@ -330,6 +335,7 @@ class _ViewLayer(Layer):
 @register_layer("Flatten", "flatten_param")
 class FlattenLayer(_ViewLayer):
     """Merge axes [axis, end_axis] into one; the top views the bottom's data and diff."""
+    has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -351,6 +357,7 @@ class FlattenLayer(_ViewLayer):
 class ReshapeLayer(_ViewLayer):
     """New shape for axes [axis, axis + num_axes): 0 copies a bottom dimension, one -1 is
     inferred.  The top views the bottom's data and diff."""
+    has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -410,6 +417,7 @@ class ReshapeLayer(_ViewLayer):
 class CropLayer(Layer):
     """Crop bottom[0] to bottom[1]'s shape on the axes from ``axis`` on, starting at
     ``offset`` (none: 0; one: every cropped axis; else one per cropped axis)."""
+    has_cuda = True
     exact_num_bottom = 2
     exact_num_top = 1
 
@@ -459,6 +467,7 @@ class CropLayer(Layer):
 @register_layer("Tile", "tile_param")
 class TileLayer(Layer):
     """Repeat the bottom ``tiles`` times along ``axis`` (whole blocks from ``axis`` on)."""
+    has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -495,6 +504,7 @@ class TileLayer(Layer):
 class ReductionLayer(Layer):
     """SUM / ASUM / SUMSQ / MEAN over all axes from ``axis`` on, times ``coeff``; the top has
     the bottom's leading axes (a scalar for axis 0)."""
+    has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -559,6 +569,7 @@ class ReductionLayer(Layer):
 @register_layer("Silence", None)
 class SilenceLayer(Layer):
     """Consumes its bottoms (so they are not net outputs); no output, zero gradient."""
+    has_cuda = True
     min_bottom = 1
     exact_num_top = 0
 
@@ -580,6 +591,7 @@ class ArgMaxLayer(Layer):
     """Indices (and optionally values) of the ``top_k`` largest entries of each item
     (over C*H*W) or along ``axis``.  Ties: the larger index first, as Caffe's sort of
     (value, index) pairs in descending order.  No gradient."""
+    has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -652,6 +664,7 @@ class FilterLayer(Layer):
     batch (Caffe's first reshape); each forward reshapes them to the selected items.  Backward
     puts the top diffs back at the selected items and zeros elsewhere; the selector gets no
     gradient."""
+    has_cuda = True
     min_bottom = 2
     min_top = 1
     #: the tops' shapes depend on the selector's values: the net reshapes the layers after it
@@ -720,6 +733,7 @@ class BatchReindexLayer(Layer):
     """``top[i] = bottom[0][index[i]]``: gather items along axis 0 by the index blob bottom[1]
     (1-D, integer values stored as floats; repeats allowed).  Backward adds the top diffs back
     into the gathered items; the indices get no gradient."""
+    has_cuda = True
     exact_num_bottom = 2
     exact_num_top = 1
 
@@ -767,6 +781,7 @@ class ParameterLayer(Layer):
     """Exposes one learned blob of shape ``parameter_param.shape`` as its top (no bottoms), so
     other layers can use a learned tensor; the blob starts at 0 (Caffe does not fill it) and
     can be shared by name through ``param { name: ... }``."""
+    has_cuda = True
     exact_num_bottom = 0
     exact_num_top = 1
 

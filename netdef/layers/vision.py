@@ -223,6 +223,7 @@ def _tile_conv(x, wmat, bias, geom, y, tiles, owner, tag):
 @register_layer("Convolution", "convolution_param")
 class ConvolutionLayer(_ConvBase):
     """y = W * x + b; weight (num_output, C/group, kh, kw), bias (num_output,)."""
+    has_cuda = True
 
     def _plan(self, x, y, tag, large=False):
         """(threads, tasks, images per chunk, per-thread workspaces: col (nt, ckk*chunk*L),
@@ -427,6 +428,7 @@ class DeconvolutionLayer(_ConvBase):
     """Transposed convolution; weight (C, num_output/group, kh, kw);
     out = stride*(in-1) + dilation*(k-1) + 1 - 2*pad.  Forward is the convolution's backward
     pass for the data, backward is its forward pass (plus the weight gradient)."""
+    has_cuda = True
     deconv = True
 
     def _depthwise(self):
@@ -503,6 +505,7 @@ class DeconvolutionLayer(_ConvBase):
 @register_layer("Im2col", "convolution_param")
 class Im2colLayer(Layer):
     """Exposes im2col: top (N, C*kh*kw, out_h, out_w), row index (c*kh + i)*kw + j."""
+    has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -553,6 +556,7 @@ class PoolingLayer(Layer):
     be non-negative, e.g. after ReLU) using the layer's random generator, and backward routes
     the gradient to the pick; TEST outputs sum(v^2) / sum(v) (and backward is that formula's
     exact gradient)."""
+    has_cuda = True
     exact_num_bottom = 1
     min_top = 1
     max_top = 2
@@ -654,6 +658,7 @@ class SPPLayer(Layer):
     (kernel ceil(H / 2^l), stride = kernel, pad (kernel * 2^l - H + 1) // 2), flattens and
     concatenates the levels: top (N, C * sum_l 4^l).  With pyramid_height 1 the top is the
     single pooling output (N, C, 1, 1), as in Caffe.  pool MAX / AVE / STOCHASTIC."""
+    has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
 

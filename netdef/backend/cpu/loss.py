@@ -18,6 +18,29 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+#: Caffe clamps probabilities at FLT_MIN before the log (SoftmaxWithLoss) ...
+FLT_MIN = float(np.finfo(np.float32).tiny)
+#: ... and at kLOG_THRESHOLD in the losses that take probabilities (Multinomial, Infogain)
+LOG_THRESHOLD = 1e-20
+
+
+def class_labels(layer, blob, n_classes, has_ignore=False, ignore=0) -> np.ndarray:
+    """Labels of ``blob`` as a flat int64 array, checked to lie in [0, n_classes) unless they
+    equal the ignore label (errors through ``layer.shape_error``: they name the layer)."""
+    lab = blob.data.reshape(-1)
+    finite = np.isfinite(lab)
+    li = np.where(finite, lab, -1).astype(np.int64)   # truncation toward zero
+    bad = ~finite | (li < 0) | (li >= n_classes)
+    if has_ignore:
+        bad &= li != ignore
+    if bad.any():
+        k = int(np.argmax(bad))
+        hint = f" or the ignore_label {ignore}" if has_ignore else ""
+        raise layer.shape_error(
+            f"label {float(lab[k]):g} (element {k} of '{blob.name}') is not a class index in "
+            f"[0, {n_classes}){hint}")
+    return li
+
 
 @njit(cache=True)
 def nll_forward(p, lab, use_h, h, has_ignore, ignore, floor):

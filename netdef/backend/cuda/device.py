@@ -65,7 +65,7 @@ def _why_unavailable() -> str:
     except Exception as e:      # pragma: no cover - numba without CUDA support
         return f"numba.cuda cannot be imported ({e})"
     try:
-        c.cudadrv.driver.driver.get_device_count()
+        len(c.gpus)
     except Exception as e:
         why = (str(e).splitlines() or [""])[0].strip().rstrip(":").strip()
         return f"no usable CUDA driver or GPU ({why or type(e).__name__})"

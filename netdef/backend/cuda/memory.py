@@ -42,7 +42,7 @@ def count_d2h(nbytes: int) -> None:
 
 
 def device_zeros(n: int, dtype):
-    from .kernels import fill
+    from .primitives import fill
     d = cuda().device_array(max(int(n), 1), dtype=dtype)
     fill(d, 0.0)
     return d
@@ -218,7 +218,7 @@ class DeviceBlob(Blob):
     def zero_diff(self) -> None:
         if self._diff_src is not None:
             return
-        from .kernels import fill
+        from .primitives import fill
         m = self._dev.diff
         if m.head == CPU and m.dev is None:
             self._diff.fill(0)
@@ -267,3 +267,14 @@ def to_device(blob: Blob) -> DeviceBlob:
     blob._dev = _DevState(CPU if blob._data is not None else UNINIT,
                           CPU if blob._diff is not None else UNINIT)
     return blob
+
+
+def _upload(layer, name, arr):
+    """A per-layer device copy of a small host array (counted as a host->device copy)."""
+    from .primitives import state
+    arr = np.ascontiguousarray(arr).reshape(-1)
+    d = state(layer, name, arr.size, arr.dtype)
+    if arr.size:
+        d.copy_to_device(arr)
+    count_h2d(arr.nbytes)
+    return d

@@ -1,5 +1,5 @@
 """A Net in device mode: every blob gets a device mirror, each layer runs its CUDA impl from
-:data:`netdef.backend.cuda.layers.TABLE` when there is one (else its CPU code on host copies,
+:data:`netdef.backend.cuda.dispatch.TABLE` when there is one (else its CPU code on host copies,
 synchronised lazily), loss tops are seeded on the device.  Per step only the input batch goes
 host->device and the loss values device->host.  The input batch goes up on a copy stream of
 its own, from pinned buffers, as soon as the data layer produced it (:mod:`.staging`; off with
@@ -14,9 +14,9 @@ host->device copy per parameter and iteration; no CUDA-aware MPI)."""
 from __future__ import annotations
 
 from ...errors import NetdefError
-from . import kernels as K
+from . import primitives as K
 from .device import select_device
-from .layers import impl_for, register_has_cuda
+from .dispatch import impl_for
 from .memory import DeviceBlob, to_device
 from .staging import InputStaging
 
@@ -40,7 +40,6 @@ def net_blobs(net):
 class DeviceNet:
     def __init__(self, net, device_id: int = 0):
         self.device_id = select_device(device_id)
-        register_has_cuda()
         self.net = net
         for b in net_blobs(net):
             to_device(b)

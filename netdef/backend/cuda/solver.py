@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from ...errors import ConfigError
-from . import kernels as K
+from . import primitives as K
 from .device import cuda as _get_cuda
 from .memory import count_d2h, count_h2d
 

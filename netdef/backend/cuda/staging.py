@@ -12,10 +12,11 @@ alternates: before buffer ``k`` is written again the copy stream waits for an ev
 on the compute stream once every read of it was issued, and the host waits for buffer ``k``'s
 previous upload before refilling its pinned twin.
 
-On a GPU the copy stream is created non-blocking where numba's driver allows, so the copy
-overlaps what the compute stream still runs (the previous step's backward and update, the
-layers before the loss for a label); a plain ``cuda.stream()`` (the fallback) is serialised
-with the legacy default stream.  The simulator runs streams and events synchronously.
+On a GPU the copy stream is a non-blocking driver stream handed to numba through the public
+``cuda.external_stream``, so the copy overlaps what the compute stream still runs (the previous
+step's backward and update, the layers before the loss for a label); a plain ``cuda.stream()``
+(the fallback: warned once and counted in :data:`FALLBACKS`) is serialised with the legacy
+default stream.  The simulator runs streams and events synchronously.
 
 ``NETDEF_CUDA_SYNC_INPUT=1`` turns staging off: inputs go up on first device read, as before.
 """
@@ -44,31 +45,62 @@ def _event(c):
     return c.event() if is_simulator() else c.event(timing=False)
 
 
+#: fallbacks taken, by kind ("stream": no non-blocking copy stream, "pinned": pageable host
+#: buffers); each kind is logged as a warning the first time
+FALLBACKS: dict[str, int] = {"stream": 0, "pinned": 0}
+
+
+def _fallback(kind: str, what: str) -> None:
+    if not FALLBACKS[kind]:
+        log.warning("input staging: %s", what)
+    FALLBACKS[kind] += 1
+
+
 def _copy_stream(c):
     """(stream, kind): a non-blocking stream on a GPU when possible, else ``cuda.stream()``."""
     if not is_simulator():
         try:
             return _nonblocking_stream(c), "non-blocking"
-        except Exception as e:      # numba internals differ: a stream that blocks on stream 0
-            log.debug("input staging: no non-blocking stream (%s); using cuda.stream()", e)
+        except Exception as e:
+            _fallback("stream", f"no non-blocking stream ({e}); the input copies use "
+                                f"cuda.stream() and wait for the compute stream")
     return c.stream(), "simulator" if is_simulator() else "blocking"
 
 
 def _nonblocking_stream(c):
-    """``Context.create_stream`` with CU_STREAM_NON_BLOCKING (numba has no flag for it)."""
-    import ctypes
-    import weakref
-
-    from numba.cuda.cudadrv import driver as drv
-    ctx = c.current_context()
-    if drv.USE_NV_BINDING:
-        flag = drv.binding.CUstream_flags.CU_STREAM_NON_BLOCKING.value
-        handle = drv.driver.cuStreamCreate(flag)
+    """A CU_STREAM_NON_BLOCKING stream made by the CUDA driver (through cuda-bindings when
+    installed, else libcuda through ctypes) in numba's current context, handed to numba with
+    the public ``cuda.external_stream`` (numba has no flag for it).  One per process: it lives
+    as long as the context."""
+    c.current_context()                 # numba's context is current on this thread
+    try:
+        from cuda.bindings import driver as cb
+    except ImportError:
+        cb = None
+    if cb is not None:
+        err, handle = cb.cuStreamCreate(cb.CUstream_flags.CU_STREAM_NON_BLOCKING.value)
+        if err != cb.CUresult.CUDA_SUCCESS:
+            raise RuntimeError(f"cuStreamCreate: {err}")
+        ptr = int(handle)
     else:
-        handle = drv.drvapi.cu_stream()
-        drv.driver.cuStreamCreate(ctypes.byref(handle), 1)    # CU_STREAM_NON_BLOCKING
-    return drv.Stream(weakref.proxy(ctx), handle,
-                      drv._stream_finalizer(ctx.deallocations, handle))
+        import ctypes
+        import ctypes.util
+        lib = ctypes.CDLL(ctypes.util.find_library("cuda") or "libcuda.so.1")
+        h = ctypes.c_void_p()
+        rc = lib.cuStreamCreate(ctypes.byref(h), ctypes.c_uint(1))   # CU_STREAM_NON_BLOCKING
+        if rc:
+            raise RuntimeError(f"cuStreamCreate returned {rc}")
+        ptr = h.value
+    return c.external_stream(ptr)
+
+
+def _pinned(c, n, dtype):
+    try:
+        return c.pinned_array(n, dtype=dtype)
+    except Exception as e:
+        _fallback("pinned", f"no pinned host memory ({e}); copies from pageable memory are "
+                            f"synchronous")
+        return np.empty(n, dtype=dtype)
 
 
 def _first_reader_on_device(net, impls, i, blob) -> bool:
@@ -84,7 +116,7 @@ class _Buffers:
 
     def __init__(self, c, n, dtype):
         self.n, self.dtype, self.k = n, dtype, 0
-        self.host = [c.pinned_array(n, dtype=dtype) for _ in range(2)]
+        self.host = [_pinned(c, n, dtype) for _ in range(2)]
         self.dev = [c.device_array(n, dtype=dtype) for _ in range(2)]
         # events never recorded are complete (synchronize and wait return at once)
         self.copied = [_event(c), _event(c)]      # copy stream: upload into dev[k] done
