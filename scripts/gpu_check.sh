@@ -14,7 +14,7 @@ echo "== device"
 timeout 60 $PY -m netdef_cli.main device-query || status=1
 echo "== CUDA tests (real GPU)"
 timeout 240 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_cuda_gemm.py \
-    tests/test_cuda_layers.py tests/test_cuda_train.py \
+    tests/test_cuda_layers.py tests/test_cuda_train.py tests/test_cuda_api.py \
     tests/test_cuda_staging.py tests/test_cuda_cli.py || status=1
 echo "== benchmark"
 timeout 200 $PY scripts/bench_gpu.py --gpu 0 --vs-torch --iters 10 --warmup 2 --json || status=1

@@ -56,11 +56,18 @@ def _fallback(kind: str, what: str) -> None:
     FALLBACKS[kind] += 1
 
 
+_STREAMS: dict = {}      # context handle -> the process's non-blocking copy stream
+
+
 def _copy_stream(c):
-    """(stream, kind): a non-blocking stream on a GPU when possible, else ``cuda.stream()``."""
+    """(stream, kind): a non-blocking stream on a GPU when possible (one per context, shared
+    by every device net of the process), else ``cuda.stream()``."""
     if not is_simulator():
         try:
-            return _nonblocking_stream(c), "non-blocking"
+            key = id(c.current_context())
+            if key not in _STREAMS:
+                _STREAMS[key] = _nonblocking_stream(c)
+            return _STREAMS[key], "non-blocking"
         except Exception as e:
             _fallback("stream", f"no non-blocking stream ({e}); the input copies use "
                                 f"cuda.stream() and wait for the compute stream")
@@ -70,8 +77,8 @@ def _copy_stream(c):
 def _nonblocking_stream(c):
     """A CU_STREAM_NON_BLOCKING stream made by the CUDA driver (through cuda-bindings when
     installed, else libcuda through ctypes) in numba's current context, handed to numba with
-    the public ``cuda.external_stream`` (numba has no flag for it).  One per process: it lives
-    as long as the context."""
+    the public ``cuda.external_stream`` (numba has no flag for it); it lives as long as the
+    context (:func:`_copy_stream` makes one per context)."""
     c.current_context()                 # numba's context is current on this thread
     try:
         from cuda.bindings import driver as cb
