@@ -68,3 +68,41 @@ def test_staging_fallbacks_warn_once_and_count(caplog, monkeypatch):
     assert staging.FALLBACKS == {"stream": 2, "pinned": 0}
     assert [r.getMessage() for r in caplog.records] == [
         "input staging: no non-blocking stream (test)"]
+
+
+def test_launches_are_recorded_and_compile_to_ptx(tmp_path):
+    """ptx_check: launches under the simulator are recorded with numba's argument types and
+    block size; without the simulator each signature compiles for sm_90 within its register
+    budget (skipped visibly where the toolchain is missing)."""
+    rec = tmp_path / "rec"
+    code = textwrap.dedent(f"""
+        import numpy as np
+        from netdef.backend.cuda import ptx_check
+        ptx_check.record({str(rec)!r})
+        from netdef.backend.cuda import gemm, primitives as P
+        c = P.cuda
+        a = c.to_device(np.zeros(40, np.float32))
+        P.fill(a, 1.5)
+        A = c.to_device(np.ones(6, np.float32)); B = c.to_device(np.ones(6, np.float32))
+        C = c.to_device(np.zeros(4, np.float32))
+        gemm.gemm(False, True, 2, 2, 3, 1.0, A, B, 0.0, C)
+        print(C.copy_to_host().tolist())
+    """)
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[3.0, 3.0, 3.0, 3.0]"
+    from netdef.backend.cuda.ptx_check import load
+    launches = {(m, n): (args, t) for m, n, args, t in load(str(rec))}
+    assert launches[("primitives", "_fill")][0] == [["array", "float32", 1, "C"],
+                                                    ["scalar", "int64"], ["scalar", "float64"]]
+    assert ("gemm", "gemm_kernel:<f4:01") in launches
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    r = subprocess.run([sys.executable, "-m", "netdef.backend.cuda.ptx_check", str(rec),
+                        "--cc", "9.0"], capture_output=True, text=True, timeout=600, env=env)
+    if r.stdout.startswith("SKIPPED"):
+        pytest.skip(r.stdout.strip())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "| gemm.gemm_kernel:<f4:01 | 9.0 | 256 |" in r.stdout
+    assert "2 kernel signatures x 1 compute capabilities; 0 failures" in r.stdout

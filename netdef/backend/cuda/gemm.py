@@ -19,18 +19,27 @@ from .device import cuda as _get_cuda, is_simulator
 
 cuda = _get_cuda()
 
-#: (BM, BN, BK, TM, TN)
+#: (BM, BN, BK, TM, TN); float64's 4x4 per thread needs 156 registers on sm_75/sm_80, over
+#: the 128 that two resident blocks of 256 threads allow: 2x2 there
 GPU_CONFIG = (64, 64, 8, 4, 4)
+GPU_CONFIG_F64 = (32, 32, 8, 2, 2)
 SIM_CONFIG = (16, 16, 8, 2, 2)
 _KERNELS: dict = {}
 
 
-def default_config():
-    return SIM_CONFIG if is_simulator() else GPU_CONFIG
+def default_config(dtype=np.float32):
+    if is_simulator():
+        return SIM_CONFIG
+    return GPU_CONFIG_F64 if np.dtype(dtype) == np.float64 else GPU_CONFIG
 
 
-def make_kernel(dtype, config):
+def make_kernel(dtype, config, trans=None):
+    """The GEMM kernel of ``config`` for ``dtype``; ``trans`` = (trans_a, trans_b) compiles
+    the transposes in (fewer registers: the staging loops lose their run-time branches),
+    None takes them as the kernel's first two arguments."""
     BM, BN, BK, TM, TN = config
+    FIXED = trans is not None
+    TA, TB = (int(bool(trans[0])), int(bool(trans[1]))) if FIXED else (0, 0)
     TX = BN // TN               # threads along n
     TY = BM // TM               # threads along m
     NT = TX * TY
@@ -38,6 +47,9 @@ def make_kernel(dtype, config):
 
     @cuda.jit
     def gemm_kernel(ta, tb, M, N, K, alpha, A, offA, lda, B, offB, ldb, beta, C, offC, ldc):
+        if FIXED:
+            ta = TA
+            tb = TB
         As = cuda.shared.array((BK, BM), nbt)
         Bs = cuda.shared.array((BK, BN), nbt)
         acc = cuda.local.array((TM, TN), nbt)
@@ -115,12 +127,15 @@ def gemm(trans_a, trans_b, M, N, K, alpha, A, B, beta, C, offA=0, offB=0, offC=0
     """C = alpha op(A) op(B) + beta C on flat (or any contiguous) device arrays."""
     if M <= 0 or N <= 0:
         return
-    config = config or default_config()
     dt = np.dtype(C.dtype)
-    key = (dt.str, config)
+    config = config or default_config(dt)
+    trans = (int(bool(trans_a)), int(bool(trans_b)))
+    key = (dt.str, config, trans)
     entry = _KERNELS.get(key)
     if entry is None:
-        entry = _KERNELS[key] = make_kernel(dt, config)
+        # one kernel per transpose pair: within 128 registers at the default tile (two
+        # resident blocks of 256 threads per SM; the run-time branches took 162)
+        entry = _KERNELS[key] = make_kernel(dt, config, trans)
     kern, nt = entry
     if lda is None:
         lda = M if trans_a else K
