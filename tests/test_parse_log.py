@@ -89,6 +89,6 @@ snapshot: 0 random_seed: 1 snapshot_prefix: "{tmp_path / 's'}"
     assert [row[0] for row in train[1:]] == ["0.0", "5.0", "10.0", "15.0"]
     assert all(row[2] == "0.1" for row in train[1:])
     assert all(0 <= float(row[1]) < 60 for row in train[1:])
-    assert test[0] == ["NumIters", "Seconds", "LearningRate", "loss", "acc"]   # as logged
+    assert test[0] == ["NumIters", "Seconds", "LearningRate", "acc", "loss"]   # Caffe's order
     assert [row[0] for row in test[1:]] == ["0.0", "10.0", "20.0"]
     assert os.path.getsize(tmp_path / "train.log.test") > 0

@@ -270,17 +270,18 @@ class Solver:
                 break
 
     def _log_outputs(self, net, kind: str, values=None) -> None:
+        """Caffe's "Train/Test net output #k" lines, in Caffe's output order (the output blobs
+        by name: Caffe collects them in a std::set)."""
+        weight = {name: net.loss_weights[i][j] for i, names in enumerate(net.top_names)
+                  for j, name in enumerate(names)}
         k = 0
-        for i, names in enumerate(net.top_names):
-            for j, name in enumerate(names):
-                if name not in net.output_names:
-                    continue
-                v = values[name] if values is not None else net.blobs[name].data
-                w = net.loss_weights[i][j]
-                for x in np.asarray(v, dtype=np.float64).reshape(-1):
-                    extra = f" (* {w:g} = {w * x:.6g} loss)" if w else ""
-                    log.info(f"    {kind} net output #{k}: {name} = {x:.6g}{extra}")
-                    k += 1
+        for name in net.output_names:
+            v = values[name] if values is not None else net.blobs[name].data
+            w = weight.get(name, 0)
+            for x in np.asarray(v, dtype=np.float64).reshape(-1):
+                extra = f" (* {w:g} = {w * x:.6g} loss)" if w else ""
+                log.info(f"    {kind} net output #{k}: {name} = {x:.6g}{extra}")
+                k += 1
 
     def apply_update(self, display: bool = False, rate: float | None = None) -> None:
         p = self.param
