@@ -76,7 +76,7 @@ def get_layer_label(layer, rankdir: str = "LR", display_lrm: bool = False) -> st
     if display_lrm and len(layer.param):
         lines.append("lr mult: " + ", ".join(f"{p.lr_mult:g}" for p in layer.param))
         lines.append("decay mult: " + ", ".join(f"{p.decay_mult:g}" for p in layer.param))
-    return sep.join(lines) if sep == "\n" else sep.join(lines)
+    return sep.join(lines)
 
 
 def get_edge_label(layer) -> str | None:
@@ -104,27 +104,22 @@ def _phase(phase):
 
 
 def _layers(net, phase):
-    from .graph import state_meets_rule
+    """The layers to draw: all of them, or those the net keeps in ``phase`` (netdef.graph's
+    include/exclude rules, with the definition's own level and stages)."""
+    from .graph import Locator, filter_layers
     phase = _phase(phase)
-    layers = list(net.layer)
-    if not layers and len(net.layers):
+    if not len(net.layer) and len(net.layers):
         from .config.upgrade import upgrade_net
         up = pb.NetParameter()
         up.CopyFrom(net)
         upgrade_net(up)
-        layers = list(up.layer)
+        net = up
     if phase is None:
-        return layers
-    state = pb.NetState(phase=phase)
-    keep = []
-    for lp in layers:
-        if len(lp.include):
-            ok = any(state_meets_rule(state, r) for r in lp.include)
-        else:
-            ok = not any(state_meets_rule(state, r) for r in lp.exclude)
-        if ok:
-            keep.append(lp)
-    return keep
+        return list(net.layer)
+    state = pb.NetState()
+    state.CopyFrom(net.state)
+    state.phase = phase
+    return [ref.param for ref in filter_layers(net, state, Locator())]
 
 
 def to_dot(net, rankdir: str = "LR", label_edges: bool = True, phase=None,
@@ -147,7 +142,7 @@ def to_dot(net, rankdir: str = "LR", label_edges: bool = True, phase=None,
     for i, lp in enumerate(_layers(net, phase)):
         node = f"layer{i}"
         out.append(f"  {node} [label={_quote(get_layer_label(lp, rankdir, display_lrm))}, "
-                   f"shape=record, style=filled, "
+                   f"shape=box, style=filled, "
                    f"fillcolor={_quote(choose_color_by_layertype(lp.type))}];")
         for b in lp.bottom:
             out.append(f"  {blob_node(b)} -> {node};")
