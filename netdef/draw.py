@@ -100,6 +100,8 @@ def _phase(phase):
         if phase.upper() not in ("TRAIN", "TEST"):
             raise ConfigError(f"phase must be TRAIN, TEST or ALL, not '{phase}'")
         return pb.TRAIN if phase.upper() == "TRAIN" else pb.TEST
+    if phase not in (pb.TRAIN, pb.TEST):
+        raise ConfigError(f"phase must be TRAIN, TEST or ALL, not {phase!r}")
     return int(phase)
 
 

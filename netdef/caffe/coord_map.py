@@ -11,7 +11,8 @@ offset`` on the spatial axes:
 * elementwise layers (ReLU, BatchNorm, Scale, Eltwise, Concat over channels, Dropout...):
   ``scale = 1``, ``offset = 0``.
 
-:func:`coord_map_from_to` composes the maps from the two tops' nearest common ancestor and
+:func:`coord_map_from_to` composes the maps from the two tops' nearest common ancestor (found
+through every bottom of an elementwise layer, the first of any other) and
 returns ``(axis, scale, offset)`` with ``coord_to = scale * coord_from + offset``; ``axis`` is
 the first spatial axis.
 """
@@ -74,39 +75,60 @@ def layer_map(fn) -> tuple[int, float, float]:
                       f"convolution, pooling, deconvolution, crop and elementwise layers)")
 
 
-def _chain(top: Top) -> list[Top]:
-    """``top``, its first bottom, that one's first bottom... up to a source."""
-    out = [top]
-    while out[-1].fn.inputs and out[-1].fn.type_name not in SOURCES:
-        out.append(out[-1].fn.inputs[0])
-    return out
+def _bottoms(top: Top) -> tuple:
+    """The bottoms whose coordinates ``top`` shares: a Crop's first (the cropped one), an
+    elementwise layer's every bottom (they are aligned), any other layer's first."""
+    fn = top.fn
+    if fn.type_name in SOURCES or not fn.inputs:
+        return ()
+    return fn.inputs if fn.type_name in ELEMENTWISE else fn.inputs[:1]
 
 
-def _compose(path: list[Top]) -> tuple[int | None, float, float]:
-    """The map from ``path[-1]`` (an ancestor) to ``path[0]``: coord = a * anc + b."""
-    axis, a, b = None, 1.0, 0.0
-    for top in reversed(path[:-1]):
-        ax, s, o = layer_map(top.fn)
-        if top.fn.type_name not in ELEMENTWISE:
+def _ancestors(top: Top):
+    """{ancestor: (axis, a, b)} with ``coord(top) = a * coord(ancestor) + b``, nearest first
+    (breadth first), and the error of the first layer met that has no coordinate map."""
+    found = {top: (None, 1.0, 0.0)}
+    queue, blocked = [top], None
+    while queue:
+        t = queue.pop(0)
+        bottoms = _bottoms(t)
+        if not bottoms:
+            continue
+        try:
+            ax, s, o = layer_map(t.fn)
+        except ConfigError as e:
+            blocked = blocked or e
+            continue
+        axis, a, b = found[t]
+        if t.fn.type_name not in ELEMENTWISE:
             if axis is not None and ax != axis:
                 raise ConfigError(f"coord_map: the path mixes spatial axes {axis} and {ax}")
             axis = ax
-        a, b = s * a, s * b + o
-    return axis, a, b
+        # coord(top) = a * coord(t) + b and coord(t) = s * coord(bottom) + o
+        for bottom in bottoms:
+            if bottom not in found:
+                found[bottom] = (axis, a * s, a * o + b)
+                queue.append(bottom)
+    return found, blocked
 
 
 def coord_map_from_to(top_from: Top, top_to: Top) -> tuple[int, float, float]:
-    """(axis, scale, offset) with ``coord_to = scale * coord_from + offset``."""
+    """(axis, scale, offset) with ``coord_to = scale * coord_from + offset``, through the two
+    tops' nearest common ancestor."""
     for t in (top_from, top_to):
         if not isinstance(t, Top):
             raise ConfigError(f"coord_map: expected NetSpec tops, got {t!r}")
-    up_from, up_to = _chain(top_from), _chain(top_to)
+    up_from, err_from = _ancestors(top_from)
+    up_to, err_to = _ancestors(top_to)
     common = next((t for t in up_from if t in up_to), None)
     if common is None:
+        if err_from or err_to:
+            raise err_from or err_to
         raise ConfigError("coord_map: the two tops share no ancestor (they are not connected "
-                          "through first bottoms)")
-    ax1, a1, b1 = _compose(up_from[:up_from.index(common) + 1])
-    ax2, a2, b2 = _compose(up_to[:up_to.index(common) + 1])
+                          "through Convolution/Pooling/Deconvolution/Crop or elementwise "
+                          "layers)")
+    ax1, a1, b1 = up_from[common]
+    ax2, a2, b2 = up_to[common]
     if ax1 is not None and ax2 is not None and ax1 != ax2:
         raise ConfigError(f"coord_map: the tops map over different axes ({ax1}, {ax2})")
     axis = ax1 if ax1 is not None else (ax2 if ax2 is not None else 2)
