@@ -74,7 +74,7 @@ def ref_pool(plane, bias, slope_pre, ave, slope_post, k, s, p):
 # -- the register tiles --------------------------------------------------------------------------
 @njit(cache=True)
 def _tile_conv(mr, nv, ap, xp, offs, k, o_blocks, oh, wp, owp, out):
-    MK.conv_rows(mr, nv, ap, xp, 0, offs, k, o_blocks, oh, wp, owp, out, 0, oh * owp)
+    MK.conv_rows(mr, nv, ap, xp, 0, offs, k, 0, o_blocks, oh, wp, owp, out, 0, oh * owp)
 
 
 @pytest.mark.parametrize("tile", MK.TILES)

@@ -131,3 +131,51 @@ def test_conv_output_read_elsewhere_is_not_fused(tmp_path):
         assert rel_diff(out[k], ref[k]) <= 1e-5, k
     names = [g.describe() for c in p.runner.chains for g in c]
     assert "conv3+pool3" not in names
+
+
+# a grouped convolution, a convolution with no ReLU (a group of its own), one with tiles
+BLOCKS_NET = """
+name: "blocks"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 4 dim: 12 dim: 24 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 22 kernel_size: 3 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+        convolution_param { num_output: 18 kernel_size: 3 group: 2 stride: 2 } }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv3" type: "Convolution" bottom: "pool2" top: "conv3"
+        convolution_param { num_output: 13 kernel_size: 1 } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv3" top: "ip"
+        inner_product_param { num_output: 3 } }
+"""
+
+
+@pytest.mark.parametrize("tiles", [True, False])
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_small_batch_splits_output_channels(tmp_path, monkeypatch, tiles, threads):
+    """A batch smaller than the threads runs each group as blocks of its output channels
+    (grouped convolutions split across their groups, tiles in whole channel blocks): the
+    same values as the float64 reference."""
+    net = random_net(BLOCKS_NET, seed=3)
+    res = freeze(net.param, weights_of(net), input_shapes={"data": (1, 4, 12, 24)})
+    path = str(tmp_path / "b.frozen")
+    res.save(path)
+    monkeypatch.setattr(MK, "ENABLED", tiles)
+    monkeypatch.setattr(P, "_threads", lambda: threads)
+    p = load(path, backend="numba")
+    rng = np.random.default_rng(4)
+    for batch in (1, 2):
+        x = rng.normal(0, 1, (batch, 4, 12, 24)).astype(np.float32)
+        out = p.predict(x)
+        ref = forward(net, x)
+        for k in ref:
+            assert np.abs(ref[k]).max() > 1e-3
+            assert rel_diff(out[k], ref[k]) <= 1e-5, (batch, k)
+        runners = [r for kind, r in p.runner.steps if kind]
+        assert [r.cb for r in runners] == [-(-threads // batch)] * len(runners)
+    assert [g.describe() for c in p.runner.chains for g in c] == \
+        ["conv1+relu", "conv2+pool2", "conv3"]
+    assert [r.tiles for kind, r in p.runner.steps if kind] == \
+        [[(4, 3) if tiles else None, None, None]]

@@ -132,7 +132,7 @@ FUSED_MIN_COLUMNS = 256
 class _ConvGroup:
     """A Convolution (with its fused ReLU) whose output feeds only a MAX / AVE Pooling
     (optionally followed by a ReLU): run as one kernel, the convolution's output never
-    materialised.  Or a Convolution with a fused ReLU and no pooling."""
+    materialised.  Or a Convolution (with or without a fused ReLU) and no pooling."""
 
     def __init__(self, net, index, relu_pre, pool, relu_post, top, consumed):
         self.index, self.conv = index, net.layers[index]
@@ -200,8 +200,6 @@ def _conv_groups(net, skip, epilogue, outputs) -> list:
                             relu_post = float(rl.param.relu_param.negative_slope)
                             top = net.tops[k][0]
                             consumed = [j, k]
-        if pool is None and relu_pre is None:
-            continue
         taken.update(consumed)
         groups.append(_ConvGroup(net, i, relu_pre, pool, relu_post, top, consumed))
     return groups
@@ -228,6 +226,11 @@ def _chains(net, skip, groups) -> list:
     return chains
 
 
+def _threads() -> int:
+    import numba
+    return numba.get_num_threads()
+
+
 def _slope(f, negative_slope):
     """A fused ReLU as the kernels take it: its slope, 1 when there is none."""
     return f(1.0 if negative_slope is None else negative_slope)
@@ -235,18 +238,20 @@ def _slope(f, negative_slope):
 
 class _ChainRunner:
     """Runs a chain of :class:`_ConvGroup` as ``CHAIN_TASKS_PER_THREAD * threads`` tasks, each
-    taking its block of the batch through every group of the chain."""
+    taking its block of the batch through every group of the chain -- or, for a batch
+    smaller than the threads, each group in turn as ``threads`` tasks, a block of its output
+    channels per task (every channel of a group is written before the next group reads)."""
 
     def __init__(self, chain):
-        import numba
-
         from ..backend.cpu import gemm as G
         from ..backend.cpu import microkernel as MK
         from ..backend.cpu.workspace import GEMM_COL_BYTES
         self.chain = chain
         n = chain[0].bottom.shape[0]
-        self.nt = nt = max(1, min(numba.get_num_threads(), n))
+        self.nt = nt = max(1, _threads())
         self.ntasks = ntasks = 1 if nt == 1 else min(n, CHAIN_TASKS_PER_THREAD * nt)
+        #: output-channel blocks per batch block (> 1 when the batch cannot feed the threads)
+        self.cb = -(-nt // n) if n < nt else 1
         per = -(-n // ntasks)
         self.args = []
         #: per group, the (mr, nv) of its register tiles, or None (im2col + GEMM)
@@ -300,16 +305,24 @@ class _ChainRunner:
     def __call__(self):
         from ..backend.cpu import fused as F
         from ..backend.cpu import gemm as G
-        ntasks = self.ntasks
+        ntasks, cb = self.ntasks, self.cb
         steps = [(g.bottom.data, wv, bias, geom, col, out, xp, g.top.data)
                  for wv, bias, geom, col, out, xp, g in self.args]
         kernel = F.conv_fused_task
-
-        def task(k, slot):
-            for x, wv, bias, geom, col, out, xp, y in steps:
-                kernel(k, ntasks, x, wv, bias, *geom, col[slot], out[slot], xp[slot], y)
         with G.single_threaded_blas():
-            G.run_tasks(task, ntasks, self.nt)
+            if cb == 1:
+                def task(k, slot):
+                    for x, wv, bias, geom, col, out, xp, y in steps:
+                        kernel(k, ntasks, 1, x, wv, bias, *geom, col[slot], out[slot],
+                               xp[slot], y)
+                G.run_tasks(task, ntasks, self.nt)
+                return
+            for x, wv, bias, geom, col, out, xp, y in steps:
+                def task(k, slot, x=x, wv=wv, bias=bias, geom=geom, col=col, out=out, xp=xp,
+                         y=y):
+                    kernel(k, ntasks, cb, x, wv, bias, *geom, col[slot], out[slot],
+                           xp[slot], y)
+                G.run_tasks(task, ntasks * cb, self.nt)
 
 
 class _NumpyRunner:

@@ -1,9 +1,10 @@
 """Fused convolution kernels: convolution + bias + ReLU + pooling (+ ReLU) in one pass per task.
 
 The frozen-net predictor (:mod:`netdef.deploy.predictor`) runs whole groups through
-:func:`conv_fused_task`; training uses it without pooling or ReLU for the stride-1
-convolutions that take register tiles (:mod:`netdef.layers.vision`).  A task handles its
-block of the batch, image by image through the register tiles of
+:func:`conv_fused_task` (training's tiled convolutions take
+:func:`netdef.backend.cpu.microkernel.conv_task`, without the pooling epilogues).  A task
+handles its block of the batch (and of the output channels, when the batch is too small to
+feed the threads), image by image through the register tiles of
 :mod:`netdef.backend.cpu.microkernel` or in chunks through im2col + GEMM (the split and the
 GEMM calls of :func:`netdef.backend.cpu.gemm.conv_forward_task`); the convolution goes to
 the thread's workspace, and each output plane is then finished while it is still in cache,
@@ -182,11 +183,14 @@ def _epilogue(src, sb, rs, h, w, bias, slope_pre, pool, pkh, pkw, pph, ppw, psh,
 
 
 @njit(cache=True, nogil=True)
-def conv_fused_task(t, nt, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, group, pointwise,
+def conv_fused_task(t, nt, cb, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, group, pointwise,
                     chunk, oh, ow, slope_pre, pool, pkh, pkw, pph, ppw, psh, psw, slope_post,
                     ap, offs, mr, nv, col, out, xp, y):
-    """Task ``t`` of ``nt``: y = act_post(pool(act_pre(conv(x, wt) + bias))) for its block
-    of the batch.  x (N, C, H, W); wt (O, C/g*kh*kw); bias (O,) (zeros without a bias term);
+    """Task ``t`` of ``nt * cb``: y = act_post(pool(act_pre(conv(x, wt) + bias))) for batch
+    block ``t // cb`` of ``nt`` and output-channel block ``t % cb`` of ``cb`` (``cb > 1``
+    feeds the threads when the batch is smaller than their number, e.g. one image: each
+    channel block's task makes its own column matrix).  x (N, C, H, W); wt (O, C/g*kh*kw);
+    bias (O,) (zeros without a bias term);
     (oh, ow) the convolution's output size; y (N, O, poh, pow) (pool > 0) or (N, O, oh, ow).
     ``act(v) = v * slope if v < 0 else v`` (slope 1: none).
 
@@ -209,6 +213,12 @@ def conv_fused_task(t, nt, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, group, p
     wf = wt.reshape(-1)
     poh, pow_ = y.shape[2], y.shape[3]
     PL = poh * pow_
+    tb, tc = t // cb, t % cb
+    unit = mr if mr > 0 else 8                  # channel blocks are whole tiles
+    units = (o + unit - 1) // unit
+    ustep = (units + cb - 1) // cb
+    ub0, ub1 = min(units, tc * ustep), min(units, (tc + 1) * ustep)
+    oc0, oc1 = min(o, ub0 * unit), min(o, ub1 * unit)
     img_in = c_in * x.shape[2] * x.shape[3]
     nvm, nhb = pool_buffers(ow, pow_, pkw, psw)
     vm_max = np.empty(nvm, x.dtype)
@@ -216,32 +226,38 @@ def conv_fused_task(t, nt, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, group, p
     hb_max = np.empty(nhb, x.dtype)
     vm_ave = np.empty(nvm, np.float64)
     hb_ave = np.empty(nhb, np.float64)
-    end = min(n_img, (t + 1) * per)
+    end = min(n_img, (tb + 1) * per)
+    if oc1 <= oc0:
+        return
     if mr > 0:
         owp = (ow + 8 * nv - 1) // (8 * nv) * (8 * nv)
         LP = oh * owp
-        for n in range(t * per, end):
-            conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, o, out, xp)
-            for oc in range(o):
+        for n in range(tb * per, end):
+            conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, ub0, ub1, out,
+                       xp)
+            for oc in range(oc0, oc1):
                 _epilogue(out, oc * LP, owp, oh, ow, bias[oc], slope_pre, pool, pkh, pkw,
                           pph, ppw, psh, psw, slope_post, yf, (n * o + oc) * PL, poh, pow_,
                           vm_max, vf_max, hb_max, vm_ave, hb_ave)
         return
-    for n0 in range(t * per, end, chunk):
+    for n0 in range(tb * per, end, chunk):
         m = min(chunk, end - n0)
         cols = m * L
         direct = pointwise and m == 1
         if not direct:
             _im2col_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, xp)
         for gi in range(group):
+            r0, r1 = max(oc0, gi * og), min(oc1, (gi + 1) * og)    # rows of this group
+            if r1 <= r0:
+                continue
             if direct:
-                gemm(NO_TRANS, NO_TRANS, og, cols, kkg, 1.0, wf, gi * og * kkg, kkg,
-                     xf, n0 * img_in + gi * kkg * L, L, 0.0, out, gi * og * cols, cols)
+                gemm(NO_TRANS, NO_TRANS, r1 - r0, cols, kkg, 1.0, wf, r0 * kkg, kkg,
+                     xf, n0 * img_in + gi * kkg * L, L, 0.0, out, r0 * cols, cols)
             else:
-                gemm(NO_TRANS, NO_TRANS, og, cols, kkg, 1.0, wf, gi * og * kkg, kkg,
-                     col, gi * kkg * cols, cols, 0.0, out, gi * og * cols, cols)
+                gemm(NO_TRANS, NO_TRANS, r1 - r0, cols, kkg, 1.0, wf, r0 * kkg, kkg,
+                     col, gi * kkg * cols, cols, 0.0, out, r0 * cols, cols)
         for j in range(m):
-            for oc in range(o):
+            for oc in range(oc0, oc1):
                 _epilogue(out, oc * cols + j * L, ow, oh, ow, bias[oc], slope_pre, pool, pkh,
                           pkw, pph, ppw, psh, psw, slope_post, yf, ((n0 + j) * o + oc) * PL,
                           poh, pow_, vm_max, vf_max, hb_max, vm_ave, hb_ave)

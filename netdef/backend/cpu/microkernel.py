@@ -215,16 +215,17 @@ def tap_offsets(c: int, kh: int, kw: int, dh: int, dw: int, hp: int, wp: int) ->
 
 
 @njit(cache=True, nogil=True)
-def conv_rows(mr, nv, ap, xp, xbase, offs, K, o_blocks, oh, wp, owp, out, obase, L):
-    """All tiles of one image: out[obase + (b*mr + r)*L + oy*owp + ox] for every channel block
-    b, output row oy and column tile; the image is ``xp[xbase:]`` with row stride ``wp``.
+def conv_rows(mr, nv, ap, xp, xbase, offs, K, b0, b1, oh, wp, owp, out, obase, L):
+    """The tiles of one image for channel blocks b0 <= b < b1: out[obase + (b*mr + r)*L +
+    oy*owp + ox] for every such block b, output row oy and column tile; the image is
+    ``xp[xbase:]`` with row stride ``wp``.
     The k loop runs in blocks of :data:`K_BLOCK` taps (the block's weights stay in L1
     across the image), each block adding to what the previous ones left in ``out``."""
     w = 8 * nv
     for k0 in range(0, K, K_BLOCK):
         k1 = min(K, k0 + K_BLOCK)
         acc = k0 > 0
-        for b in range(o_blocks):
+        for b in range(b0, b1):
             ao = b * K * mr
             for oy in range(oh):
                 for ox in range(0, owp, w):
@@ -241,15 +242,15 @@ def conv_rows(mr, nv, ap, xp, xbase, offs, K, o_blocks, oh, wp, owp, out, obase,
 
 
 @njit(cache=True, nogil=True)
-def conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, o, out, xp):
-    """Image n of x (N, C, H, W) convolved (stride 1) into the thread's ``out``: channel c's
-    plane at c*oh*owp, rows owp apart (ow rounded up to whole tiles of 8*nv); ``xp`` takes
+def conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, b0, b1, out, xp):
+    """Image n of x (N, C, H, W) convolved (stride 1) into the thread's ``out`` for the
+    channels of blocks b0 <= b < b1 (``mr`` channels each): channel c's plane at c*oh*owp,
+    rows owp apart (ow rounded up to whole tiles of 8*nv); ``xp`` takes
     the zero-bordered image (plus owp - ow + 8 values the last tiles read past it)."""
     hp, wp = padded_size(x.shape[2], x.shape[3], kh, kw, ph, pw, 1, 1, dh, dw, oh, ow)
     owp = (ow + 8 * nv - 1) // (8 * nv) * (8 * nv)
     _pad_image(x, n, ph, pw, hp, wp, xp)
-    conv_rows(mr, nv, ap, xp, 0, offs, offs.shape[0], (o + mr - 1) // mr, oh, wp, owp, out, 0,
-              oh * owp)
+    conv_rows(mr, nv, ap, xp, 0, offs, offs.shape[0], b0, b1, oh, wp, owp, out, 0, oh * owp)
 
 
 @njit(cache=True, nogil=True)
@@ -265,7 +266,8 @@ def conv_task(t, nt, x, bias, kh, kw, ph, pw, dh, dw, ap, offs, mr, nv, out, xp,
     yf = y.reshape(-1)
     per = (n_img + nt - 1) // nt
     for n in range(t * per, min(n_img, (t + 1) * per)):
-        conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, o, out, xp)
+        conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, 0,
+                   (o + mr - 1) // mr, out, xp)
         for oc in range(o):
             bias_act_plane(out, oc * oh * owp, owp, oh, ow, bias[oc], 1.0, yf,
                            (n * o + oc) * oh * ow)
