@@ -72,39 +72,96 @@ def ref_pool(plane, bias, slope_pre, ave, slope_post, k, s, p):
 
 
 # -- the register tiles --------------------------------------------------------------------------
+HOST_512 = MK.host_lanes() == 16
+needs_512 = pytest.mark.skipif(not HOST_512, reason="the host has no AVX-512F: the 512-bit "
+                               "tiles cannot run here")
+ALL_TILES = [pytest.param((mr, nv, 8), id=f"ymm{mr}x{nv}") for mr, nv in MK.TILES_256] + \
+    [pytest.param((mr, nv, 16), id=f"zmm{mr}x{nv}", marks=needs_512) for mr, nv in MK.TILES_512]
+
+
 @njit(cache=True)
-def _tile_conv(mr, nv, ap, xp, offs, k, o_blocks, oh, wp, owp, out):
-    MK.conv_rows(mr, nv, ap, xp, 0, offs, k, 0, o_blocks, oh, wp, owp, out, 0, oh * owp)
+def _tile_conv(mr, nv, lanes, ap, xp, offs, k, o_blocks, oh, wp, owp, out):
+    MK.conv_rows(mr, nv, lanes, ap, xp, 0, offs, k, 0, o_blocks, oh, wp, owp, out, 0,
+                 oh * owp)
 
 
-@pytest.mark.parametrize("tile", MK.TILES)
-@pytest.mark.parametrize("o,c,h,wd,k,pad,dil", [
+def run_tiles(tile, x, w, pad, dil):
+    """conv(x, w) through one tile shape: (the (O, oh, ow) planes, the whole output buffer,
+    its size used)."""
+    mr, nv, lanes = tile
+    o, c, k = w.shape[0], w.shape[1], w.shape[2]
+    _, h, wd = x.shape
+    oh, ow = h + 2 * pad - dil * (k - 1), wd + 2 * pad - dil * (k - 1)
+    hp, wp = h + 2 * pad, wd + 2 * pad
+    owp = MK.padded_row(ow, nv, lanes)
+    xp = np.zeros(c * hp * wp + owp - ow + lanes, np.float32)
+    xp[:c * hp * wp].reshape(c, hp, wp)[:, pad:pad + h, pad:pad + wd] = x
+    blocks = -(-o // mr)
+    used = blocks * mr * oh * owp
+    out = np.full(used + 32, np.nan, np.float32)
+    _tile_conv(mr, nv, lanes, MK.pack_weights(w.reshape(o, -1), mr), xp,
+               MK.tap_offsets(c, k, k, dil, dil, hp, wp), c * k * k, blocks, oh, wp, owp, out)
+    return out[:used].reshape(blocks * mr, oh, owp)[:o, :, :ow], out, used
+
+
+CONV_CASES = [
     (8, 3, 12, 16, 5, 2, 1),      # whole tiles
     (13, 2, 9, 11, 3, 1, 1),      # channels and pixels past the tiles
     (5, 4, 10, 23, 3, 0, 2),      # dilation, no padding
     (3, 1, 6, 6, 1, 0, 1),        # 1x1
     (6, 40, 5, 9, 3, 1, 1),       # 360 taps: two passes of K_BLOCK, the second adding
-])
+    (19, 3, 7, 70, 3, 1, 1),      # rows past two 512-bit tiles of 32
+]
+
+
+@pytest.mark.parametrize("tile", ALL_TILES)
+@pytest.mark.parametrize("o,c,h,wd,k,pad,dil", CONV_CASES)
 def test_tiles_match_float64_reference(tile, o, c, h, wd, k, pad, dil):
-    mr, nv = tile
+    mr = tile[0]
     rng = np.random.default_rng(o * 7 + h)
     x = rng.standard_normal((c, h, wd)).astype(np.float32)
     w = rng.standard_normal((o, c, k, k)).astype(np.float32)
     ref = ref_conv(x, w, pad, dil)
-    oh, ow = ref.shape[1:]
-    hp, wp = h + 2 * pad, wd + 2 * pad
-    owp = -(-ow // (8 * nv)) * 8 * nv
-    xp = np.zeros(c * hp * wp + owp - ow + 8, np.float32)
-    xp[:c * hp * wp].reshape(c, hp, wp)[:, pad:pad + h, pad:pad + wd] = x
-    blocks = -(-o // mr)
-    out = np.full(blocks * mr * oh * owp + 16, np.nan, np.float32)
-    _tile_conv(mr, nv, MK.pack_weights(w.reshape(o, -1), mr), xp,
-               MK.tap_offsets(c, k, k, dil, dil, hp, wp), c * k * k, blocks, oh, wp, owp, out)
-    got = out[:blocks * mr * oh * owp].reshape(blocks * mr, oh, owp)
-    err = np.abs(got[:o, :, :ow] - ref).max() / np.abs(ref).max()
+    got, out, used = run_tiles(tile, x, w, pad, dil)
+    err = np.abs(got - ref).max() / np.abs(ref).max()
     assert err < 1e-6
-    assert np.all(got[o:] == 0)                       # zero weight rows past O
-    assert np.all(np.isnan(out[blocks * mr * oh * owp:]))   # nothing written past the planes
+    blocks = -(-o // mr)
+    full = out[:used].reshape(blocks * mr, ref.shape[1], -1)
+    assert np.all(full[o:] == 0)                       # zero weight rows past O
+    assert np.all(np.isnan(out[used:]))                # nothing written past the planes
+
+
+@needs_512
+@pytest.mark.parametrize("o,c,h,wd,k,pad,dil", CONV_CASES)
+def test_512_bit_tiles_equal_256_bit_tiles(o, c, h, wd, k, pad, dil):
+    """Both widths sum the same products in the same k order with one rounding per fused
+    multiply-add: bit-identical planes, whichever tile shape."""
+    rng = np.random.default_rng(o + c + h)
+    x = rng.standard_normal((c, h, wd)).astype(np.float32)
+    w = rng.standard_normal((o, c, k, k)).astype(np.float32)
+    base = run_tiles((4, 2, 8), x, w, pad, dil)[0]
+    for mr, nv in MK.TILES_256[:1] + MK.TILES_512:
+        lanes = 16 if (mr, nv) in MK.TILES_512 else 8
+        assert np.array_equal(run_tiles((mr, nv, lanes), x, w, pad, dil)[0], base)
+
+
+def test_lanes_follow_the_host_and_the_override(monkeypatch):
+    """16 lanes exactly where the CPU reports AVX-512F (Linux: /proc/cpuinfo's flags);
+    NETDEF_CONV_LANES=8 keeps the 256-bit tiles on any host."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(ln for ln in f if ln.startswith("flags")).split()
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags to compare with")
+    import platform
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("not x86")
+    assert MK.host_lanes() == (16 if "avx512f" in flags else 8)
+    monkeypatch.setenv("NETDEF_CONV_LANES", "8")
+    assert MK._lanes() == 8
+    monkeypatch.delenv("NETDEF_CONV_LANES")
+    assert MK._lanes() == MK.host_lanes()
+    assert {t[2] for t in MK.TILES} == ({8, 16} if MK.LANES == 16 else {8})
 
 
 def test_pack_weights_and_offsets():
@@ -117,9 +174,14 @@ def test_pack_weights_and_offsets():
     assert MK.K_BLOCK < 360          # the 360-tap case above takes two passes
 
 
+TILES_8 = tuple((mr, nv, 8) for mr, nv in MK.TILES_256)
+TILES_16 = TILES_8 + tuple((mr, nv, 16) for mr, nv in MK.TILES_512)
+
+
 def test_worth_tiles(monkeypatch):
     monkeypatch.setattr(MK, "ENABLED", True)       # (off by itself on x86 without FMA)
-    assert MK.worth_tiles(32, 800, 16, 32 * 20 * 20 * 4) == (4, 2)     # CIFAR-10 quick conv2
+    monkeypatch.setattr(MK, "TILES", TILES_8)
+    assert MK.worth_tiles(32, 800, 16, 32 * 20 * 20 * 4) == (4, 2, 8)  # CIFAR-10 quick conv2
     assert MK.worth_tiles(256, 2304, 8, 256 * 10 * 10 * 4) is None     # ResNet 3x3 x 256
     assert MK.worth_tiles(32, 75, 4, 3 * 8 * 8 * 4) is None            # rows of 4: half padding
     assert MK.worth_tiles(64, 576, 32, 64 * 34 * 34 * 4) is None       # image over 256 KiB
@@ -127,13 +189,20 @@ def test_worth_tiles(monkeypatch):
     assert MK.worth_tiles(32, 800, 16, 32 * 20 * 20 * 4) is None
 
 
-def test_choose_tile():
-    assert MK.choose_tile(32, 16) == (4, 2)      # CIFAR-10 quick conv2
-    assert MK.choose_tile(64, 8) == (8, 1)       # conv3: rows of 8
-    assert MK.choose_tile(20, 24) == (4, 3)      # LeNet conv1: rows of 24
-    for o in range(1, 70, 7):
-        for ow in range(1, 60, 5):
-            assert MK.choose_tile(o, ow) in MK.TILES
+def test_choose_tile(monkeypatch):
+    monkeypatch.setattr(MK, "TILES", TILES_8)
+    assert MK.choose_tile(32, 16) == (4, 2, 8)      # CIFAR-10 quick conv2
+    assert MK.choose_tile(64, 8) == (8, 1, 8)       # conv3: rows of 8
+    assert MK.choose_tile(20, 24) == (4, 3, 8)      # LeNet conv1: rows of 24
+    monkeypatch.setattr(MK, "TILES", TILES_16)
+    assert MK.choose_tile(64, 32) == (8, 2, 16)      # whole 512-bit tiles, no padding
+    assert MK.choose_tile(6, 16) == (6, 2, 8)        # 6 channels: a 256-bit tile fits them
+    assert MK.choose_tile(64, 8, lanes=8) == (8, 1, 8)
+    for tiles in (TILES_8, TILES_16):
+        monkeypatch.setattr(MK, "TILES", tiles)
+        for o in range(1, 70, 7):
+            for ow in range(1, 60, 5):
+                assert MK.choose_tile(o, ow) in tiles
 
 
 # -- the pooling epilogue ------------------------------------------------------------------------

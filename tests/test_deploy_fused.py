@@ -55,18 +55,39 @@ def _logits_text(path: str) -> str:
     return text_format.MessageToString(msg)
 
 
-# name: (net, input CHW, chains, register tiles per group with NETDEF_NO_CONV_TILES unset)
+# name: (net, input CHW, chains, register tiles per group with the 256-bit and with the
+# 512-bit tiles: (mr, nv, lanes, flat) -- flat: over the im2col matrix, any stride or 1x1)
 CASES = {
     "lenet": (_logits_text("model_zoo/lenet/lenet.prototxt"), (1, 28, 28),
-              [["conv1+pool1", "conv2+pool2"]], [[(4, 3), (8, 1)]]),
+              [["conv1+pool1", "conv2+pool2"]],
+              {"ymm": [[(4, 3, 8, False), (8, 1, 8, False)]],
+               # conv1 rows of 24: 48 pixels a tile would be half padding; conv2 rows of 8
+               "zmm": [[(8, 2, 16, True), (8, 2, 16, True)]]}),
     "cifar10_quick": (_logits_text("model_zoo/cifar10_quick/cifar10_quick.prototxt"),
                       (3, 32, 32),
                       [["conv1+pool1+relu", "conv2+relu+pool2", "conv3+relu+pool3"]],
-                      [[(4, 2), (4, 2), (8, 1)]]),
+                      {"ymm": [[(4, 2, 8, False), (4, 2, 8, False), (8, 1, 8, False)]],
+                       # rows of 32: whole 512-bit tiles; of 16 and 8: flat
+                       "zmm": [[(8, 2, 16, False), (8, 2, 16, True), (8, 2, 16, True)]]}),
     "slopes": (SLOPES_NET, (3, 13, 16),
                [["conv1+relu+pool1+relu", "conv2+relu", "conv3+pool3"]],
-               [[(6, 2), None, None]]),        # 1x1: the GEMM reads the image; stride 2
+               # 256-bit: no tiles for 1x1 (the GEMM reads the image) and stride 2
+               {"ymm": [[(6, 2, 8, False), None, None]],
+                # 6, 5 and 4 channels: 8-channel tiles, flat (rows of 16: a 256-bit tile
+                # would fit them, at half the speed)
+                "zmm": [[(8, 2, 16, True), (8, 2, 16, True), (8, 2, 16, True)]]}),
 }
+
+TILE_MODES = ["off", "ymm", pytest.param("zmm", marks=pytest.mark.skipif(
+    MK.host_lanes() != 16, reason="the host has no AVX-512F: the 512-bit tiles cannot run"))]
+
+
+def use_tiles(monkeypatch, mode):
+    """Register tiles off, 256-bit only (as on an AVX2 host) or 256 + 512-bit."""
+    monkeypatch.setattr(MK, "ENABLED", mode != "off")
+    lanes = 16 if mode == "zmm" else 8
+    monkeypatch.setattr(MK, "LANES", lanes)
+    monkeypatch.setattr(MK, "TILES", tuple(t for t in MK.TILES_ALL if t[2] <= lanes))
 
 
 def _frozen(tmp_path, name, batch):
@@ -78,12 +99,12 @@ def _frozen(tmp_path, name, batch):
     return net, path
 
 
-@pytest.mark.parametrize("tiles", [True, False])
+@pytest.mark.parametrize("tiles", TILE_MODES)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_fused_equals_unfused(tmp_path, monkeypatch, name, tiles):
     _, chw, chains, tile_shapes = CASES[name]
     net, path = _frozen(tmp_path, name, 8)
-    monkeypatch.setattr(MK, "ENABLED", tiles)
+    use_tiles(monkeypatch, tiles)
     fused = load(path, backend="numba")
     monkeypatch.setattr(P, "FUSE_CONV", False)
     plain = load(path, backend="numba")
@@ -99,7 +120,7 @@ def test_fused_equals_unfused(tmp_path, monkeypatch, name, tiles):
             assert rel_diff(out[k], ref[k]) <= 1e-5, (name, batch, k)
             assert rel_diff(out[k], unf[k]) <= 1e-5, (name, batch, k)
     assert [[g.describe() for g in c] for c in fused.runner.chains] == chains
-    expect = tile_shapes if tiles else [[None] * len(c) for c in chains]
+    expect = tile_shapes[tiles] if tiles != "off" else [[None] * len(c) for c in chains]
     assert [r.tiles for kind, r in fused.runner.steps if kind] == expect
     assert plain.runner.chains == []
 
@@ -152,7 +173,7 @@ layer { name: "ip" type: "InnerProduct" bottom: "conv3" top: "ip"
 """
 
 
-@pytest.mark.parametrize("tiles", [True, False])
+@pytest.mark.parametrize("tiles", TILE_MODES)
 @pytest.mark.parametrize("threads", [2, 3, 5])
 def test_small_batch_splits_output_channels(tmp_path, monkeypatch, tiles, threads):
     """A batch smaller than the threads runs each group as blocks of its output channels
@@ -162,7 +183,7 @@ def test_small_batch_splits_output_channels(tmp_path, monkeypatch, tiles, thread
     res = freeze(net.param, weights_of(net), input_shapes={"data": (1, 4, 12, 24)})
     path = str(tmp_path / "b.frozen")
     res.save(path)
-    monkeypatch.setattr(MK, "ENABLED", tiles)
+    use_tiles(monkeypatch, tiles)
     monkeypatch.setattr(P, "_threads", lambda: threads)
     p = load(path, backend="numba")
     rng = np.random.default_rng(4)
@@ -177,5 +198,85 @@ def test_small_batch_splits_output_channels(tmp_path, monkeypatch, tiles, thread
         assert [r.cb for r in runners] == [-(-threads // batch)] * len(runners)
     assert [g.describe() for c in p.runner.chains for g in c] == \
         ["conv1+relu", "conv2+pool2", "conv3"]
-    assert [r.tiles for kind, r in p.runner.steps if kind] == \
-        [[(4, 3) if tiles else None, None, None]]
+    assert [r.tiles for kind, r in p.runner.steps if kind] == [{
+        "off": [None, None, None], "ymm": [(4, 3, 8, False), None, None],
+        # conv1: rows of 24, flat; conv2: groups; conv3: 1x1, flat
+        "zmm": [(8, 2, 16, True), None, (8, 2, 16, True)]}[tiles]]
+
+
+# depthwise convolutions: MobileNet's 3x3 stride 1 and 2 with fused ReLUs, and a 2x3 window
+DW_NET = """
+name: "dw"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 6 dim: 11 dim: 13 } } }
+layer { name: "dw1" type: "Convolution" bottom: "data" top: "dw1"
+        convolution_param { num_output: 12 kernel_size: 3 pad: 1 group: 6 } }
+layer { name: "relu1" type: "ReLU" bottom: "dw1" top: "dw1" relu_param { negative_slope: 0.1 } }
+layer { name: "dw2" type: "Convolution" bottom: "dw1" top: "dw2"
+        convolution_param { num_output: 12 kernel_size: 3 pad: 1 stride: 2 group: 12 } }
+layer { name: "relu2" type: "ReLU" bottom: "dw2" top: "dw2" }
+layer { name: "dw3" type: "Convolution" bottom: "dw2" top: "dw3"
+        convolution_param { num_output: 12 kernel_h: 2 kernel_w: 3 group: 12 bias_term: false } }
+layer { name: "ip" type: "InnerProduct" bottom: "dw3" top: "ip"
+        inner_product_param { num_output: 3 } }
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_depthwise_runs_on_the_task_threads_with_its_relu(tmp_path, monkeypatch, threads):
+    """Depthwise layers run as tasks of whole blocks of output planes, their ReLU (any
+    slope) applied as they are written: the float64 reference's values, whatever the
+    threads and the batch."""
+    net = random_net(DW_NET, seed=6)
+    res = freeze(net.param, weights_of(net), input_shapes={"data": (1, 6, 11, 13)})
+    path = str(tmp_path / "dw.frozen")
+    res.save(path)
+    monkeypatch.setattr(P, "_threads", lambda: threads)
+    p = load(path, backend="numba")
+    rng = np.random.default_rng(7)
+    for batch in (1, 3):
+        x = rng.normal(0, 1, (batch, 6, 11, 13)).astype(np.float32)
+        out, ref = p.predict(x), forward(net, x)
+        for k in ref:
+            assert np.abs(ref[k]).max() > 1e-3
+            assert rel_diff(out[k], ref[k]) <= 1e-5, (batch, k)
+        dw = [r for kind, r in p.runner.steps if isinstance(r, P._DepthwiseRunner)]
+        assert [float(r.args[-1]) for r in dw] == [np.float32(0.1), 0.0, 1.0]
+        assert all(r.nt == threads for r in dw)
+    # the ReLUs are in the depthwise steps, not steps of their own
+    names = [p.runner.net.layer_names[i] for kind, i in p.runner.steps if not kind]
+    assert not any(n.startswith("relu") for n in names)
+
+
+def test_run_tasks_runs_each_task_once_on_distinct_slots():
+    """Every task exactly once; concurrent tasks never share a slot (their workspaces); the
+    caller's slot is 0; an error in a task reaches the caller once the other threads have
+    run the tasks left."""
+    import threading
+    import time
+    for ntasks, nt in [(1, 2), (2, 2), (7, 2), (5, 3), (3, 1)]:
+        seen, busy, lock = [], set(), threading.Lock()
+
+        def task(t, slot):
+            with lock:
+                assert slot not in busy and 0 <= slot < nt
+                busy.add(slot)
+                seen.append((t, slot, threading.get_ident()))
+            time.sleep(0.002)
+            with lock:
+                busy.discard(slot)
+        G.run_tasks(task, ntasks, nt)
+        assert sorted(t for t, _, _ in seen) == list(range(ntasks))
+        me = threading.get_ident()
+        assert all(slot == 0 for _, slot, ident in seen if ident == me)
+        assert all(slot != 0 for _, slot, ident in seen if ident != me)
+    done = []
+
+    def failing(t, slot):
+        if t == 1:
+            raise ValueError("task 1")
+        time.sleep(0.01)
+        done.append(t)
+    with pytest.raises(ValueError, match="task 1"):
+        G.run_tasks(failing, 4, 2)
+    assert sorted(done) == [0, 2, 3]

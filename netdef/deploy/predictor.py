@@ -98,7 +98,10 @@ class _NumbaRunner:
             if i in heads:
                 self.steps.append((1, heads[i]))
             elif i not in self.skip and i not in io:
-                self.steps.append((0, i))
+                if self.fuse_conv and _DepthwiseRunner.takes(net, i):
+                    self.steps.append((1, _DepthwiseRunner(net, i, self.epilogue.get(i))))
+                else:
+                    self.steps.append((0, i))
         self.chains = chains
         self._batch = shapes
 
@@ -254,7 +257,7 @@ class _ChainRunner:
         self.cb = -(-nt // n) if n < nt else 1
         per = -(-n // ntasks)
         self.args = []
-        #: per group, the (mr, nv) of its register tiles, or None (im2col + GEMM)
+        #: per group, the (mr, nv, lanes, flat) of its register tiles, or None (im2col + GEMM)
         self.tiles = []
         for g in chain:
             conv = g.conv
@@ -271,19 +274,27 @@ class _ChainRunner:
             pointwise = conv._path() == "pointwise"
             hp, wp = G.padded_size(x.shape[2], x.shape[3], *conv.geom, oh, ow)
             pad = x.shape[1] * hp * wp if (hp, wp) != tuple(x.shape[2:]) else 0
-            tiles = MK.tiles_for(conv, x, hp, wp, ow)
+            tiles = MK.tiles_for(conv, x, hp, wp, oh, ow, flat=True)
             self.tiles.append(tiles)
             if tiles:
-                mr, nv = tiles
-                owp = -(-ow // (8 * nv)) * 8 * nv
+                mr, nv, lanes, flat = tiles
                 ap = MK.pack_weights(wt.reshape(o, -1), mr)
-                offs = MK.tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp)
-                col = np.empty((nt, 1), dtype)
-                out = np.empty((nt, -(-o // mr) * mr * oh * owp), dtype)
-                xp = np.zeros((nt, x.shape[1] * hp * wp + owp - ow + 8), dtype)
+                if flat:
+                    lp = MK.padded_row(L, nv, lanes)
+                    offs = np.arange(ckk, dtype=np.int64) * L
+                    col = np.empty((nt, ckk * L + lp - L + lanes), dtype)
+                    out = np.empty((nt, -(-o // mr) * mr * lp), dtype)
+                    xp = np.empty((nt, max(1, pad)), dtype)
+                else:
+                    owp = MK.padded_row(ow, nv, lanes)
+                    offs = MK.tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp)
+                    col = np.empty((nt, 1), dtype)
+                    out = np.empty((nt, -(-o // mr) * mr * oh * owp), dtype)
+                    xp = np.zeros((nt, x.shape[1] * hp * wp + owp - ow + lanes), dtype)
                 chunk = 1
             else:
-                mr = nv = 0
+                mr = nv = lanes = 0
+                flat = False
                 ap, offs = np.zeros(0, dtype), np.zeros(0, np.int64)
                 col = np.empty((nt, max(1, ckk * chunk * L)), dtype)
                 out = np.empty((nt, o * chunk * L), dtype)
@@ -300,7 +311,7 @@ class _ChainRunner:
                 wt.reshape(o, -1), bias, (kh, kw, ph, pw, sh, sw, dh, dw, conv.group,
                                           pointwise, chunk, oh, ow, _slope(f, g.relu_pre),
                                           pool) + pg +
-                (_slope(f, g.relu_post), ap, offs, mr, nv), col, out, xp, g))
+                (_slope(f, g.relu_post), ap, offs, mr, nv, lanes, flat), col, out, xp, g))
 
     def __call__(self):
         from ..backend.cpu import fused as F
@@ -323,6 +334,34 @@ class _ChainRunner:
                     kernel(k, ntasks, cb, x, wv, bias, *geom, col[slot], out[slot],
                            xp[slot], y)
                 G.run_tasks(task, ntasks * cb, self.nt)
+
+
+class _DepthwiseRunner:
+    """A depthwise Convolution (``group == channels``) and its fused ReLU as ``threads``
+    tasks of consecutive output planes, on the same task threads as the fused convolutions
+    (a second pool -- OpenMP's, behind Numba's ``prange`` -- would spin on the cores they
+    need)."""
+
+    @staticmethod
+    def takes(net, i) -> bool:
+        lay = net.layers[i]
+        return lay.type == "Convolution" and lay._path() == "depthwise" \
+            and net.bottoms[i][0].data.dtype == np.float32
+
+    def __init__(self, net, i, relu):
+        conv = net.layers[i]
+        self.x, self.y = net.bottoms[i][0], net.tops[i][0]
+        o, c = conv.num_output, conv.channels
+        bias = conv.blobs[1].data if conv.bias_term else np.zeros(0, np.float32)
+        self.args = (conv.blobs[0].data, *conv.geom, o // c, bias,
+                     _slope(np.float32, relu))
+        self.nt = max(1, _threads())
+
+    def __call__(self):
+        from ..backend.cpu import gemm as G
+        from ..backend.cpu.vision import depthwise_task
+        x, y, args, nt = self.x.data, self.y.data, self.args, self.nt
+        G.run_tasks(lambda k, slot: depthwise_task(k, nt, x, *args, y), nt, nt)
 
 
 class _NumpyRunner:

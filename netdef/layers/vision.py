@@ -184,19 +184,19 @@ class _ConvBase(Layer):
 
 
 def _tile_conv(x, wmat, bias, geom, y, tiles, owner, tag):
-    """y = conv(x, wmat) + bias (stride 1, one group) through the register tiles (mr, nv) of
-    :mod:`netdef.backend.cpu.microkernel`, the batch split into tasks as for the GEMM path.
+    """y = conv(x, wmat) + bias (stride 1, one group) through the register tiles
+    (mr, nv, lanes) of :mod:`netdef.backend.cpu.microkernel`, the batch split into tasks as for the GEMM path.
     ``owner`` keeps the tap offsets of its geometry under ``tag``; bias empty: none."""
     import numba
 
     from ..backend.cpu import gemm as G
     from ..backend.cpu import microkernel as MK
-    mr, nv = tiles
+    mr, nv, lanes = tiles
     n, c = x.shape[:2]
     o, oh, ow = y.shape[1:]
     kh, kw, ph, pw, sh, sw, dh, dw = geom
     hp, wp = G.padded_size(x.shape[2], x.shape[3], *geom, oh, ow)
-    owp = -(-ow // (8 * nv)) * 8 * nv
+    owp = MK.padded_row(ow, nv, lanes)
     ap = W.scratch("tiles_w", MK.packed_size(o, wmat.shape[1], mr), x.dtype)
     MK.pack_into(wmat, mr, ap)
     key = (c, kh, kw, dh, dw, hp, wp)
@@ -211,12 +211,12 @@ def _tile_conv(x, wmat, bias, geom, y, tiles, owner, tag):
     ntasks = 1 if nt == 1 else min(n, W.TASKS_PER_THREAD * nt)
     side = -(-o // mr) * mr * oh * owp
     out_ws = W.scratch("tiles_out", nt * side, x.dtype).reshape(nt, side)
-    pad = c * hp * wp + owp - ow + 8
+    pad = c * hp * wp + owp - ow + lanes
     pad_ws = W.scratch("tiles_pad", nt * pad, x.dtype).reshape(nt, pad)
 
     def task(k, slot):
         MK.conv_task(k, ntasks, x, bias, kh, kw, ph, pw, dh, dw, ap, offs, mr, nv,
-                     out_ws[slot], pad_ws[slot], y)
+                     lanes, out_ws[slot], pad_ws[slot], y)
     G.run_tasks(task, ntasks, nt)
 
 
@@ -303,9 +303,10 @@ class ConvolutionLayer(_ConvBase):
         from ..backend.cpu import microkernel as MK
         o, oh, ow = y.shape[1:]
         hp, wp = G.padded_size(x.shape[2], x.shape[3], *self.geom, oh, ow)
-        tiles = MK.tiles_for(self, x, hp, wp, ow)
+        tiles = MK.tiles_for(self, x, hp, wp, oh, ow)
         if tiles is None:
             return False
+        tiles = tiles[:3]
         _tile_conv(x, self.blobs[0].data.reshape(o, -1), bias, self.geom, y, tiles, self,
                    "fwd")
         return True

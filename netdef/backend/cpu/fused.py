@@ -25,7 +25,7 @@ from numba import njit
 from numba import uint64 as U
 
 from .gemm import NO_TRANS, _im2col_chunk, gemm
-from .microkernel import conv_image
+from .microkernel import conv_image, conv_rows
 from .simd import (
     act,
     add8,
@@ -185,7 +185,7 @@ def _epilogue(src, sb, rs, h, w, bias, slope_pre, pool, pkh, pkw, pph, ppw, psh,
 @njit(cache=True, nogil=True)
 def conv_fused_task(t, nt, cb, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, group, pointwise,
                     chunk, oh, ow, slope_pre, pool, pkh, pkw, pph, ppw, psh, psw, slope_post,
-                    ap, offs, mr, nv, col, out, xp, y):
+                    ap, offs, mr, nv, lanes, flat, col, out, xp, y):
     """Task ``t`` of ``nt * cb``: y = act_post(pool(act_pre(conv(x, wt) + bias))) for batch
     block ``t // cb`` of ``nt`` and output-channel block ``t % cb`` of ``cb`` (``cb > 1``
     feeds the threads when the batch is smaller than their number, e.g. one image: each
@@ -194,14 +194,18 @@ def conv_fused_task(t, nt, cb, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, grou
     (oh, ow) the convolution's output size; y (N, O, poh, pow) (pool > 0) or (N, O, oh, ow).
     ``act(v) = v * slope if v < 0 else v`` (slope 1: none).
 
-    ``mr > 0``: a stride-1 convolution computed image by image with the register tiles of
-    :mod:`netdef.backend.cpu.microkernel` (``ap`` the packed weights, ``offs`` the tap
-    offsets into the zero-bordered image, tiles of mr channels x 8*nv pixels); the plane
-    rows in ``out`` are then ``owp`` (ow rounded up to whole tiles) apart.  Otherwise im2col
-    + GEMM in chunks of ``chunk`` images.  Workspaces of the calling thread: col
-    (C*kh*kw*chunk*L; unused for a pointwise convolution with chunk 1 and for tiles), out
-    (O*chunk*L, or O rounded up to mr times oh*owp), xp (the padded image, as for
-    :func:`netdef.backend.cpu.gemm.conv_forward_task`, plus owp - ow + 8 values for tiles)."""
+    ``mr > 0``: computed image by image with the register tiles of
+    :mod:`netdef.backend.cpu.microkernel` (``ap`` the packed weights, tiles of mr channels x
+    lanes*nv pixels).  Not ``flat``: a stride-1 convolution straight from the zero-bordered
+    image (``offs`` the tap offsets into it); the plane rows in ``out`` are then ``owp`` (ow
+    rounded up to whole tiles) apart.  ``flat``: the image's im2col matrix (K x L, any
+    stride) read as one row of L pixels (``offs[k] = k*L``); each plane in ``out`` takes L
+    rounded up to whole tiles.  Otherwise im2col + GEMM in chunks of ``chunk`` images.
+    Workspaces of the calling thread: col (C*kh*kw*chunk*L, plus the tiles' overrun when
+    flat; unused for a pointwise convolution with chunk 1 and for direct tiles), out
+    (O*chunk*L, or O rounded up to mr times the padded plane), xp (the padded image, as for
+    :func:`netdef.backend.cpu.gemm.conv_forward_task`, plus owp - ow + lanes values for
+    direct tiles)."""
     n_img, c_in = x.shape[0], x.shape[1]
     o = wt.shape[0]
     L = oh * ow
@@ -229,12 +233,23 @@ def conv_fused_task(t, nt, cb, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, grou
     end = min(n_img, (tb + 1) * per)
     if oc1 <= oc0:
         return
+    if mr > 0 and flat:
+        LP = (L + lanes * nv - 1) // (lanes * nv) * (lanes * nv)
+        for n in range(tb * per, end):
+            _im2col_chunk(x, n, 1, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, xp)
+            conv_rows(mr, nv, lanes, ap, col, 0, offs, offs.shape[0], ub0, ub1, 1, L, LP, out,
+                      0, LP)
+            for oc in range(oc0, oc1):
+                _epilogue(out, oc * LP, ow, oh, ow, bias[oc], slope_pre, pool, pkh, pkw,
+                          pph, ppw, psh, psw, slope_post, yf, (n * o + oc) * PL, poh, pow_,
+                          vm_max, vf_max, hb_max, vm_ave, hb_ave)
+        return
     if mr > 0:
-        owp = (ow + 8 * nv - 1) // (8 * nv) * (8 * nv)
+        owp = (ow + lanes * nv - 1) // (lanes * nv) * (lanes * nv)
         LP = oh * owp
         for n in range(tb * per, end):
-            conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, ub0, ub1, out,
-                       xp)
+            conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, lanes, ub0, ub1,
+                       out, xp)
             for oc in range(oc0, oc1):
                 _epilogue(out, oc * LP, owp, oh, ow, bias[oc], slope_pre, pool, pkh, pkw,
                           pph, ppw, psh, psw, slope_post, yf, (n * o + oc) * PL, poh, pow_,

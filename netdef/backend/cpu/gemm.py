@@ -187,11 +187,6 @@ def _gemm_impl(ta, tb, m, n, k, alpha, a, ao, lda, b, bo, ldb, beta, c, co, ldc)
 _pool = None
 _pool_threads = 0
 _pool_lock = threading.Lock()
-_slot = threading.local()
-
-
-def _init_worker(counter) -> None:
-    _slot.index = next(counter)
 
 
 def _forget_pool() -> None:          # a forked child has none of the parent's threads
@@ -204,36 +199,45 @@ if hasattr(os, "register_at_fork"):
 
 
 def _executor(nt: int) -> ThreadPoolExecutor:
+    """The pool of ``nt`` helper threads (the caller is the other one)."""
     global _pool, _pool_threads
     with _pool_lock:
         if _pool is None or _pool_threads != nt:
             if _pool is not None:
                 _pool.shutdown(wait=True)
-            _pool = ThreadPoolExecutor(nt, thread_name_prefix="netdef-cpu",
-                                       initializer=_init_worker,
-                                       initargs=(itertools.count(),))
+            _pool = ThreadPoolExecutor(nt, thread_name_prefix="netdef-cpu")
             _pool_threads = nt
         return _pool
 
 
-def _call(fn, t):
-    return fn(t, _slot.index)
+def _take(fn, tasks, ntasks: int, slot: int) -> None:
+    for t in tasks:              # next() on a shared itertools.count is atomic under the GIL
+        if t >= ntasks:
+            return
+        fn(t, slot)
 
 
 def run_tasks(fn, ntasks: int, nt: int) -> None:
-    """Call ``fn(task, slot)`` for every task in ``range(ntasks)`` on ``nt`` threads; ``slot``
-    (0 .. nt-1) names the calling thread, for its workspaces.  Threads take tasks as they
-    become free, so a core lost to another process does not hold the others up; what a task
-    computes depends only on its number.  ``fn`` runs Numba ``nogil`` code (and
-    single-threaded BLAS); nothing else runs meanwhile: the caller waits."""
+    """Call ``fn(task, slot)`` for every task in ``range(ntasks)`` on ``nt`` threads -- the
+    caller and ``nt - 1`` helpers of a pool kept between calls (one hand-off per helper per
+    call, not one per task); ``slot`` (0 .. nt-1, the caller 0) names the thread, for its
+    workspaces.  Threads take tasks as they become free, so a core lost to another process
+    does not hold the others up; what a task computes depends only on its number.  ``fn``
+    runs Numba ``nogil`` code (and single-threaded BLAS); nothing else runs meanwhile: the
+    caller returns when every task is done."""
     if nt <= 1 or ntasks <= 1:
         for t in range(ntasks):
             fn(t, 0)
         return
-    ex = _executor(nt)
-    futures = [ex.submit(_call, fn, t) for t in range(ntasks)]
-    for f in futures:
-        f.result()
+    helpers = min(nt, ntasks) - 1
+    ex = _executor(nt - 1)
+    tasks = itertools.count()
+    futures = [ex.submit(_take, fn, tasks, ntasks, s) for s in range(1, helpers + 1)]
+    try:
+        _take(fn, tasks, ntasks, 0)
+    finally:
+        for f in futures:
+            f.result()
 
 
 # -- parallel matrix product (InnerProduct) ---------------------------------------------------

@@ -12,9 +12,11 @@ the image)::
 channels, k-major), ``offs[k]`` the image offset of the k-th (channel, ki, kj) tap
 (:func:`tap_offsets`).  The ``mr * nv`` accumulators stay in vector registers for the whole
 k loop (one broadcast of a weight and ``nv`` loads of the image per ``nv`` fused
-multiply-adds), so the loop runs at the FMA units' rate; AVX2 has 16 vector registers, so
-``mr * nv + nv + 1 <= 16``.  Every product is accumulated in k order with fused
-multiply-adds (one rounding per step).
+multiply-adds), so the loop runs at the FMA units' rate.  Two register widths: 8 float32
+lanes (AVX2: 16 vector registers, so ``mr * nv + nv + 1 <= 16``) and, on hosts with
+AVX-512F, 16 lanes (32 registers: ``mr * nv + nv + 1 <= 32``), chosen at run time from the
+host's CPU features (:data:`LANES`).  Every product is accumulated in k order with fused
+multiply-adds (one rounding per step), so both widths give the same values.
 """
 from __future__ import annotations
 
@@ -29,12 +31,32 @@ from .gemm import _pad_image, padded_size
 from .simd import bias_act_plane
 
 
-def _host_has_fma() -> bool:
-    """x86 without FMA would run llvm.fma as a library call per lane (other targets: native)."""
+def _host_features() -> str | None:
+    """LLVM's feature string of the host ("+avx2,+fma,..."), None off x86."""
     import llvmlite.binding as llb
     if not llb.get_process_triple().startswith(("x86_64", "i686")):
-        return True
-    return "+fma" in llb.get_host_cpu_features().flatten()
+        return None
+    return llb.get_host_cpu_features().flatten()
+
+
+def _host_has_fma() -> bool:
+    """x86 without FMA would run llvm.fma as a library call per lane (other targets: native)."""
+    feats = _host_features()
+    return feats is None or "+fma" in feats
+
+
+def host_lanes() -> int:
+    """16 where the host has AVX-512F (x86: LLVM's host features), else 8."""
+    feats = _host_features()
+    return 16 if feats is not None and "+avx512f" in feats else 8
+
+
+def _lanes() -> int:
+    """:func:`host_lanes`, or NETDEF_CONV_LANES=8 (the 256-bit tiles on any host) / 16."""
+    env = os.environ.get("NETDEF_CONV_LANES", "").strip()
+    if env in ("8", "16"):
+        return int(env)
+    return host_lanes()
 
 
 #: stride-1 convolutions run through the tiles (NETDEF_NO_CONV_TILES=1: im2col + GEMM)
@@ -46,14 +68,24 @@ MAX_K = 1024
 
 #: taps per pass over the image (:func:`conv_rows`)
 K_BLOCK = 256
+#: output pixels per block of rows (or of one long row) that every channel block takes in
+#: turn, while that part of the image is in cache (:func:`conv_rows`)
+PIXEL_BLOCK = 256
 
-#: (mr, nv) tile shapes compiled; :func:`choose_tile` picks one per convolution
-TILES = ((8, 1), (4, 2), (6, 2), (4, 3))
+#: float32 lanes of the register tiles' vectors on this host: 16 (512-bit, AVX-512F) or 8
+LANES = _lanes()
+#: (mr, nv) of the 256-bit and of the 512-bit tiles
+TILES_256 = ((8, 1), (4, 2), (6, 2), (4, 3))
+TILES_512 = ((16, 1), (8, 2), (12, 2))
+#: the (mr, nv, lanes) tiles :func:`choose_tile` picks from on this host: the 256-bit ones,
+#: and the 512-bit ones where the host has AVX-512 (the narrower tiles waste fewer padded
+#: pixels on short rows)
+TILES_ALL = tuple((mr, nv, 8) for mr, nv in TILES_256) + \
+    tuple((mr, nv, 16) for mr, nv in TILES_512)
+TILES = tuple(t for t in TILES_ALL if t[2] <= LANES)
 
 
-def _tile(mr: int, nv: int):
-    lanes = 8
-
+def _tile(mr: int, nv: int, lanes: int):
     @intrinsic
     def tile(typingctx, a, ao, x, xo, offs, k0, k1, c, co, ldc, acc):
         sig = types.void(a, ao, x, xo, offs, k0, k1, c, co, ldc, acc)
@@ -138,52 +170,86 @@ def _tile(mr: int, nv: int):
     return tile
 
 
-tile_8x1 = _tile(8, 1)
-tile_4x2 = _tile(4, 2)
-tile_6x2 = _tile(6, 2)
-tile_4x3 = _tile(4, 3)
+tile_8x1 = _tile(8, 1, 8)
+tile_4x2 = _tile(4, 2, 8)
+tile_6x2 = _tile(6, 2, 8)
+tile_4x3 = _tile(4, 3, 8)
+ztile_16x1 = _tile(16, 1, 16)
+ztile_8x2 = _tile(8, 2, 16)
+ztile_12x2 = _tile(12, 2, 16)
 
 
-#: measured speed of each tile relative to the best, when no pixel is padding
-#: (2-core Zen 3, CIFAR-10 and LeNet layers)
-_SPEED = {(8, 1): 0.8, (4, 2): 1.0, (6, 2): 0.9, (4, 3): 0.8}
+#: measured speed of each (mr, nv, lanes) tile relative to the best 256-bit one, when no pixel
+#: is padding (256-bit: 2-core Zen 3, CIFAR-10 and LeNet layers; 512-bit: Zen 5, whose FMA
+#: units are 512 bits wide, 3x3 and 5x5 layers of 16 to 256 channels)
+_SPEED = {(8, 1, 8): 0.8, (4, 2, 8): 1.0, (6, 2, 8): 0.9, (4, 3, 8): 0.8,
+          (16, 1, 16): 1.9, (8, 2, 16): 2.2, (12, 2, 16): 2.0}
 
 
-def choose_tile(o: int, ow: int) -> tuple[int, int]:
-    """The (mr, nv) of :data:`TILES` with the least expected time for o channels x ow
-    pixels per row: work including the padded channels and pixels, over the tile's speed."""
-    def cost(t):
-        mr, nv = t
-        w = 8 * nv
-        return (-(-o // mr) * mr) * (-(-ow // w) * w) / _SPEED[t], -mr * nv
-    return min(TILES, key=cost)
+def choose_tile(o: int, ow: int, lanes: int | None = None) -> tuple[int, int, int]:
+    """The (mr, nv, lanes) of :data:`TILES` (of that vector width, if given) with the least
+    expected time for o channels x ow pixels per row: work including the padded channels and
+    pixels, over the tile's speed."""
+    return min((t for t in TILES if lanes in (None, t[2])), key=lambda t: _cost(t, o, 1, ow))
+
+
+def _cost(t, o: int, rows: int, ow: int) -> float:
+    mr, nv, lanes = t
+    w = lanes * nv
+    return (-(-o // mr) * mr) * rows * (-(-ow // w) * w) / _SPEED[t], -mr * nv * lanes
 
 
 def worth_tiles(o: int, k: int, ow: int, image_bytes: int):
-    """(mr, nv) for a stride-1 convolution of k taps per output (C*kh*kw) into o channels of
-    rows ow wide over an image of ``image_bytes`` (zero-bordered), or None when im2col +
-    OpenBLAS measured as fast or faster (2-core Zen 3): more than :data:`MAX_K` taps
-    (ResNet's 3x3 x 256 and up), an image over :data:`MAX_IMAGE_BYTES`, or rows so short
-    that over a quarter of each tile's pixels would be padding."""
-    if not ENABLED or k > MAX_K or image_bytes > MAX_IMAGE_BYTES:
+    """(mr, nv, lanes) for a stride-1 convolution of k taps per output (C*kh*kw) into o
+    channels of rows ow wide over an image of ``image_bytes`` (zero-bordered), or None when
+    im2col + OpenBLAS measured as fast or faster: rows so short that over a quarter of each
+    tile's pixels would be padding, and for 256-bit tiles (2-core Zen 3) more than
+    :data:`MAX_K` taps (ResNet's 3x3 x 256 and up) or an image over :data:`MAX_IMAGE_BYTES`
+    (the 512-bit tiles run at twice OpenBLAS's rate on Zen 5 whatever the size)."""
+    if not ENABLED:
         return None
-    mr, nv = choose_tile(o, ow)
-    w = 8 * nv
+    mr, nv, lanes = choose_tile(o, ow)
+    if lanes == 8 and (k > MAX_K or image_bytes > MAX_IMAGE_BYTES):
+        return None
+    w = lanes * nv
     if -(-ow // w) * w > 1.25 * ow:
         return None
-    return mr, nv
+    return mr, nv, lanes
 
 
-def tiles_for(conv, x, hp: int, wp: int, ow: int):
-    """:func:`worth_tiles` for Convolution layer ``conv`` on input ``x`` (zero-bordered
-    image hp x wp, output rows ow wide): None as well for float64, strides, groups and 1x1
-    (there the GEMM reads the image itself)."""
-    sh, sw = conv.geom[4:6]
-    if x.dtype != np.float32 or (sh, sw) != (1, 1) or conv.group != 1 \
-            or conv._path() != "gemm":
+def padded_row(ow: int, nv: int, lanes: int) -> int:
+    """ow rounded up to whole tiles of ``lanes * nv`` pixels: the rows of the tiles' output."""
+    w = lanes * nv
+    return -(-ow // w) * w
+
+
+#: a flat plan (im2col, then tiles over the column matrix) is taken over the direct tiles
+#: when the direct ones would cost this much more (padding of short rows)
+FLAT_MARGIN = 1.1
+
+
+def tiles_for(conv, x, hp: int, wp: int, oh: int, ow: int, flat: bool = False):
+    """How Convolution layer ``conv`` on input ``x`` (zero-bordered image hp x wp, output
+    oh x ow) runs through the tiles: (mr, nv, lanes, False) for the direct tiles on the
+    image (stride 1, :func:`worth_tiles`), (mr, nv, lanes, True) for tiles over its im2col
+    matrix read as one row of oh*ow pixels (any stride or 1x1; only when ``flat`` is allowed
+    and the host has 512-bit tiles), or None (im2col + GEMM); None as well for float64 and
+    groups."""
+    if not ENABLED or x.dtype != np.float32 or conv.group != 1:
         return None
+    sh, sw = conv.geom[4:6]
+    path = conv._path()
     k = conv.blobs[0].data[0].size
-    return worth_tiles(conv.num_output, k, ow, x.shape[1] * hp * wp * 4)
+    o = conv.num_output
+    direct = None
+    if (sh, sw) == (1, 1) and path == "gemm":
+        direct = worth_tiles(o, k, ow, x.shape[1] * hp * wp * 4)
+    if flat and LANES == 16:
+        t = choose_tile(o, oh * ow, 16)
+        if direct is None or _cost(direct, o, oh, ow)[0] > FLAT_MARGIN * _cost(t, o, 1,
+                                                                                oh * ow)[0]:
+            return t + (True,)
+    return None if direct is None else direct + (False,)
 
 
 def packed_size(o: int, k: int, mr: int) -> int:
@@ -215,46 +281,71 @@ def tap_offsets(c: int, kh: int, kw: int, dh: int, dw: int, hp: int, wp: int) ->
 
 
 @njit(cache=True, nogil=True)
-def conv_rows(mr, nv, ap, xp, xbase, offs, K, b0, b1, oh, wp, owp, out, obase, L):
-    """The tiles of one image for channel blocks b0 <= b < b1: out[obase + (b*mr + r)*L +
-    oy*owp + ox] for every such block b, output row oy and column tile; the image is
-    ``xp[xbase:]`` with row stride ``wp``.
-    The k loop runs in blocks of :data:`K_BLOCK` taps (the block's weights stay in L1
-    across the image), each block adding to what the previous ones left in ``out``."""
-    w = 8 * nv
+def conv_rows(mr, nv, lanes, ap, xp, xbase, offs, K, b0, b1, oh, wp, owp, out, obase, L):
+    """The tiles (mr, nv, lanes) of one image for channel blocks b0 <= b < b1:
+    out[obase + (b*mr + r)*L + oy*owp + ox] for every such block b, output row oy and column
+    tile; the image is ``xp[xbase:]`` with row stride ``wp``.  The k loop runs in blocks of
+    :data:`K_BLOCK` taps, each block adding to what the previous ones left in ``out``; within
+    one, the output is taken in blocks of about :data:`PIXEL_BLOCK` pixels (whole rows, or
+    parts of one long row), every channel block in turn, so the part of the image they read
+    stays in cache and the block's weights (mr x K_BLOCK) in L1."""
+    w = lanes * nv
+    if owp >= PIXEL_BLOCK:
+        rb, cw = 1, max(w, PIXEL_BLOCK // w * w)
+    else:
+        rb, cw = max(1, PIXEL_BLOCK // owp), owp
     for k0 in range(0, K, K_BLOCK):
         k1 = min(K, k0 + K_BLOCK)
         acc = k0 > 0
-        for b in range(b0, b1):
-            ao = b * K * mr
-            for oy in range(oh):
-                for ox in range(0, owp, w):
-                    xo = xbase + oy * wp + ox
-                    co = obase + b * mr * L + oy * owp + ox
-                    if mr == 8:
-                        tile_8x1(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
-                    elif nv == 3:
-                        tile_4x3(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
-                    elif mr == 6:
-                        tile_6x2(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
-                    else:
-                        tile_4x2(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
+        for oy0 in range(0, oh, rb):
+            for ox0 in range(0, owp, cw):
+                for b in range(b0, b1):
+                    _tile_block(mr, nv, lanes, ap, b * K * mr, xp, xbase, offs, k0, k1, acc,
+                                oy0, min(oh, oy0 + rb), ox0, min(owp, ox0 + cw), w, wp, owp,
+                                out, obase + b * mr * L, L)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tile_block(mr, nv, lanes, ap, ao, xp, xbase, offs, k0, k1, acc, oy0, oy1, ox0, ox1, w,
+                wp, owp, out, cbase, L):
+    """Rows oy0..oy1, columns ox0..ox1 (whole tiles of w) of one channel block."""
+    for oy in range(oy0, oy1):
+        for ox in range(ox0, ox1, w):
+            xo = xbase + oy * wp + ox
+            co = cbase + oy * owp + ox
+            if lanes == 16:
+                if nv == 1:
+                    ztile_16x1(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
+                elif mr == 12:
+                    ztile_12x2(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
+                else:
+                    ztile_8x2(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
+            elif mr == 8:
+                tile_8x1(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
+            elif nv == 3:
+                tile_4x3(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
+            elif mr == 6:
+                tile_6x2(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
+            else:
+                tile_4x2(ap, ao, xp, xo, offs, k0, k1, out, co, L, acc)
 
 
 @njit(cache=True, nogil=True)
-def conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, b0, b1, out, xp):
+def conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, lanes, b0, b1, out,
+               xp):
     """Image n of x (N, C, H, W) convolved (stride 1) into the thread's ``out`` for the
     channels of blocks b0 <= b < b1 (``mr`` channels each): channel c's plane at c*oh*owp,
-    rows owp apart (ow rounded up to whole tiles of 8*nv); ``xp`` takes
-    the zero-bordered image (plus owp - ow + 8 values the last tiles read past it)."""
+    rows owp apart (ow rounded up to whole tiles of lanes*nv); ``xp`` takes the zero-bordered
+    image (plus owp - ow + lanes values the last tiles read past it)."""
     hp, wp = padded_size(x.shape[2], x.shape[3], kh, kw, ph, pw, 1, 1, dh, dw, oh, ow)
-    owp = (ow + 8 * nv - 1) // (8 * nv) * (8 * nv)
+    owp = (ow + lanes * nv - 1) // (lanes * nv) * (lanes * nv)
     _pad_image(x, n, ph, pw, hp, wp, xp)
-    conv_rows(mr, nv, ap, xp, 0, offs, offs.shape[0], b0, b1, oh, wp, owp, out, 0, oh * owp)
+    conv_rows(mr, nv, lanes, ap, xp, 0, offs, offs.shape[0], b0, b1, oh, wp, owp, out, 0,
+              oh * owp)
 
 
 @njit(cache=True, nogil=True)
-def conv_task(t, nt, x, bias, kh, kw, ph, pw, dh, dw, ap, offs, mr, nv, out, xp, y):
+def conv_task(t, nt, x, bias, kh, kw, ph, pw, dh, dw, ap, offs, mr, nv, lanes, out, xp, y):
     """Task ``t`` of ``nt`` of y = conv(x) + bias (bias (O,): zeros for none; stride 1, one
     group; the batch split as
     :func:`netdef.backend.cpu.gemm.conv_forward_task` does): training's convolution through
@@ -262,11 +353,11 @@ def conv_task(t, nt, x, bias, kh, kw, ph, pw, dh, dw, ap, offs, mr, nv, out, xp,
     (which cost compile time)."""
     n_img = x.shape[0]
     o, oh, ow = y.shape[1], y.shape[2], y.shape[3]
-    owp = (ow + 8 * nv - 1) // (8 * nv) * (8 * nv)
+    owp = (ow + lanes * nv - 1) // (lanes * nv) * (lanes * nv)
     yf = y.reshape(-1)
     per = (n_img + nt - 1) // nt
     for n in range(t * per, min(n_img, (t + 1) * per)):
-        conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, 0,
+        conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, lanes, 0,
                    (o + mr - 1) // mr, out, xp)
         for oc in range(o):
             bias_act_plane(out, oc * oh * owp, owp, oh, ow, bias[oc], 1.0, yf,

@@ -20,7 +20,31 @@ _DW_BLOCK = 8
 @njit(cache=True, parallel=True)
 def depthwise_forward(x, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bias, y):
     """Overwrite y (N, O, oh, ow) with the depthwise convolution of x (N, C, H, W), plus
-    bias[o] when ``bias`` is not empty.
+    bias[o] when ``bias`` is not empty: :func:`depthwise_blocks` over all blocks of
+    :data:`_DW_BLOCK` output planes, in parallel."""
+    nblk = (y.shape[0] * y.shape[1] + _DW_BLOCK - 1) // _DW_BLOCK
+    for blk in prange(nblk):
+        depthwise_blocks(blk, blk + 1, x, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bias,
+                         y.dtype.type(1.0), y)
+
+
+@njit(cache=True, nogil=True)
+def depthwise_task(t, nt, x, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bias, slope, y):
+    """Task ``t`` of ``nt`` of :func:`depthwise_blocks` (consecutive blocks of output planes)
+    with the fused ReLU ``slope`` (1: none): the frozen-net predictor's depthwise layers, on
+    the same threads as its other tasks."""
+    nblk = (y.shape[0] * y.shape[1] + _DW_BLOCK - 1) // _DW_BLOCK
+    per = (nblk + nt - 1) // nt
+    depthwise_blocks(t * per, min(nblk, (t + 1) * per), x, wt, kh, kw, ph, pw, sh, sw, dh,
+                     dw, mult, bias, slope, y)
+
+
+@njit(cache=True, nogil=True)
+def depthwise_blocks(blk0, blk1, x, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bias, slope,
+                     y):
+    """Output planes blk0*_DW_BLOCK .. blk1*_DW_BLOCK (of N*O, image-major) of the depthwise
+    convolution of x (N, C, H, W) into y (N, O, oh, ow), plus bias[o] when ``bias`` is not
+    empty, then ``v * slope if v < 0`` (a fused ReLU; slope 1: none).
 
     Each input plane is first copied into a zero-bordered buffer (grown so every window
     Caffe's output size takes lies inside it) -- for stride 2 as two planes, the even and
@@ -38,7 +62,6 @@ def depthwise_forward(x, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bias, y):
     step = 1 if two else sw                     # between consecutive output columns
     has_bias = bias.shape[0] > 0
     total = n_img * c_out
-    nblk = (total + _DW_BLOCK - 1) // _DW_BLOCK
     three = kh == 3 and kw == 3
     zero = np.zeros(1, y.dtype)
     xf = x.reshape(-1)
@@ -48,64 +71,69 @@ def depthwise_forward(x, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bias, y):
         q = kj * dw
         toff[kj] = (q & 1) * plane + (q >> 1) if two else q
     t0, t1, t2 = toff[0], toff[min(1, kw - 1)], toff[min(2, kw - 1)]
-    for blk in prange(nblk):
-        xp = np.zeros(2 * plane if two else plane, x.dtype)
-        prev = -1
-        for no in range(blk * _DW_BLOCK, min(total, (blk + 1) * _DW_BLOCK)):
-            n = no // c_out
-            o = no % c_out
-            c = o // mult
-            if n * c_in + c != prev:
-                prev = n * c_in + c
-                for iy in range(h):
-                    s0 = ((n * c_in + c) * h + iy) * w
-                    if two:
-                        for ix in range(w):
-                            px = ix + pw
-                            xp[U((px & 1) * plane + (iy + ph) * wq + (px >> 1))] = \
-                                xf[U(s0 + ix)]
-                    else:
-                        d0 = (iy + ph) * wp + pw
-                        for ix in range(w):
-                            xp[U(d0 + ix)] = xf[U(s0 + ix)]
-            b0 = bias[o] if has_bias else zero[0]
-            yb = no * oh * ow
-            if three and step == 1:
-                w0, w1, w2 = wt[o, 0, 0, 0], wt[o, 0, 0, 1], wt[o, 0, 0, 2]
-                w3, w4, w5 = wt[o, 0, 1, 0], wt[o, 0, 1, 1], wt[o, 0, 1, 2]
-                w6, w7, w8 = wt[o, 0, 2, 0], wt[o, 0, 2, 1], wt[o, 0, 2, 2]
-                for oy in range(oh):
-                    r0 = oy * sh * wq
-                    r1 = r0 + dh * wq
-                    r2 = r1 + dh * wq
-                    yr = U(yb + oy * ow)
-                    for ox in range(ow):
-                        a = b0 + w0 * xp[U(r0 + t0 + ox)]
-                        a += w1 * xp[U(r0 + t1 + ox)]
-                        a += w2 * xp[U(r0 + t2 + ox)]
-                        a += w3 * xp[U(r1 + t0 + ox)]
-                        a += w4 * xp[U(r1 + t1 + ox)]
-                        a += w5 * xp[U(r1 + t2 + ox)]
-                        a += w6 * xp[U(r2 + t0 + ox)]
-                        a += w7 * xp[U(r2 + t1 + ox)]
-                        a += w8 * xp[U(r2 + t2 + ox)]
-                        yf[yr + U(ox)] = a
-                continue
+    if blk1 <= blk0:
+        return
+    xp = np.zeros(2 * plane if two else plane, x.dtype)
+    prev = -1
+    for no in range(blk0 * _DW_BLOCK, min(total, blk1 * _DW_BLOCK)):
+        n = no // c_out
+        o = no % c_out
+        c = o // mult
+        if n * c_in + c != prev:
+            prev = n * c_in + c
+            for iy in range(h):
+                s0 = ((n * c_in + c) * h + iy) * w
+                if two:
+                    for ix in range(w):
+                        px = ix + pw
+                        xp[U((px & 1) * plane + (iy + ph) * wq + (px >> 1))] = \
+                            xf[U(s0 + ix)]
+                else:
+                    d0 = (iy + ph) * wp + pw
+                    for ix in range(w):
+                        xp[U(d0 + ix)] = xf[U(s0 + ix)]
+        b0 = bias[o] if has_bias else zero[0]
+        yb = no * oh * ow
+        if three and step == 1:
+            w0, w1, w2 = wt[o, 0, 0, 0], wt[o, 0, 0, 1], wt[o, 0, 0, 2]
+            w3, w4, w5 = wt[o, 0, 1, 0], wt[o, 0, 1, 1], wt[o, 0, 1, 2]
+            w6, w7, w8 = wt[o, 0, 2, 0], wt[o, 0, 2, 1], wt[o, 0, 2, 2]
             for oy in range(oh):
+                r0 = oy * sh * wq
+                r1 = r0 + dh * wq
+                r2 = r1 + dh * wq
                 yr = U(yb + oy * ow)
                 for ox in range(ow):
-                    yf[yr + U(ox)] = b0
-                for ki in range(kh):
-                    r = (oy * sh + ki * dh) * wq
-                    for kj in range(kw):
-                        wv = wt[o, 0, ki, kj]
-                        s0 = r + toff[kj]
-                        if step == 1:
-                            for ox in range(ow):
-                                yf[yr + U(ox)] += wv * xp[U(s0 + ox)]
-                        else:
-                            for ox in range(ow):
-                                yf[yr + U(ox)] += wv * xp[U(s0 + ox * step)]
+                    a = b0 + w0 * xp[U(r0 + t0 + ox)]
+                    a += w1 * xp[U(r0 + t1 + ox)]
+                    a += w2 * xp[U(r0 + t2 + ox)]
+                    a += w3 * xp[U(r1 + t0 + ox)]
+                    a += w4 * xp[U(r1 + t1 + ox)]
+                    a += w5 * xp[U(r1 + t2 + ox)]
+                    a += w6 * xp[U(r2 + t0 + ox)]
+                    a += w7 * xp[U(r2 + t1 + ox)]
+                    a += w8 * xp[U(r2 + t2 + ox)]
+                    yf[yr + U(ox)] = a * slope if a < 0 else a
+            continue
+        for oy in range(oh):
+            yr = U(yb + oy * ow)
+            for ox in range(ow):
+                yf[yr + U(ox)] = b0
+            for ki in range(kh):
+                r = (oy * sh + ki * dh) * wq
+                for kj in range(kw):
+                    wv = wt[o, 0, ki, kj]
+                    s0 = r + toff[kj]
+                    if step == 1:
+                        for ox in range(ow):
+                            yf[yr + U(ox)] += wv * xp[U(s0 + ox)]
+                    else:
+                        for ox in range(ow):
+                            yf[yr + U(ox)] += wv * xp[U(s0 + ox * step)]
+            if slope != 1:
+                for ox in range(ow):
+                    v = yf[yr + U(ox)]
+                    yf[yr + U(ox)] = v * slope if v < 0 else v
 
 
 @njit(cache=True, parallel=True)
