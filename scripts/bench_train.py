@@ -2,9 +2,10 @@
 """CPU speed of netdef: training throughput, frozen-net inference, first-iteration time of
 ``netdef train`` (cold and warm Numba cache) and peak memory -- optionally against PyTorch.
 
-Nets (random data, fixed seed): LeNet (batch 64), CIFAR-10 quick (100), ResNet-18 for 32x32
-inputs (CIFAR-style: 3x3 stem, no max pool, 4x4 average pool; batch 32) and AlexNet (8; from
-the Caffe model corpus, skipped when absent).
+Nets (random data, fixed seed): LeNet (batch 64) and CIFAR-10 quick (100) from ``model_zoo/``,
+ResNet-18 for 32x32 inputs (CIFAR-style: 3x3 stem, no max pool, 4x4 average pool; batch 32),
+ResNet-18 (224x224, batch 8), GoogLeNet (224x224, batch 8, its two auxiliary classifiers
+included) and AlexNet (227x227, batch 8), the last three from ``model_zoo/``.
 
 * training step: forward, backward and the solver's update (SGD, momentum 0.9, weight decay
   5e-4) -- images/s; forward+backward alone -- ms;
@@ -15,13 +16,16 @@ the Caffe model corpus, skipped when absent).
 * ``--rss``: peak resident memory of a process that builds and trains the net (3 steps), one
   process per framework and net.
 
-With ``--vs-torch`` the same nets run in PyTorch CPU eager mode in the same process (for speed;
-separate processes for memory), netdef and PyTorch alternating ``--rounds`` times; the table
-shows medians and min-max over the rounds and the ratio netdef/PyTorch of the medians (above 1:
-netdef is faster).  PyTorch is never a dependency of netdef.
+With ``--vs-torch`` the same definitions run in PyTorch CPU eager mode: each Caffe layer as the
+matching ``torch.nn.functional`` call (BatchNorm + Scale as one ``batch_norm``), SGD alike.
+Every framework runs in its own process with the same thread count (``--threads``: Numba,
+OpenMP, OpenBLAS and MKL variables, ``torch.set_num_threads``); the processes stay loaded and
+take turns, ``--rounds`` times in alternating order with a pause between turns.  The table
+shows medians and min-max over the rounds and the ratio netdef/PyTorch of the medians (above
+1: netdef is faster).  PyTorch is never a dependency of netdef.
 
     python scripts/bench_train.py [--vs-torch] [--nets lenet,cifar10_quick,...] [--rounds 5]
-        [--iters N] [--threads N] [--first-iter] [--rss] [--markdown]
+        [--scale F] [--threads N] [--first-iter] [--rss] [--markdown] [--json PATH]
 """
 from __future__ import annotations
 
@@ -38,14 +42,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-ALEXNET_DIR = os.path.join(ROOT, "model_zoo", "alexnet")       # BVLC's AlexNet, generated
+ZOO = os.path.join(ROOT, "model_zoo")
 # name: (image shape, batch, classes, training iterations per round)
 NETS = {
     "lenet": ((1, 28, 28), 64, 10, 20),
     "cifar10_quick": ((3, 32, 32), 100, 10, 8),
     "resnet18_32": ((3, 32, 32), 32, 10, 3),
+    "resnet18_224": ((3, 224, 224), 8, 1000, 2),
+    "googlenet": ((3, 224, 224), 8, 1000, 2),
     "alexnet": ((3, 227, 227), 8, 1000, 3),
 }
+#: the model_zoo folder of each net read from its train_val.prototxt + deploy.prototxt
+ZOO_DIRS = {"resnet18_224": "resnet_18", "googlenet": "googlenet", "alexnet": "alexnet"}
 DATA_TYPES = {"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "Input", "WindowData"}
 
 
@@ -111,6 +119,23 @@ def _with_input_layer(net_param, shapes: dict):
     return out
 
 
+def _deploy_batch(net_param, shape):
+    """The deploy definition with its Input layer (or net-level input) at ``shape``."""
+    from netdef.proto import pb
+    out = pb.NetParameter()
+    out.CopyFrom(net_param)
+    for lp in out.layer:
+        if lp.type == "Input":
+            del lp.input_param.shape[:]
+            lp.input_param.shape.add().dim.extend(shape)
+            break
+    else:
+        del out.input_shape[:]
+        del out.input_dim[:]
+        out.input_shape.add().dim.extend(shape)
+    return out
+
+
 def _definitions(name: str):
     """(train NetParameter with an Input layer, deploy NetParameter) of a benchmark net."""
     from netdef.config import load_net
@@ -119,15 +144,16 @@ def _definitions(name: str):
     if name == "resnet18_32":
         return resnet18_32(False, batch), resnet18_32(True, batch)
     if name == "lenet":
-        tv = load_net(os.path.join(ROOT, "model_zoo/lenet/lenet_train_test.prototxt"))
-        dep = load_net(os.path.join(ROOT, "model_zoo/lenet/lenet.prototxt"))
+        tv = load_net(os.path.join(ZOO, "lenet/lenet_train_test.prototxt"))
+        dep = load_net(os.path.join(ZOO, "lenet/lenet.prototxt"))
     elif name == "cifar10_quick":
-        tv = load_net(os.path.join(ROOT, "model_zoo/cifar10_quick/"
-                                         "cifar10_quick_train_test.prototxt"))
-        dep = load_net(os.path.join(ROOT, "model_zoo/cifar10_quick/cifar10_quick.prototxt"))
+        tv = load_net(os.path.join(ZOO, "cifar10_quick/cifar10_quick_train_test.prototxt"))
+        dep = load_net(os.path.join(ZOO, "cifar10_quick/cifar10_quick.prototxt"))
     else:
-        tv = load_net(os.path.join(ALEXNET_DIR, "train_val.prototxt"))
-        dep = load_net(os.path.join(ALEXNET_DIR, "deploy.prototxt"))
+        tv = load_net(os.path.join(ZOO, ZOO_DIRS[name], "train_val.prototxt"))
+        dep = load_net(os.path.join(ZOO, ZOO_DIRS[name], "deploy.prototxt"))
+        dep = _deploy_batch(dep.message, (batch,) + img)
+        return _with_input_layer(tv.message, shapes), dep
     return _with_input_layer(tv.message, shapes), dep.message
 
 
@@ -182,62 +208,111 @@ class NetdefRun:
 
 
 # -- PyTorch --------------------------------------------------------------------------------------
-def torch_model(name: str):
-    import torch.nn as nn
-    if name == "lenet":
-        return nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2, 2, ceil_mode=True),
-                             nn.Conv2d(20, 50, 5), nn.MaxPool2d(2, 2, ceil_mode=True),
-                             nn.Flatten(), nn.Linear(800, 500), nn.ReLU(), nn.Linear(500, 10))
-    if name == "cifar10_quick":
-        return nn.Sequential(nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True),
-                             nn.ReLU(), nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(),
-                             nn.AvgPool2d(3, 2, ceil_mode=True), nn.Conv2d(32, 64, 5, padding=2),
-                             nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True), nn.Flatten(),
-                             nn.Linear(64 * 4 * 4, 64), nn.Linear(64, 10))
-    if name == "alexnet":
-        return nn.Sequential(
-            nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(), nn.LocalResponseNorm(5, 1e-4, 0.75),
-            nn.MaxPool2d(3, 2, ceil_mode=True),
-            nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(),
-            nn.LocalResponseNorm(5, 1e-4, 0.75), nn.MaxPool2d(3, 2, ceil_mode=True),
-            nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
-            nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(),
-            nn.MaxPool2d(3, 2, ceil_mode=True), nn.Flatten(),
-            nn.Linear(256 * 6 * 6, 4096), nn.ReLU(), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, 1000))
-    return _torch_resnet18_32()
+class CaffeTorch:
+    """A Caffe definition run with ``torch.nn.functional``: the same layers, shapes and
+    parameters (He-initialised) as netdef's net of that definition.  BatchNorm followed by
+    an in-place Scale is one ``batch_norm`` with its affine terms (as ``nn.BatchNorm2d``);
+    the losses add up with their ``loss_weight``."""
 
+    SKIP = {"Accuracy", "Silence"}
 
-def _torch_resnet18_32():
-    import torch.nn as nn
+    def __init__(self, net_param, shapes: dict, train: bool):
+        import numpy as np
+        import torch
 
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.b1 = nn.BatchNorm2d(cout)
-            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.b2 = nn.BatchNorm2d(cout)
-            self.short = nn.Sequential()
-            if stride != 1 or cin != cout:
-                self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                           nn.BatchNorm2d(cout))
-            self.relu = nn.ReLU(inplace=True)
+        from netdef.net import Net
+        net = Net(net_param, 0 if train else 1, input_shapes=shapes, init_params=False)
+        self.train = train
+        self.steps, self.params = [], []
+        rng = np.random.default_rng(0)
+        skip_scale = set()
+        for i, (name, lay) in enumerate(zip(net.layer_names, net.layers)):
+            lp = lay.param
+            if lp.type in self.SKIP or name in skip_scale:
+                continue
+            ps = []
+            for b in lay.blobs:
+                fan_in = max(1, int(np.prod(b.shape[1:]))) if len(b.shape) > 1 else 0
+                a = (rng.standard_normal(b.shape) * np.sqrt(2.0 / fan_in) if fan_in
+                     else np.zeros(b.shape))
+                ps.append(torch.tensor(a, dtype=torch.float32,
+                                       requires_grad=train and lp.type != "BatchNorm"))
+            extra = None
+            if lp.type == "BatchNorm":
+                ps = [torch.zeros(lay.blobs[0].shape), torch.ones(lay.blobs[1].shape)]
+                j = i + 1
+                if j < len(net.layers) and net.layers[j].type == "Scale" \
+                        and list(net.bottoms[j]) == list(net.tops[i]):
+                    sc = net.layers[j]
+                    extra = [torch.ones(sc.blobs[0].shape, requires_grad=train)]
+                    if len(sc.blobs) > 1:
+                        extra.append(torch.zeros(sc.blobs[1].shape, requires_grad=train))
+                    skip_scale.add(net.layer_names[j])
+                    self.params += extra
+            self.params += [p for p in ps if p.requires_grad]
+            self.steps.append((lp.type, lay, [b.name for b in net.bottoms[i]],
+                               [t.name for t in net.tops[i]], ps, extra))
+        self.input_names = [n for n in shapes]
 
-        def forward(self, x):
-            y = self.relu(self.b1(self.c1(x)))
-            return self.relu(self.b2(self.c2(y)) + self.short(x))
-
-    layers = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
-    cin = 64
-    for s in range(4):
-        out = 64 << s
-        for i in range(2):
-            layers.append(Block(cin, out, 2 if (i == 0 and s > 0) else 1))
-            cin = out
-    layers += [nn.AvgPool2d(4), nn.Flatten(), nn.Linear(512, 10)]
-    return nn.Sequential(*layers)
+    def __call__(self, feeds: dict):
+        import torch
+        import torch.nn.functional as F
+        env = dict(feeds)
+        loss = None
+        for kind, lay, bottoms, tops, ps, extra in self.steps:
+            xs = [env[b] for b in bottoms]
+            x = xs[0] if xs else None
+            p = lay.param
+            if kind == "Input":
+                continue
+            if kind == "Convolution":
+                kh, kw, ph, pw, sh, sw, dh, dw = lay.geom
+                y = F.conv2d(x, ps[0], ps[1] if len(ps) > 1 else None, (sh, sw), (ph, pw),
+                             (dh, dw), lay.group)
+            elif kind == "InnerProduct":
+                y = F.linear(x.flatten(1), ps[0], ps[1] if len(ps) > 1 else None)
+            elif kind == "Pooling":
+                k, st, pd = (lay.kh, lay.kw), (lay.sh, lay.sw), (lay.ph, lay.pw)
+                if lay.method == p.pooling_param.MAX:
+                    y = F.max_pool2d(x, k, st, pd, ceil_mode=True)
+                else:
+                    y = F.avg_pool2d(x, k, st, pd, ceil_mode=True)
+            elif kind == "ReLU":
+                s = p.relu_param.negative_slope
+                y = F.leaky_relu(x, s) if s else F.relu(x, inplace=bottoms == tops)
+            elif kind == "LRN":
+                q = p.lrn_param
+                y = F.local_response_norm(x, q.local_size, q.alpha, q.beta, q.k)
+            elif kind == "Concat":
+                y = torch.cat(xs, p.concat_param.axis)
+            elif kind == "Eltwise":
+                y = xs[0]
+                for z in xs[1:]:
+                    y = y + z
+            elif kind == "BatchNorm":
+                w, b = (extra + [None])[:2] if extra else (None, None)
+                y = F.batch_norm(x, ps[0], ps[1], w, b, training=self.train,
+                                 eps=p.batch_norm_param.eps)
+            elif kind == "Scale":
+                y = x * ps[0].view(1, -1, 1, 1)
+                if len(ps) > 1:
+                    y = y + ps[1].view(1, -1, 1, 1)
+            elif kind == "Dropout":
+                y = F.dropout(x, p.dropout_param.dropout_ratio, training=self.train)
+            elif kind == "Softmax":
+                y = torch.softmax(x, 1)
+            elif kind == "SoftmaxWithLoss":
+                w = p.loss_weight[0] if len(p.loss_weight) else 1.0
+                y = F.cross_entropy(x, xs[1].long()) * w
+                loss = y if loss is None else loss + y
+            elif kind == "Split":
+                for t in tops:
+                    env[t] = x
+                continue
+            else:
+                raise SystemExit(f"bench_train: no PyTorch mapping for {kind}")
+            env[tops[0]] = y
+        return loss if self.train else env
 
 
 class TorchRun:
@@ -245,32 +320,32 @@ class TorchRun:
         import torch
         img, batch, classes, _ = NETS[name]
         torch.manual_seed(0)
-        self.model = torch_model(name)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.001, momentum=0.9,
+        train, self.deploy_def = _definitions(name)
+        shapes = {"data": (batch,) + img, "label": (batch,)}
+        self.model = CaffeTorch(train, shapes, train=True)
+        self.opt = torch.optim.SGD(self.model.params, lr=0.001, momentum=0.9,
                                    weight_decay=5e-4)
-        self.x = torch.randn((batch,) + img)
-        self.y = torch.randint(0, classes, (batch,))
-        self.loss = torch.nn.CrossEntropyLoss()
+        self.feeds = {"data": torch.randn((batch,) + img),
+                      "label": torch.randint(0, classes, (batch,)).float()}
+        self.shapes = {"data": (batch,) + img}
+        self.predictor = None
 
     def train_step(self):
-        self.model.train()
         self.opt.zero_grad()
-        self.loss(self.model(self.x), self.y).backward()
+        self.model(self.feeds).backward()
         self.opt.step()
 
     def fwd_bwd(self):
-        self.model.train()
         self.opt.zero_grad()
-        self.loss(self.model(self.x), self.y).backward()
+        self.model(self.feeds).backward()
 
     def build_predictor(self, tmp: str):
-        self.model.eval()
+        self.predictor = CaffeTorch(self.deploy_def, self.shapes, train=False)
 
     def infer(self):
         import torch
-        self.model.eval()
         with torch.inference_mode():
-            torch.softmax(self.model(self.x), 1)
+            self.predictor({"data": self.feeds["data"]})
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -282,32 +357,74 @@ def _timed(fn, iters: int) -> float:
     return (time.perf_counter() - t0) / iters
 
 
-def bench_speed(names, frameworks, rounds: int, scale: float) -> dict:
-    """{(net, framework, metric): [per-round values]}, frameworks alternating each round."""
-    results: dict = {}
+THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "MKL_NUM_THREADS")
+
+
+def worker(framework: str, name: str, threads: int, scale: float) -> None:
+    """One framework on one net in this process: build, warm up (compiles), print "ready",
+    then per "go" line on stdin print one JSON object of the three metrics."""
+    if framework == "torch":
+        import torch
+        torch.set_num_threads(threads)
+    else:
+        import netdef  # noqa: F401  (its BLAS/OpenMP environment before numpy loads)
+    iters = max(1, round(NETS[name][3] * scale))
+    batch = NETS[name][1]
+    r = NetdefRun(name) if framework == "netdef" else TorchRun(name)
     tmp = tempfile.mkdtemp(prefix="netdef-bench-")
+    r.train_step()
+    r.fwd_bwd()
+    r.build_predictor(tmp)
+    r.infer()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        out = {}
+        for metric, fn, n in (("train", r.train_step, iters), ("fwdbwd", r.fwd_bwd, iters),
+                              ("infer", r.infer, 2 * iters)):
+            fn()                    # once untimed: threads awake after the pause
+            dt = _timed(fn, n)
+            out[metric] = 1e3 * dt if metric == "fwdbwd" else batch / dt
+        print(json.dumps(out), flush=True)
+
+
+def bench_speed(names, frameworks, rounds: int, scale: float, threads: int,
+                pause: float = 0.3) -> dict:
+    """{(net, framework, metric): [per-round values]}: one worker process per framework and
+    net, the same thread count, taking turns in alternating order."""
+    results: dict = {}
+    env = dict(os.environ)
+    for v in THREAD_VARS:
+        env[v] = str(threads)
     for name in names:
-        iters = max(1, round(NETS[name][3] * scale))
-        batch = NETS[name][1]
-        runs = {}
-        for fw in frameworks:
-            r = NetdefRun(name) if fw == "netdef" else TorchRun(name)
-            r.train_step()                      # compile / warm up
-            r.fwd_bwd()
-            r.build_predictor(tmp)
-            r.infer()
-            runs[fw] = r
-        for k in range(rounds):
-            order = frameworks if k % 2 == 0 else frameworks[::-1]
-            for fw in order:
-                r = runs[fw]
-                results.setdefault((name, fw, "train"), []).append(
-                    batch / _timed(r.train_step, iters))
-                results.setdefault((name, fw, "fwdbwd"), []).append(
-                    1e3 * _timed(r.fwd_bwd, iters))
-                results.setdefault((name, fw, "infer"), []).append(
-                    batch / _timed(r.infer, 2 * iters))
-        del runs
+        procs = {}
+        try:
+            for fw in frameworks:       # one at a time: compiles do not overlap
+                p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker",
+                                      fw, "--nets", name, "--threads", str(threads),
+                                      "--scale", str(scale)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=env, cwd=ROOT)
+                procs[fw] = p
+                if p.stdout.readline().strip() != "ready":
+                    raise RuntimeError(f"the {fw} worker for {name} failed to start")
+            for k in range(rounds):
+                order = frameworks if k % 2 == 0 else frameworks[::-1]
+                for fw in order:
+                    time.sleep(pause)
+                    procs[fw].stdin.write("go\n")
+                    procs[fw].stdin.flush()
+                    for metric, v in json.loads(procs[fw].stdout.readline()).items():
+                        results.setdefault((name, fw, metric), []).append(v)
+        finally:
+            for p in procs.values():
+                try:
+                    p.stdin.close()
+                except OSError:
+                    pass
+                p.wait(timeout=120)
         print(f"# {name} done (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
     return results
 
@@ -405,36 +522,32 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiply every net's iterations per round")
     ap.add_argument("--vs-torch", action="store_true")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="default: all cores")
     ap.add_argument("--first-iter", action="store_true")
     ap.add_argument("--rss", action="store_true")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", default=None, help="also write the raw numbers here")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    import netdef  # noqa: F401  (BLAS/OpenMP environment before numpy loads)
-    import numba
+    threads = args.threads or os.cpu_count() or 1
+    if args.worker:
+        worker(args.worker, args.nets, threads, args.scale)
+        return
     names = [n for n in args.nets.split(",") if n]
-    if "alexnet" in names and not os.path.exists(os.path.join(ALEXNET_DIR, "train_val.prototxt")):
-        print(f"# alexnet skipped: {ALEXNET_DIR} not found", file=sys.stderr)
-        names.remove("alexnet")
     frameworks = ["netdef"]
+    torch_version = None
     if args.vs_torch:
-        try:
-            import torch
-        except ImportError:
+        p = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
+                           capture_output=True, text=True)
+        if p.returncode:
             print("# PyTorch is not installed: netdef only", file=sys.stderr)
         else:
             frameworks.append("torch")
-            if args.threads:
-                torch.set_num_threads(args.threads)
-    if args.threads:
-        numba.set_num_threads(args.threads)
-    threads = numba.get_num_threads()
-    print(f"# {os.cpu_count()} CPUs, {threads} netdef threads"
-          + (f", torch {sys.modules['torch'].__version__} with "
-             f"{sys.modules['torch'].get_num_threads()} threads" if "torch" in frameworks else "")
+            torch_version = p.stdout.strip()
+    print(f"# {os.cpu_count()} CPUs, {threads} threads per framework"
+          + (f", torch {torch_version} in its own process" if torch_version else "")
           + f"; load at start {os.getloadavg()[0]:.2f}", flush=True)
-    results = bench_speed(names, frameworks, args.rounds, args.scale)
+    results = bench_speed(names, frameworks, args.rounds, args.scale, threads)
     rss = None
     if args.rss:
         rss = {n: {fw: peak_rss(n, fw) for fw in frameworks} for n in names}
@@ -447,7 +560,8 @@ def main():
     print(f"# load at end {os.getloadavg()[0]:.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"results": {"|".join(k): v for k, v in results.items()}, "rss": rss,
+            json.dump({"threads": threads, "torch": torch_version,
+                       "results": {"|".join(k): v for k, v in results.items()}, "rss": rss,
                        "first_iter": first}, f, indent=1)
 
 

@@ -82,7 +82,7 @@ ALL_TILES = [pytest.param((mr, nv, 8), id=f"ymm{mr}x{nv}") for mr, nv in MK.TILE
 @njit(cache=True)
 def _tile_conv(mr, nv, lanes, ap, xp, offs, k, o_blocks, oh, wp, owp, out):
     MK.conv_rows(mr, nv, lanes, ap, xp, 0, offs, k, 0, o_blocks, oh, wp, owp, out, 0,
-                 oh * owp)
+                 oh * owp, False)
 
 
 def run_tiles(tile, x, w, pad, dil):
@@ -162,6 +162,64 @@ def test_lanes_follow_the_host_and_the_override(monkeypatch):
     monkeypatch.delenv("NETDEF_CONV_LANES")
     assert MK._lanes() == MK.host_lanes()
     assert {t[2] for t in MK.TILES} == ({8, 16} if MK.LANES == 16 else {8})
+
+
+@pytest.mark.parametrize("geom", [(3, 3, 1, 1, 1, 1, 1, 1), (3, 3, 1, 1, 2, 2, 1, 1),
+                                  (2, 3, 0, 1, 1, 2, 2, 1), (1, 1, 0, 0, 1, 1, 1, 1)])
+def test_im2row_is_the_transposed_im2col(geom):
+    from netdef.backend.cpu import gemm as G
+    kh, kw, ph, pw, sh, sw, dh, dw = geom
+    x = np.random.default_rng(2).standard_normal((3, 2, 7, 8)).astype(np.float32)
+    oh = (7 + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    ow = (8 + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    K, P = 2 * kh * kw, 2 * oh * ow
+    hp, wp = G.padded_size(7, 8, *geom, oh, ow)
+    xp = np.empty(2 * hp * wp, np.float32)
+    col = np.empty(K * P, np.float32)
+    G._im2col_chunk(x, 1, 2, *geom, oh, ow, col, xp)
+    kp = K + 5                                          # rows further apart than K
+    rows = np.full(P * kp, np.nan, np.float32)
+    MK.im2row_chunk(x, 1, 2, *geom, oh, ow, rows, kp, xp)
+    got = rows.reshape(P, kp)
+    assert np.array_equal(got[:, :K], col.reshape(K, P).T)
+    assert np.all(np.isnan(got[:, K:]))
+
+
+@pytest.mark.parametrize("tile", [(4, 2, 8), (8, 1, 8)] + ALL_TILES[len(MK.TILES_256):])
+@pytest.mark.parametrize("nt,chunk", [(1, 2), (2, 1), (2, 3)])
+def test_weight_grad_tiles_match_float64(tile, nt, chunk):
+    """dL/dW = sum over images of dy times the transposed im2col matrix, task by task: task 0
+    adds into what the gradient holds, the others overwrite their partials."""
+    from netdef.backend.cpu import gemm as G
+    mr, nv, lanes = tile
+    geom = (3, 3, 1, 1, 2, 1, 1, 1)                      # stride 2 along the rows
+    n, c, h, w, o = 5, 3, 9, 10, 13
+    rng = np.random.default_rng(nt * 10 + chunk)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    oh, ow = (h + 2 - 3) // 2 + 1, w
+    dy = rng.standard_normal((n, o, oh, ow)).astype(np.float32)
+    K = c * 9
+    xpad = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = np.zeros((o, c, 3, 3))
+    for ki in range(3):
+        for kj in range(3):
+            patch = xpad[:, :, ki:ki + 2 * oh:2, kj:kj + ow]
+            ref[:, :, ki, kj] = np.einsum("nohw,nchw->oc", dy.astype(np.float64), patch)
+    kp = MK.padded_row(K, nv, lanes)
+    hp, wp = G.padded_size(h, w, *geom, oh, ow)
+    start = rng.standard_normal(o * K).astype(np.float32)
+    dw = start.copy()
+    parts = np.full((nt - 1, o * K), np.nan, np.float32)
+    for t in range(nt):
+        ap = np.empty(MK.packed_size(o, chunk * oh * ow, mr), np.float32)
+        rows = np.empty(chunk * oh * ow * kp, np.float32)
+        acc = np.empty(-(-o // mr) * mr * kp, np.float32)
+        xp = np.empty(c * hp * wp, np.float32)
+        MK.weight_grad_task(t, nt, x, dy, *geom, mr, nv, lanes, chunk, ap, rows, acc, xp,
+                            dw if t == 0 else parts[t - 1], t == 0)
+    got = dw.astype(np.float64) - start + parts.astype(np.float64).sum(axis=0)
+    err = np.abs(got - ref.reshape(-1)).max() / np.abs(ref).max()
+    assert err < 1e-5
 
 
 def test_pack_weights_and_offsets():

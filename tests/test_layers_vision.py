@@ -254,20 +254,22 @@ def test_convolution_float32_against_reference(cid):
     np.testing.assert_allclose(top[0].data, ref, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("channels,params,tiles", [
-    (2, "num_output: 4 kernel_size: 3 pad: 1 stride: 2", False),
-    (3, "num_output: 3 kernel_size: 3 group: 3 pad: 1", False),
-    (2, "num_output: 4 kernel_size: 1", False),
-    # stride 1: the register tiles (netdef.backend.cpu.microkernel)
-    (2, "num_output: 5 kernel_size: 3 pad: 1", True),
-    (3, "num_output: 9 kernel_size: 3 dilation: 2 pad: 2 bias_term: false", True),
-    (1, "num_output: 13 kernel_h: 2 kernel_w: 4", True)])
-def test_convolution_float32_paths(monkeypatch, channels, params, tiles):
+@pytest.mark.parametrize("channels,params,tiles,flat", [
+    # strided and 1x1: the 512-bit tiles over the im2col matrix, else im2col + GEMM
+    (2, "num_output: 4 kernel_size: 3 pad: 1 stride: 2", False, True),
+    (3, "num_output: 3 kernel_size: 3 group: 3 pad: 1", False, False),
+    (2, "num_output: 4 kernel_size: 1", False, True),
+    # stride 1: the register tiles (netdef.backend.cpu.microkernel), forward and dx
+    (2, "num_output: 5 kernel_size: 3 pad: 1", True, True),
+    (3, "num_output: 9 kernel_size: 3 dilation: 2 pad: 2 bias_term: false", True, True),
+    (1, "num_output: 13 kernel_h: 2 kernel_w: 4", True, True)])
+def test_convolution_float32_paths(monkeypatch, channels, params, tiles, flat):
     from netdef.backend.cpu import gemm as G
     from netdef.backend.cpu import microkernel as MK
     used = []
     real = MK.tiles_for
-    monkeypatch.setattr(MK, "tiles_for", lambda *a: used.append(real(*a)) or used[-1])
+    monkeypatch.setattr(MK, "tiles_for",
+                        lambda *a, **k: used.append(real(*a, **k)) or used[-1])
     bwd = []
     real_bwd = V.ConvolutionLayer._backward_x_tiles
     monkeypatch.setattr(V.ConvolutionLayer, "_backward_x_tiles",
@@ -278,7 +280,9 @@ def test_convolution_float32_paths(monkeypatch, channels, params, tiles):
     t64 = run_forward(l64, make_blobs([x]))
     t32 = run_forward(l32, make_blobs([x], dtype=np.float32))
     assert t32[0].data.dtype == np.float32
-    assert (bool(used) and used[-1] is not None) == (tiles and G.AVAILABLE and MK.ENABLED)
+    forward_tiles = tiles or (flat and MK.LANES == 16)
+    assert (bool(used) and used[-1] is not None) == (forward_tiles and G.AVAILABLE
+                                                     and MK.ENABLED)
     np.testing.assert_allclose(t32[0].data, t64[0].data, rtol=1e-4, atol=1e-5)
     dy = np.random.default_rng(6).standard_normal(t64[0].shape)
     t64[0].diff[...] = dy
@@ -291,6 +295,35 @@ def test_convolution_float32_paths(monkeypatch, channels, params, tiles):
     assert l32.blobs[0].diff.dtype == np.float32
     np.testing.assert_allclose(b32[0].diff, b64[0].diff, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(l32.blobs[0].diff, l64.blobs[0].diff, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("params", ["num_output: 12 kernel_size: 3 pad: 1",
+                                    "num_output: 7 kernel_size: 3 stride: 2",
+                                    "num_output: 9 kernel_size: 1"])
+def test_convolution_float32_backward_accumulates_params(params):
+    """float32 (the tiled and GEMM paths): a second backward adds the same parameter
+    gradient again and overwrites the bottom's; the gradients are float64's."""
+    l32 = conv_layer(params, dtype=np.float32)
+    l64 = conv_layer(params)
+    x = np.random.default_rng(3).standard_normal((5, 4, 9, 11))
+    t32, t64 = run_forward(l32, make_blobs([x], dtype=np.float32)), run_forward(
+        l64, make_blobs([x]))
+    dy = np.random.default_rng(4).standard_normal(t64[0].shape)
+    t32[0].diff[...] = dy
+    t64[0].diff[...] = dy
+    b32, b64 = make_blobs([x], dtype=np.float32), make_blobs([x])
+    for p in l32.blobs + l64.blobs:
+        p.diff = np.zeros(p.shape, p.data.dtype)
+    l64.backward(t64, [True], b64)
+    l32.backward(t32, [True], b32)
+    once = [p.diff.copy() for p in l32.blobs]
+    for p, q in zip(l32.blobs, l64.blobs):
+        np.testing.assert_allclose(p.diff, q.diff, rtol=1e-4, atol=1e-4)
+    dx = b32[0].diff.copy()
+    l32.backward(t32, [True], b32)
+    np.testing.assert_allclose(b32[0].diff, dx, rtol=1e-6, atol=1e-6)
+    for p, d in zip(l32.blobs, once):
+        np.testing.assert_allclose(p.diff, 2 * d, rtol=1e-5, atol=1e-5)
 
 
 def test_convolution_flops_and_shape_inference():

@@ -234,16 +234,23 @@ def _threads() -> int:
     return numba.get_num_threads()
 
 
+def _pool_size() -> int:
+    """Threads in Numba's pool: every thread id a parallel region can see is below it."""
+    import numba
+    return numba.config.NUMBA_NUM_THREADS
+
+
 def _slope(f, negative_slope):
     """A fused ReLU as the kernels take it: its slope, 1 when there is none."""
     return f(1.0 if negative_slope is None else negative_slope)
 
 
 class _ChainRunner:
-    """Runs a chain of :class:`_ConvGroup` as ``CHAIN_TASKS_PER_THREAD * threads`` tasks, each
-    taking its block of the batch through every group of the chain -- or, for a batch
-    smaller than the threads, each group in turn as ``threads`` tasks, a block of its output
-    channels per task (every channel of a group is written before the next group reads)."""
+    """Runs a chain of :class:`_ConvGroup`, each group in turn as one parallel region of
+    ``CHAIN_TASKS_PER_THREAD * threads`` tasks (a block of the batch each) -- or, for a batch
+    smaller than the threads, ``threads`` tasks of a block of its output channels each (every
+    channel of a group is written before the next group reads).  The workspaces have one row
+    per thread of Numba's pool, which the tasks index by thread id."""
 
     def __init__(self, chain):
         from ..backend.cpu import gemm as G
@@ -252,6 +259,7 @@ class _ChainRunner:
         self.chain = chain
         n = chain[0].bottom.shape[0]
         self.nt = nt = max(1, _threads())
+        slots = max(nt, _pool_size())       # rows of the workspaces
         self.ntasks = ntasks = 1 if nt == 1 else min(n, CHAIN_TASKS_PER_THREAD * nt)
         #: output-channel blocks per batch block (> 1 when the batch cannot feed the threads)
         self.cb = -(-nt // n) if n < nt else 1
@@ -274,31 +282,31 @@ class _ChainRunner:
             pointwise = conv._path() == "pointwise"
             hp, wp = G.padded_size(x.shape[2], x.shape[3], *conv.geom, oh, ow)
             pad = x.shape[1] * hp * wp if (hp, wp) != tuple(x.shape[2:]) else 0
-            tiles = MK.tiles_for(conv, x, hp, wp, oh, ow, flat=True)
+            tiles = MK.tiles_for(conv, x, hp, wp, oh, ow, flat=True, images=chunk)
             self.tiles.append(tiles)
             if tiles:
                 mr, nv, lanes, flat = tiles
                 ap = MK.pack_weights(wt.reshape(o, -1), mr)
-                if flat:
-                    lp = MK.padded_row(L, nv, lanes)
-                    offs = np.arange(ckk, dtype=np.int64) * L
-                    col = np.empty((nt, ckk * L + lp - L + lanes), dtype)
-                    out = np.empty((nt, -(-o // mr) * mr * lp), dtype)
-                    xp = np.empty((nt, max(1, pad)), dtype)
+                if flat:        # chunk images a row, as for the GEMM
+                    lp = MK.padded_row(chunk * L, nv, lanes)
+                    offs = np.zeros(0, np.int64)
+                    col = np.empty((slots, ckk * chunk * L + lp - chunk * L + lanes), dtype)
+                    out = np.empty((slots, -(-o // mr) * mr * lp), dtype)
+                    xp = np.empty((slots, max(1, pad)), dtype)
                 else:
                     owp = MK.padded_row(ow, nv, lanes)
                     offs = MK.tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp)
-                    col = np.empty((nt, 1), dtype)
-                    out = np.empty((nt, -(-o // mr) * mr * oh * owp), dtype)
-                    xp = np.zeros((nt, x.shape[1] * hp * wp + owp - ow + lanes), dtype)
-                chunk = 1
+                    col = np.empty((slots, 1), dtype)
+                    out = np.empty((slots, -(-o // mr) * mr * oh * owp), dtype)
+                    xp = np.zeros((slots, x.shape[1] * hp * wp + owp - ow + lanes), dtype)
+                    chunk = 1
             else:
                 mr = nv = lanes = 0
                 flat = False
                 ap, offs = np.zeros(0, dtype), np.zeros(0, np.int64)
-                col = np.empty((nt, max(1, ckk * chunk * L)), dtype)
-                out = np.empty((nt, o * chunk * L), dtype)
-                xp = np.empty((nt, max(1, pad)), dtype)
+                col = np.empty((slots, max(1, ckk * chunk * L)), dtype)
+                out = np.empty((slots, o * chunk * L), dtype)
+                xp = np.empty((slots, max(1, pad)), dtype)
             bias = conv.blobs[1].data if conv.bias_term else np.zeros(o, dtype)
             f = np.dtype(dtype).type
             if g.pool is not None:
@@ -317,30 +325,15 @@ class _ChainRunner:
         from ..backend.cpu import fused as F
         from ..backend.cpu import gemm as G
         ntasks, cb = self.ntasks, self.cb
-        steps = [(g.bottom.data, wv, bias, geom, col, out, xp, g.top.data)
-                 for wv, bias, geom, col, out, xp, g in self.args]
-        kernel = F.conv_fused_task
         with G.single_threaded_blas():
-            if cb == 1:
-                def task(k, slot):
-                    for x, wv, bias, geom, col, out, xp, y in steps:
-                        kernel(k, ntasks, 1, x, wv, bias, *geom, col[slot], out[slot],
-                               xp[slot], y)
-                G.run_tasks(task, ntasks, self.nt)
-                return
-            for x, wv, bias, geom, col, out, xp, y in steps:
-                def task(k, slot, x=x, wv=wv, bias=bias, geom=geom, col=col, out=out, xp=xp,
-                         y=y):
-                    kernel(k, ntasks, cb, x, wv, bias, *geom, col[slot], out[slot],
-                           xp[slot], y)
-                G.run_tasks(task, ntasks * cb, self.nt)
+            for wv, bias, geom, col, out, xp, g in self.args:
+                F.conv_fused_run(ntasks, cb, g.bottom.data, wv, bias, *geom, col, out, xp,
+                                 g.top.data)
 
 
 class _DepthwiseRunner:
     """A depthwise Convolution (``group == channels``) and its fused ReLU as ``threads``
-    tasks of consecutive output planes, on the same task threads as the fused convolutions
-    (a second pool -- OpenMP's, behind Numba's ``prange`` -- would spin on the cores they
-    need)."""
+    tasks of consecutive output planes."""
 
     @staticmethod
     def takes(net, i) -> bool:
@@ -358,10 +351,8 @@ class _DepthwiseRunner:
         self.nt = max(1, _threads())
 
     def __call__(self):
-        from ..backend.cpu import gemm as G
-        from ..backend.cpu.vision import depthwise_task
-        x, y, args, nt = self.x.data, self.y.data, self.args, self.nt
-        G.run_tasks(lambda k, slot: depthwise_task(k, nt, x, *args, y), nt, nt)
+        from ..backend.cpu.vision import depthwise_relu
+        depthwise_relu(self.nt, self.x.data, *self.args, self.y.data)
 
 
 class _NumpyRunner:

@@ -183,40 +183,66 @@ class _ConvBase(Layer):
                                        do_w)
 
 
+def _tile_chunk(x, k: int, L: int) -> int:
+    """Images per im2col matrix of the flat tiles (:func:`_tile_conv`): as for the GEMM
+    path, enough for W.GEMM_MIN_COLUMNS columns within W.GEMM_COL_BYTES, at most a task's
+    share of the batch."""
+    import numba
+    n = x.shape[0]
+    nt = max(1, min(numba.get_num_threads(), n))
+    per = -(-n // (1 if nt == 1 else min(n, W.TASKS_PER_THREAD * nt)))
+    return max(1, min(per, -(-W.GEMM_MIN_COLUMNS // L),
+                      W.GEMM_COL_BYTES // max(1, k * L * x.itemsize)))
+
+
 def _tile_conv(x, wmat, bias, geom, y, tiles, owner, tag):
-    """y = conv(x, wmat) + bias (stride 1, one group) through the register tiles
-    (mr, nv, lanes) of :mod:`netdef.backend.cpu.microkernel`, the batch split into tasks as for the GEMM path.
-    ``owner`` keeps the tap offsets of its geometry under ``tag``; bias empty: none."""
+    """y = conv(x, wmat) + bias (one group) through the register tiles (mr, nv, lanes, flat)
+    of :mod:`netdef.backend.cpu.microkernel` (flat: over each image's im2col matrix, any
+    stride), the batch split into tasks as for the GEMM path.  ``owner`` keeps the tap
+    offsets of its geometry under ``tag``; bias empty: none."""
     import numba
 
     from ..backend.cpu import gemm as G
     from ..backend.cpu import microkernel as MK
-    mr, nv, lanes = tiles
+    mr, nv, lanes, flat = tiles
     n, c = x.shape[:2]
     o, oh, ow = y.shape[1:]
+    L = oh * ow
     kh, kw, ph, pw, sh, sw, dh, dw = geom
     hp, wp = G.padded_size(x.shape[2], x.shape[3], *geom, oh, ow)
-    owp = MK.padded_row(ow, nv, lanes)
-    ap = W.scratch("tiles_w", MK.packed_size(o, wmat.shape[1], mr), x.dtype)
+    k = wmat.shape[1]
+    ap = W.scratch("tiles_w", MK.packed_size(o, k, mr), x.dtype)
     MK.pack_into(wmat, mr, ap)
-    key = (c, kh, kw, dh, dw, hp, wp)
-    cache = owner.__dict__.setdefault("_tap_offsets", {})
-    if cache.get(tag, (None,))[0] != key:
-        cache[tag] = (key, MK.tap_offsets(c, kh, kw, dh, dw, hp, wp))
-    offs = cache[tag][1]
     if bias.shape[0] == 0:
         bias = W.scratch("tiles_b", o, x.dtype)
         bias[:] = 0
     nt = max(1, min(numba.get_num_threads(), n))
     ntasks = 1 if nt == 1 else min(n, W.TASKS_PER_THREAD * nt)
-    side = -(-o // mr) * mr * oh * owp
+    if flat:
+        chunk = _tile_chunk(x, k, L)
+        lp = MK.padded_row(chunk * L, nv, lanes)
+        side = -(-o // mr) * mr * lp
+        cols = k * chunk * L + lp - chunk * L + lanes
+        pad = c * hp * wp if (hp, wp) != tuple(x.shape[2:]) else 1
+        offs = _empty(np.int64)
+    else:
+        key = (c, kh, kw, dh, dw, hp, wp)
+        cache = owner.__dict__.setdefault("_tap_offsets", {})
+        if cache.get(tag, (None,))[0] != key:
+            cache[tag] = (key, MK.tap_offsets(c, kh, kw, dh, dw, hp, wp))
+        offs = cache[tag][1]
+        chunk = 0
+        owp = MK.padded_row(ow, nv, lanes)
+        side = -(-o // mr) * mr * oh * owp
+        cols = 1
+        pad = c * hp * wp + owp - ow + lanes
     out_ws = W.scratch("tiles_out", nt * side, x.dtype).reshape(nt, side)
-    pad = c * hp * wp + owp - ow + lanes
+    col_ws = W.scratch("tiles_col", nt * cols, x.dtype).reshape(nt, cols)
     pad_ws = W.scratch("tiles_pad", nt * pad, x.dtype).reshape(nt, pad)
 
-    def task(k, slot):
-        MK.conv_task(k, ntasks, x, bias, kh, kw, ph, pw, dh, dw, ap, offs, mr, nv,
-                     lanes, out_ws[slot], pad_ws[slot], y)
+    def task(t, slot):
+        MK.conv_task(t, ntasks, x, bias, kh, kw, ph, pw, sh, sw, dh, dw, ap, offs, mr, nv,
+                     lanes, chunk, col_ws[slot], out_ws[slot], pad_ws[slot], y)
     G.run_tasks(task, ntasks, nt)
 
 
@@ -275,13 +301,16 @@ class ConvolutionLayer(_ConvBase):
                                    x.dtype).reshape(ntasks - 1, dwdiff.size)
                 db_part = W.scratch("gdb", ntasks * o, np.float64).reshape(ntasks, o)
                 dx = b.diff if do_x else np.empty((0, 1, 1, 1), dtype=x.dtype)
+                gemm_w = do_w and not self._weight_grad_tiles(x, dy, dwdiff, dw_part, nt,
+                                                              ntasks)
 
                 def task(k, slot):
                     G.conv_backward_task(k, ntasks, x, wv, dy, *geom, group, pointwise, chunk,
-                                         do_w, do_b, do_x, k == 0, col_ws[slot], dy_ws[slot],
-                                         pad_ws[slot], dwdiff if k == 0 else dw_part[k - 1],
-                                         db_part[k], dx)
-                G.run_tasks(task, ntasks, nt)
+                                         gemm_w, do_b, do_x, k == 0, col_ws[slot],
+                                         dy_ws[slot], pad_ws[slot],
+                                         dwdiff if k == 0 else dw_part[k - 1], db_part[k], dx)
+                if gemm_w or do_b or do_x:
+                    G.run_tasks(task, ntasks, nt)
                 if do_w and ntasks > 1:     # add the partials in task order, split over threads
                     G.run_tasks(lambda k, slot: G.sum_partials(dw_part, k, nt, dwdiff), nt, nt)
                 if do_b:
@@ -303,18 +332,50 @@ class ConvolutionLayer(_ConvBase):
         from ..backend.cpu import microkernel as MK
         o, oh, ow = y.shape[1:]
         hp, wp = G.padded_size(x.shape[2], x.shape[3], *self.geom, oh, ow)
-        tiles = MK.tiles_for(self, x, hp, wp, oh, ow)
+        tiles = MK.tiles_for(self, x, hp, wp, oh, ow, flat=True,
+                             images=_tile_chunk(x, self.blobs[0].data[0].size, oh * ow))
         if tiles is None:
             return False
-        tiles = tiles[:3]
         _tile_conv(x, self.blobs[0].data.reshape(o, -1), bias, self.geom, y, tiles, self,
                    "fwd")
+        return True
+
+    def _weight_grad_tiles(self, x, dy, dwdiff, dw_part, nt, ntasks) -> bool:
+        """dL/dW through the 512-bit tiles (:func:`netdef.backend.cpu.microkernel.
+        weight_grad_task`), the batch split into the GEMM path's ``ntasks`` tasks (task 0
+        adds into the gradient, the others write ``dw_part``); False where they do not
+        apply (256-bit hosts, float64, groups)."""
+        from ..backend.cpu import gemm as G
+        from ..backend.cpu import microkernel as MK
+        if not (MK.ENABLED and MK.LANES == 16) or x.dtype != np.float32 or self.group != 1:
+            return False
+        o, oh, ow = dy.shape[1:]
+        L = oh * ow
+        k = dwdiff.size // o
+        mr, nv, lanes = MK.choose_tile(o, k, 16)
+        kp = MK.padded_row(k, nv, lanes)
+        chunk = _tile_chunk(x, k, L)
+        hp, wp = G.padded_size(x.shape[2], x.shape[3], *self.geom, oh, ow)
+        pad = x.shape[1] * hp * wp if (hp, wp) != tuple(x.shape[2:]) else 1
+        ap_ws = W.scratch("wg_ap", nt * MK.packed_size(o, chunk * L, mr),
+                          x.dtype).reshape(nt, -1)
+        rows_ws = W.scratch("wg_rows", nt * chunk * L * kp, x.dtype).reshape(nt, -1)
+        acc_ws = W.scratch("wg_acc", nt * -(-o // mr) * mr * kp, x.dtype).reshape(nt, -1)
+        pad_ws = W.scratch("wg_pad", nt * pad, x.dtype).reshape(nt, pad)
+        geom = self.geom
+
+        def task(t, slot):
+            MK.weight_grad_task(t, ntasks, x, dy, *geom, mr, nv, lanes, chunk, ap_ws[slot],
+                                rows_ws[slot], acc_ws[slot], pad_ws[slot],
+                                dwdiff if t == 0 else dw_part[t - 1], t == 0)
+        G.run_tasks(task, ntasks, nt)
         return True
 
     def _backward_x_tiles(self, dy, dx) -> bool:
         """dx = dL/dx of a stride-1 convolution, itself a stride-1 convolution: dy padded by
         d*(k-1) - p, the kernel turned by 180 degrees with its input and output channels
-        swapped -- through the register tiles; False when they do not apply."""
+        swapped -- through the register tiles (direct, or flat over dy's im2col matrix);
+        False when they do not apply."""
         from ..backend.cpu import microkernel as MK
         kh, kw, ph, pw, sh, sw, dh, dw = self.geom
         qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw
@@ -323,7 +384,12 @@ class ConvolutionLayer(_ConvBase):
         if dy.dtype != np.float32 or (sh, sw) != (1, 1) or self.group != 1 \
                 or self._path() != "gemm" or min(qh, qw) < 0:
             return False
-        tiles = MK.worth_tiles(c, o * kh * kw, w, o * (oh + 2 * qh) * (ow + 2 * qw) * 4)
+        h = dx.shape[2]
+        # flat: only where the padded dy is not much larger than dy (the GEMM path's col2im
+        # does the multiply-adds of the unpadded one: LeNet's conv2 would take 2.25x)
+        flat = h * w <= 1.25 * oh * ow
+        tiles = MK.plan_tiles(c, o * kh * kw, h, w, o * (oh + 2 * qh) * (ow + 2 * qw) * 4,
+                              True, flat, _tile_chunk(dy, o * kh * kw, h * w))
         if tiles is None:
             return False
         wt = self.blobs[0].data

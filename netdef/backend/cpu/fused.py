@@ -21,11 +21,11 @@ NaN); slope 1 is no ReLU.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import get_thread_id, njit, prange
 from numba import uint64 as U
 
 from .gemm import NO_TRANS, _im2col_chunk, gemm
-from .microkernel import conv_image, conv_rows
+from .microkernel import conv_image, conv_rows, flat_offsets
 from .simd import (
     act,
     add8,
@@ -198,9 +198,9 @@ def conv_fused_task(t, nt, cb, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, grou
     :mod:`netdef.backend.cpu.microkernel` (``ap`` the packed weights, tiles of mr channels x
     lanes*nv pixels).  Not ``flat``: a stride-1 convolution straight from the zero-bordered
     image (``offs`` the tap offsets into it); the plane rows in ``out`` are then ``owp`` (ow
-    rounded up to whole tiles) apart.  ``flat``: the image's im2col matrix (K x L, any
-    stride) read as one row of L pixels (``offs[k] = k*L``); each plane in ``out`` takes L
-    rounded up to whole tiles.  Otherwise im2col + GEMM in chunks of ``chunk`` images.
+    rounded up to whole tiles) apart.  ``flat``: the im2col matrix of ``chunk`` images (K x
+    chunk*L, any stride) read as one row of chunk*L pixels; each channel's row in ``out``
+    takes chunk*L rounded up to whole tiles (``offs`` unused).  Otherwise im2col + GEMM in chunks of ``chunk`` images.
     Workspaces of the calling thread: col (C*kh*kw*chunk*L, plus the tiles' overrun when
     flat; unused for a pointwise convolution with chunk 1 and for direct tiles), out
     (O*chunk*L, or O rounded up to mr times the padded plane), xp (the padded image, as for
@@ -234,15 +234,19 @@ def conv_fused_task(t, nt, cb, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, grou
     if oc1 <= oc0:
         return
     if mr > 0 and flat:
-        LP = (L + lanes * nv - 1) // (lanes * nv) * (lanes * nv)
-        for n in range(tb * per, end):
-            _im2col_chunk(x, n, 1, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, xp)
-            conv_rows(mr, nv, lanes, ap, col, 0, offs, offs.shape[0], ub0, ub1, 1, L, LP, out,
-                      0, LP)
-            for oc in range(oc0, oc1):
-                _epilogue(out, oc * LP, ow, oh, ow, bias[oc], slope_pre, pool, pkh, pkw,
-                          pph, ppw, psh, psw, slope_post, yf, (n * o + oc) * PL, poh, pow_,
-                          vm_max, vf_max, hb_max, vm_ave, hb_ave)
+        for n0 in range(tb * per, end, chunk):
+            m = min(chunk, end - n0)
+            cols = m * L
+            LP = (cols + lanes * nv - 1) // (lanes * nv) * (lanes * nv)
+            _im2col_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, xp)
+            conv_rows(mr, nv, lanes, ap, col, 0, flat_offsets(kkg, cols), kkg, ub0, ub1, 1,
+                      cols, LP, out, 0, LP, False)
+            for j in range(m):
+                for oc in range(oc0, oc1):
+                    _epilogue(out, oc * LP + j * L, ow, oh, ow, bias[oc], slope_pre, pool,
+                              pkh, pkw, pph, ppw, psh, psw, slope_post, yf,
+                              ((n0 + j) * o + oc) * PL, poh, pow_, vm_max, vf_max, hb_max,
+                              vm_ave, hb_ave)
         return
     if mr > 0:
         owp = (ow + lanes * nv - 1) // (lanes * nv) * (lanes * nv)
@@ -276,3 +280,18 @@ def conv_fused_task(t, nt, cb, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, grou
                 _epilogue(out, oc * cols + j * L, ow, oh, ow, bias[oc], slope_pre, pool, pkh,
                           pkw, pph, ppw, psh, psw, slope_post, yf, ((n0 + j) * o + oc) * PL,
                           poh, pow_, vm_max, vf_max, hb_max, vm_ave, hb_ave)
+
+
+@njit(cache=True, parallel=True)
+def conv_fused_run(nt, cb, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, group, pointwise,
+                   chunk, oh, ow, slope_pre, pool, pkh, pkw, pph, ppw, psh, psw, slope_post,
+                   ap, offs, mr, nv, lanes, flat, col, out, xp, y):
+    """Every task (``nt * cb``) of :func:`conv_fused_task` on Numba's threads, each with the
+    workspaces of its thread (``col``, ``out``, ``xp``: one row per thread of the pool).  One
+    parallel region costs about a microsecond, a hand-off to Python threads tens."""
+    for t in prange(nt * cb):
+        s = get_thread_id()
+        conv_fused_task(t, nt, cb, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, group,
+                        pointwise, chunk, oh, ow, slope_pre, pool, pkh, pkw, pph, ppw, psh,
+                        psw, slope_post, ap, offs, mr, nv, lanes, flat, col[s], out[s], xp[s],
+                        y)

@@ -440,7 +440,7 @@ def conv_backward_task(t, nt, x, wt, dy, kh, kw, ph, pw, sh, sw, dh, dw, group, 
     wf = wt.reshape(-1)
     dxf = dx.reshape(-1)
     img_in = c_in * x.shape[2] * x.shape[3]
-    if not accumulate:
+    if do_w and not accumulate:
         for i in range(dwp.shape[0]):
             dwp[i] = 0.0
     for i in range(o):

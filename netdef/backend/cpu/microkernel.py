@@ -25,9 +25,10 @@ import os
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba import uint64 as U
 from numba.extending import intrinsic
 
-from .gemm import _pad_image, padded_size
+from .gemm import _im2col_chunk, _pad_image, padded_size
 from .simd import bias_act_plane
 
 
@@ -228,28 +229,33 @@ def padded_row(ow: int, nv: int, lanes: int) -> int:
 FLAT_MARGIN = 1.1
 
 
-def tiles_for(conv, x, hp: int, wp: int, oh: int, ow: int, flat: bool = False):
-    """How Convolution layer ``conv`` on input ``x`` (zero-bordered image hp x wp, output
-    oh x ow) runs through the tiles: (mr, nv, lanes, False) for the direct tiles on the
-    image (stride 1, :func:`worth_tiles`), (mr, nv, lanes, True) for tiles over its im2col
-    matrix read as one row of oh*ow pixels (any stride or 1x1; only when ``flat`` is allowed
-    and the host has 512-bit tiles), or None (im2col + GEMM); None as well for float64 and
-    groups."""
+def plan_tiles(o: int, k: int, oh: int, ow: int, image_bytes: int, direct: bool,
+               flat: bool, images: int = 1):
+    """How a convolution into o channels of oh x ow from k taps per output runs through the
+    tiles: (mr, nv, lanes, False) for the direct tiles on its zero-bordered image of
+    ``image_bytes`` (only if ``direct``: stride 1, :func:`worth_tiles`), (mr, nv, lanes,
+    True) for tiles over the im2col matrix of ``images`` images read as one row of
+    images*oh*ow pixels (only if ``flat`` and the host has 512-bit tiles), whichever costs
+    less (:data:`FLAT_MARGIN`), or None (im2col + GEMM)."""
+    d = worth_tiles(o, k, ow, image_bytes) if direct else None
+    if flat and ENABLED and LANES == 16:
+        t = choose_tile(o, images * oh * ow, 16)
+        row = _cost(t, o, 1, images * oh * ow)[0] / images
+        if d is None or _cost(d, o, oh, ow)[0] > FLAT_MARGIN * row:
+            return t + (True,)
+    return None if d is None else d + (False,)
+
+
+def tiles_for(conv, x, hp: int, wp: int, oh: int, ow: int, flat: bool = False,
+              images: int = 1):
+    """:func:`plan_tiles` for Convolution layer ``conv`` on input ``x`` (zero-bordered
+    image hp x wp): direct tiles for stride 1 other than 1x1 (there the GEMM reads the
+    image itself), flat ones for any stride if ``flat``; None for float64 and groups."""
     if not ENABLED or x.dtype != np.float32 or conv.group != 1:
         return None
-    sh, sw = conv.geom[4:6]
-    path = conv._path()
-    k = conv.blobs[0].data[0].size
-    o = conv.num_output
-    direct = None
-    if (sh, sw) == (1, 1) and path == "gemm":
-        direct = worth_tiles(o, k, ow, x.shape[1] * hp * wp * 4)
-    if flat and LANES == 16:
-        t = choose_tile(o, oh * ow, 16)
-        if direct is None or _cost(direct, o, oh, ow)[0] > FLAT_MARGIN * _cost(t, o, 1,
-                                                                                oh * ow)[0]:
-            return t + (True,)
-    return None if direct is None else direct + (False,)
+    direct = tuple(conv.geom[4:6]) == (1, 1) and conv._path() == "gemm"
+    return plan_tiles(conv.num_output, conv.blobs[0].data[0].size, oh, ow,
+                      x.shape[1] * hp * wp * 4, direct, flat, images)
 
 
 def packed_size(o: int, k: int, mr: int) -> int:
@@ -260,11 +266,16 @@ def packed_size(o: int, k: int, mr: int) -> int:
 def pack_into(wt, mr, ap):
     """ap[b*K*mr + k*mr + r] = wt[b*mr + r, k] for (O, K) weights; 0 for rows past O."""
     o, k = wt.shape
-    for b in range((o + mr - 1) // mr):
-        for kk in range(k):
-            for r in range(mr):
-                i = b * mr + r
-                ap[(b * k + kk) * mr + r] = wt[i, kk] if i < o else 0.0
+    for b in range((o + mr - 1) // mr):      # rows read in order (a panel is L2-sized)
+        for r in range(mr):
+            i = b * mr + r
+            base = b * k * mr + r
+            if i < o:
+                for kk in range(k):
+                    ap[U(base + kk * mr)] = wt[i, kk]
+            else:
+                for kk in range(k):
+                    ap[U(base + kk * mr)] = 0.0
 
 
 def pack_weights(wt: np.ndarray, mr: int) -> np.ndarray:
@@ -281,14 +292,16 @@ def tap_offsets(c: int, kh: int, kw: int, dh: int, dw: int, hp: int, wp: int) ->
 
 
 @njit(cache=True, nogil=True)
-def conv_rows(mr, nv, lanes, ap, xp, xbase, offs, K, b0, b1, oh, wp, owp, out, obase, L):
+def conv_rows(mr, nv, lanes, ap, xp, xbase, offs, K, b0, b1, oh, wp, owp, out, obase, L,
+              acc0):
     """The tiles (mr, nv, lanes) of one image for channel blocks b0 <= b < b1:
     out[obase + (b*mr + r)*L + oy*owp + ox] for every such block b, output row oy and column
     tile; the image is ``xp[xbase:]`` with row stride ``wp``.  The k loop runs in blocks of
-    :data:`K_BLOCK` taps, each block adding to what the previous ones left in ``out``; within
-    one, the output is taken in blocks of about :data:`PIXEL_BLOCK` pixels (whole rows, or
-    parts of one long row), every channel block in turn, so the part of the image they read
-    stays in cache and the block's weights (mr x K_BLOCK) in L1."""
+    :data:`K_BLOCK` taps, each block adding to what the previous ones left in ``out`` (the
+    first as well with ``acc0``); within one, the output is taken in blocks of about
+    :data:`PIXEL_BLOCK` pixels (whole rows, or parts of one long row), every channel block in
+    turn, so the part of the image they read stays in cache and the block's weights
+    (mr x K_BLOCK) in L1."""
     w = lanes * nv
     if owp >= PIXEL_BLOCK:
         rb, cw = 1, max(w, PIXEL_BLOCK // w * w)
@@ -296,7 +309,7 @@ def conv_rows(mr, nv, lanes, ap, xp, xbase, offs, K, b0, b1, oh, wp, owp, out, o
         rb, cw = max(1, PIXEL_BLOCK // owp), owp
     for k0 in range(0, K, K_BLOCK):
         k1 = min(K, k0 + K_BLOCK)
-        acc = k0 > 0
+        acc = acc0 or k0 > 0
         for oy0 in range(0, oh, rb):
             for ox0 in range(0, owp, cw):
                 for b in range(b0, b1):
@@ -341,24 +354,149 @@ def conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, lanes, b0
     owp = (ow + lanes * nv - 1) // (lanes * nv) * (lanes * nv)
     _pad_image(x, n, ph, pw, hp, wp, xp)
     conv_rows(mr, nv, lanes, ap, xp, 0, offs, offs.shape[0], b0, b1, oh, wp, owp, out, 0,
-              oh * owp)
+              oh * owp, False)
 
 
 @njit(cache=True, nogil=True)
-def conv_task(t, nt, x, bias, kh, kw, ph, pw, dh, dw, ap, offs, mr, nv, lanes, out, xp, y):
-    """Task ``t`` of ``nt`` of y = conv(x) + bias (bias (O,): zeros for none; stride 1, one
-    group; the batch split as
-    :func:`netdef.backend.cpu.gemm.conv_forward_task` does): training's convolution through
-    the tiles, without the pooling epilogues of :func:`netdef.backend.cpu.fused.conv_fused_task`
-    (which cost compile time)."""
+def flat_offsets(k, cols):
+    """offs[i] = i * cols: the rows of an im2col matrix of ``cols`` columns as the taps of a
+    one-row image."""
+    offs = np.empty(k, np.int64)
+    for i in range(k):
+        offs[i] = i * cols
+    return offs
+
+
+@njit(cache=True, nogil=True)
+def conv_task(t, nt, x, bias, kh, kw, ph, pw, sh, sw, dh, dw, ap, offs, mr, nv, lanes, chunk,
+              col, out, xp, y):
+    """Task ``t`` of ``nt`` of y = conv(x) + bias (bias (O,): zeros for none; one group; the
+    batch split as :func:`netdef.backend.cpu.gemm.conv_forward_task` does): training's
+    convolution through the tiles, without the pooling epilogues of
+    :func:`netdef.backend.cpu.fused.conv_fused_task` (which cost compile time).  ``chunk``
+    0: stride 1, image by image straight from the zero-bordered image in ``xp`` (``offs``
+    its taps); ``chunk`` > 0: any stride, over the im2col matrix of ``chunk`` images at a
+    time in ``col`` (``xp`` the padded image im2col reads) as one row of pixels."""
     n_img = x.shape[0]
     o, oh, ow = y.shape[1], y.shape[2], y.shape[3]
-    owp = (ow + lanes * nv - 1) // (lanes * nv) * (lanes * nv)
+    L = oh * ow
+    w = lanes * nv
+    owp = (ow + w - 1) // w * w
     yf = y.reshape(-1)
     per = (n_img + nt - 1) // nt
-    for n in range(t * per, min(n_img, (t + 1) * per)):
-        conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, lanes, 0,
-                   (o + mr - 1) // mr, out, xp)
+    blocks = (o + mr - 1) // mr
+    end = min(n_img, (t + 1) * per)
+    if chunk > 0:
+        k = ap.shape[0] // (blocks * mr)
+        for n0 in range(t * per, end, chunk):
+            m = min(chunk, end - n0)
+            cols = m * L
+            lp = (cols + w - 1) // w * w
+            _im2col_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, xp)
+            conv_rows(mr, nv, lanes, ap, col, 0, flat_offsets(k, cols), k, 0, blocks, 1, cols,
+                      lp, out, 0, lp, False)
+            for j in range(m):
+                for oc in range(o):
+                    bias_act_plane(out, oc * lp + j * L, ow, oh, ow, bias[oc], 1.0, yf,
+                                   ((n0 + j) * o + oc) * L)
+        return
+    for n in range(t * per, end):
+        conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, lanes, 0, blocks,
+                   out, xp)
         for oc in range(o):
             bias_act_plane(out, oc * oh * owp, owp, oh, ow, bias[oc], 1.0, yf,
-                           (n * o + oc) * oh * ow)
+                           (n * o + oc) * L)
+
+
+# -- the weight gradient through the tiles -------------------------------------------------------
+@njit(cache=True, nogil=True)
+def im2row_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, rows, kp, xp):
+    """rows[(j*L + p)*kp + k] = tap k of output pixel p of image n0 + j (0 in the padding):
+    the transposed im2col matrix, each pixel's C*kh*kw taps contiguous, rows ``kp`` apart;
+    ``xp`` takes the zero-bordered image as for :func:`netdef.backend.cpu.gemm._im2col_chunk`."""
+    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
+    L = oh * ow
+    hp, wp = padded_size(h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
+    padded = hp != h or wp != w
+    for j in range(m):
+        if padded:
+            _pad_image(x, n0 + j, ph, pw, hp, wp, xp)
+            src = xp
+            base = 0
+        else:
+            src = x.reshape(-1)
+            base = (n0 + j) * c_in * h * w
+        for oy in range(oh):
+            for ox in range(ow):
+                rb = (j * L + oy * ow + ox) * kp
+                k = 0
+                for c in range(c_in):
+                    for ki in range(kh):
+                        s0 = base + (c * hp + oy * sh + ki * dh) * wp + ox * sw
+                        for kj in range(kw):
+                            rows[U(rb + k)] = src[U(s0 + kj * dw)]
+                            k += 1
+
+
+@njit(cache=True, nogil=True)
+def pack_grad(dy, n0, m, mr, ap):
+    """ap[(b*P + j*L + p)*mr + r] = dy[n0 + j, b*mr + r, p] (P = m*L pixels, 0 for channels
+    past O): the output gradient of m images as the tiles' weight panels."""
+    o = dy.shape[1]
+    L = dy.shape[2] * dy.shape[3]
+    P = m * L
+    dyf = dy.reshape(-1)
+    for b in range((o + mr - 1) // mr):
+        for r in range(mr):
+            oc = b * mr + r
+            base = b * P * mr + r
+            for j in range(m):
+                d = base + j * L * mr
+                s = ((n0 + j) * o + oc) * L
+                if oc < o:
+                    for p in range(L):
+                        ap[U(d + p * mr)] = dyf[U(s + p)]
+                else:
+                    for p in range(L):
+                        ap[U(d + p * mr)] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def weight_grad_task(t, nt, x, dy, kh, kw, ph, pw, sh, sw, dh, dw, mr, nv, lanes, chunk, ap,
+                     rows, acc, xp, dwp, accumulate):
+    """Task ``t`` of ``nt`` of dL/dW = sum over images of dy (O x L) times the transposed
+    im2col matrix (L x K), for its block of the batch (one group), through the tiles: the
+    output gradient of ``chunk`` images packed as the tiles' weights (:func:`pack_grad`),
+    their :func:`im2row_chunk` matrix as the tiles' one-row image (K along the vectors),
+    summed in ``acc`` (O rounded up to mr, times K rounded up to whole tiles).  ``dwp``
+    (O*K) is overwritten with the sum -- or, with ``accumulate``, added to (the gradient
+    itself; the other tasks' partials are added by the caller in task order)."""
+    n_img = x.shape[0]
+    o, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    L = oh * ow
+    K = dwp.shape[0] // o
+    w = lanes * nv
+    kp = (K + w - 1) // w * w
+    blocks = (o + mr - 1) // mr
+    per = (n_img + nt - 1) // nt
+    end = min(n_img, (t + 1) * per)
+    first = True
+    for n0 in range(t * per, end, chunk):
+        m = min(chunk, end - n0)
+        im2row_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, rows, kp, xp)
+        pack_grad(dy, n0, m, mr, ap)
+        conv_rows(mr, nv, lanes, ap, rows, 0, flat_offsets(m * L, kp), m * L, 0, blocks, 1,
+                  kp, kp, acc, 0, kp, not first)
+        first = False
+    if first:
+        if not accumulate:
+            for i in range(dwp.shape[0]):
+                dwp[i] = 0.0
+        return
+    for oc in range(o):
+        for k in range(K):
+            v = acc[U(oc * kp + k)]
+            if accumulate:
+                dwp[U(oc * K + k)] += v
+            else:
+                dwp[U(oc * K + k)] = v

@@ -28,15 +28,15 @@ def depthwise_forward(x, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bias, y):
                          y.dtype.type(1.0), y)
 
 
-@njit(cache=True, nogil=True)
-def depthwise_task(t, nt, x, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bias, slope, y):
-    """Task ``t`` of ``nt`` of :func:`depthwise_blocks` (consecutive blocks of output planes)
-    with the fused ReLU ``slope`` (1: none): the frozen-net predictor's depthwise layers, on
-    the same threads as its other tasks."""
+@njit(cache=True, parallel=True)
+def depthwise_relu(nt, x, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bias, slope, y):
+    """:func:`depthwise_blocks` with the fused ReLU ``slope`` (1: none) as ``nt`` tasks of
+    consecutive blocks of output planes: the frozen-net predictor's depthwise layers."""
     nblk = (y.shape[0] * y.shape[1] + _DW_BLOCK - 1) // _DW_BLOCK
     per = (nblk + nt - 1) // nt
-    depthwise_blocks(t * per, min(nblk, (t + 1) * per), x, wt, kh, kw, ph, pw, sh, sw, dh,
-                     dw, mult, bias, slope, y)
+    for t in prange(nt):
+        depthwise_blocks(t * per, min(nblk, (t + 1) * per), x, wt, kh, kw, ph, pw, sh, sw,
+                         dh, dw, mult, bias, slope, y)
 
 
 @njit(cache=True, nogil=True)
@@ -63,7 +63,8 @@ def depthwise_blocks(blk0, blk1, x, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bi
     has_bias = bias.shape[0] > 0
     total = n_img * c_out
     three = kh == 3 and kw == 3
-    zero = np.zeros(1, y.dtype)
+    zero = np.empty(1, y.dtype)
+    zero[0] = 0.0
     xf = x.reshape(-1)
     yf = y.reshape(-1)
     toff = np.empty(kw, np.int64)               # buffer offset of each kernel column
@@ -73,7 +74,9 @@ def depthwise_blocks(blk0, blk1, x, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bi
     t0, t1, t2 = toff[0], toff[min(1, kw - 1)], toff[min(2, kw - 1)]
     if blk1 <= blk0:
         return
-    xp = np.zeros(2 * plane if two else plane, x.dtype)
+    xp = np.empty(2 * plane if two else plane, x.dtype)
+    for i in range(xp.shape[0]):        # (a loop: called from a parallel region, np.zeros
+        xp[i] = 0.0                     # would be one of its own)
     prev = -1
     for no in range(blk0 * _DW_BLOCK, min(total, blk1 * _DW_BLOCK)):
         n = no // c_out
