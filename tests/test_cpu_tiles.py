@@ -177,23 +177,27 @@ def test_im2row_is_the_transposed_im2col(geom):
     xp = np.empty(2 * hp * wp, np.float32)
     col = np.empty(K * P, np.float32)
     G._im2col_chunk(x, 1, 2, *geom, oh, ow, col, xp)
-    kp = K + 5                                          # rows further apart than K
-    rows = np.full(P * kp, np.nan, np.float32)
-    MK.im2row_chunk(x, 1, 2, *geom, oh, ow, rows, kp, xp)
-    got = rows.reshape(P, kp)
-    assert np.array_equal(got[:, :K], col.reshape(K, P).T)
-    assert np.all(np.isnan(got[:, K:]))
+    for k0, k1 in [(0, K), (1, max(2, K - 2)), (K - 1, K)]:    # all, a middle block, the last
+        kp = k1 - k0 + 5                                 # rows further apart than the block
+        rows = np.full(P * kp, np.nan, np.float32)
+        MK.im2row_chunk(x, 1, 2, *geom, oh, ow, k0, k1, rows, kp, xp)
+        got = rows.reshape(P, kp)
+        assert np.array_equal(got[:, :k1 - k0], col.reshape(K, P).T[:, k0:k1])
+        assert np.all(np.isnan(got[:, k1 - k0:]))
 
 
 @pytest.mark.parametrize("tile", [(4, 2, 8), (8, 1, 8)] + ALL_TILES[len(MK.TILES_256):])
-@pytest.mark.parametrize("nt,chunk", [(1, 2), (2, 1), (2, 3)])
-def test_weight_grad_tiles_match_float64(tile, nt, chunk):
-    """dL/dW = sum over images of dy times the transposed im2col matrix, task by task: task 0
-    adds into what the gradient holds, the others overwrite their partials."""
+@pytest.mark.parametrize("nt,chunk,split_k", [(1, 2, False), (2, 1, False), (2, 3, False),
+                                              (2, 2, True), (3, 5, True)])
+def test_weight_grad_tiles_match_float64(tile, nt, chunk, split_k):
+    """dL/dW = sum over images of dy times the transposed im2col matrix, task by task: by
+    blocks of the batch, task 0 adding into what the gradient holds and the others
+    overwriting their partials; or by blocks of columns, every task adding into the
+    gradient."""
     from netdef.backend.cpu import gemm as G
     mr, nv, lanes = tile
     geom = (3, 3, 1, 1, 2, 1, 1, 1)                      # stride 2 along the rows
-    n, c, h, w, o = 5, 3, 9, 10, 13
+    n, c, h, w, o = 5, 11, 9, 10, 13                     # K = 99: columns past whole tiles
     rng = np.random.default_rng(nt * 10 + chunk)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     oh, ow = (h + 2 - 3) // 2 + 1, w
@@ -212,12 +216,14 @@ def test_weight_grad_tiles_match_float64(tile, nt, chunk):
     parts = np.full((nt - 1, o * K), np.nan, np.float32)
     for t in range(nt):
         ap = np.empty(MK.packed_size(o, chunk * oh * ow, mr), np.float32)
-        rows = np.empty(chunk * oh * ow * kp, np.float32)
-        acc = np.empty(-(-o // mr) * mr * kp, np.float32)
+        rows = np.full(chunk * oh * ow * kp, np.nan, np.float32)
+        acc = np.full(-(-o // mr) * mr * kp, np.nan, np.float32)
         xp = np.empty(c * hp * wp, np.float32)
-        MK.weight_grad_task(t, nt, x, dy, *geom, mr, nv, lanes, chunk, ap, rows, acc, xp,
-                            dw if t == 0 else parts[t - 1], t == 0)
-    got = dw.astype(np.float64) - start + parts.astype(np.float64).sum(axis=0)
+        MK.weight_grad_task(t, nt, split_k, x, dy, *geom, mr, nv, lanes, chunk, ap, rows, acc,
+                            xp, dw if split_k or t == 0 else parts[t - 1], t == 0)
+    got = dw.astype(np.float64) - start
+    if not split_k:
+        got += parts.astype(np.float64).sum(axis=0)
     err = np.abs(got - ref.reshape(-1)).max() / np.abs(ref).max()
     assert err < 1e-5
 

@@ -297,15 +297,27 @@ def test_convolution_float32_paths(monkeypatch, channels, params, tiles, flat):
     np.testing.assert_allclose(l32.blobs[0].diff, l64.blobs[0].diff, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("params", ["num_output: 12 kernel_size: 3 pad: 1",
-                                    "num_output: 7 kernel_size: 3 stride: 2",
-                                    "num_output: 9 kernel_size: 1"])
-def test_convolution_float32_backward_accumulates_params(params):
+@pytest.mark.parametrize("channels,params,tiled", [
+    (4, "num_output: 12 kernel_size: 3 pad: 1", None),
+    (4, "num_output: 7 kernel_size: 3 stride: 2", None),
+    (4, "num_output: 9 kernel_size: 1", None),
+    # 512-bit hosts: dL/dW through the tiles, by blocks of the batch / of dW's columns
+    (4, "num_output: 64 kernel_size: 3 pad: 1", "batch"),
+    (16, "num_output: 64 kernel_size: 3 stride: 2", "columns")])
+def test_convolution_float32_backward_accumulates_params(monkeypatch, channels, params,
+                                                         tiled):
     """float32 (the tiled and GEMM paths): a second backward adds the same parameter
     gradient again and overwrites the bottom's; the gradients are float64's."""
+    import numba
+
+    from netdef.backend.cpu import microkernel as MK
+    used = []
+    real = V.ConvolutionLayer._weight_grad_tiles
+    monkeypatch.setattr(V.ConvolutionLayer, "_weight_grad_tiles",
+                        lambda self, *a: used.append(real(self, *a)) or used[-1])
     l32 = conv_layer(params, dtype=np.float32)
     l64 = conv_layer(params)
-    x = np.random.default_rng(3).standard_normal((5, 4, 9, 11))
+    x = np.random.default_rng(3).standard_normal((5, channels, 9, 11))
     t32, t64 = run_forward(l32, make_blobs([x], dtype=np.float32)), run_forward(
         l64, make_blobs([x]))
     dy = np.random.default_rng(4).standard_normal(t64[0].shape)
@@ -324,6 +336,8 @@ def test_convolution_float32_backward_accumulates_params(params):
     np.testing.assert_allclose(b32[0].diff, dx, rtol=1e-6, atol=1e-6)
     for p, d in zip(l32.blobs, once):
         np.testing.assert_allclose(p.diff, 2 * d, rtol=1e-5, atol=1e-5)
+    if MK.ENABLED and MK.LANES == 16 and numba.get_num_threads() == 2:
+        assert used[-2:] == [tiled, tiled]     # the two float32 backward passes
 
 
 def test_convolution_flops_and_shape_inference():

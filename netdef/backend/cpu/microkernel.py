@@ -410,14 +410,17 @@ def conv_task(t, nt, x, bias, kh, kw, ph, pw, sh, sw, dh, dw, ap, offs, mr, nv, 
 
 # -- the weight gradient through the tiles -------------------------------------------------------
 @njit(cache=True, nogil=True)
-def im2row_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, rows, kp, xp):
-    """rows[(j*L + p)*kp + k] = tap k of output pixel p of image n0 + j (0 in the padding):
-    the transposed im2col matrix, each pixel's C*kh*kw taps contiguous, rows ``kp`` apart;
-    ``xp`` takes the zero-bordered image as for :func:`netdef.backend.cpu.gemm._im2col_chunk`."""
+def im2row_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, k0, k1, rows, kp, xp):
+    """rows[(j*L + p)*kp + k - k0] = tap k (k0 <= k < k1) of output pixel p of image n0 + j
+    (0 in the padding): columns k0..k1 of the transposed im2col matrix, each pixel's taps
+    contiguous, rows ``kp`` apart; ``xp`` takes the zero-bordered image as for
+    :func:`netdef.backend.cpu.gemm._im2col_chunk`."""
     c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
     L = oh * ow
     hp, wp = padded_size(h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
     padded = hp != h or wp != w
+    ckk = kh * kw
+    c0, r0 = k0 // ckk, k0 % ckk
     for j in range(m):
         if padded:
             _pad_image(x, n0 + j, ph, pw, hp, wp, xp)
@@ -428,14 +431,19 @@ def im2row_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, rows, kp, xp)
             base = (n0 + j) * c_in * h * w
         for oy in range(oh):
             for ox in range(ow):
-                rb = (j * L + oy * ow + ox) * kp
-                k = 0
-                for c in range(c_in):
-                    for ki in range(kh):
+                rb = (j * L + oy * ow + ox) * kp - k0
+                c, ki, kj = c0, r0 // kw, r0 % kw
+                s0 = base + (c * hp + oy * sh + ki * dh) * wp + ox * sw
+                for k in range(k0, k1):
+                    rows[U(rb + k)] = src[U(s0 + kj * dw)]
+                    kj += 1
+                    if kj == kw:
+                        kj = 0
+                        ki += 1
+                        if ki == kh:
+                            ki = 0
+                            c += 1
                         s0 = base + (c * hp + oy * sh + ki * dh) * wp + ox * sw
-                        for kj in range(kw):
-                            rows[U(rb + k)] = src[U(s0 + kj * dw)]
-                            k += 1
 
 
 @njit(cache=True, nogil=True)
@@ -462,40 +470,53 @@ def pack_grad(dy, n0, m, mr, ap):
 
 
 @njit(cache=True, nogil=True)
-def weight_grad_task(t, nt, x, dy, kh, kw, ph, pw, sh, sw, dh, dw, mr, nv, lanes, chunk, ap,
-                     rows, acc, xp, dwp, accumulate):
+def weight_grad_task(t, nt, split_k, x, dy, kh, kw, ph, pw, sh, sw, dh, dw, mr, nv, lanes,
+                     chunk, ap, rows, acc, xp, dwp, accumulate):
     """Task ``t`` of ``nt`` of dL/dW = sum over images of dy (O x L) times the transposed
-    im2col matrix (L x K), for its block of the batch (one group), through the tiles: the
-    output gradient of ``chunk`` images packed as the tiles' weights (:func:`pack_grad`),
-    their :func:`im2row_chunk` matrix as the tiles' one-row image (K along the vectors),
-    summed in ``acc`` (O rounded up to mr, times K rounded up to whole tiles).  ``dwp``
-    (O*K) is overwritten with the sum -- or, with ``accumulate``, added to (the gradient
-    itself; the other tasks' partials are added by the caller in task order)."""
+    im2col matrix (L x K) (one group), through the tiles: the output gradient of ``chunk``
+    images at a time packed as the tiles' weights (:func:`pack_grad`), their
+    :func:`im2row_chunk` matrix as the tiles' one-row image (K along the vectors), summed in
+    ``acc`` (O rounded up to mr, times the task's columns rounded up to whole tiles).
+
+    ``split_k``: the task takes its block of dW's columns over the whole batch and adds it
+    into ``dwp`` (O*K, the gradient itself): no partial sums.  Otherwise its block of the
+    batch over every column: ``dwp`` is overwritten with the sum -- or, with ``accumulate``,
+    added to (the other tasks' partials are added by the caller in task order)."""
     n_img = x.shape[0]
     o, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
     L = oh * ow
     K = dwp.shape[0] // o
     w = lanes * nv
-    kp = (K + w - 1) // w * w
     blocks = (o + mr - 1) // mr
-    per = (n_img + nt - 1) // nt
-    end = min(n_img, (t + 1) * per)
+    if split_k:
+        units = (K + w - 1) // w
+        step = (units + nt - 1) // nt
+        k0, k1 = min(K, t * step * w), min(K, (t + 1) * step * w)
+        i0, i1 = 0, n_img
+        accumulate = True
+    else:
+        per = (n_img + nt - 1) // nt
+        k0, k1 = 0, K
+        i0, i1 = t * per, min(n_img, (t + 1) * per)
+    kp = (k1 - k0 + w - 1) // w * w
     first = True
-    for n0 in range(t * per, end, chunk):
-        m = min(chunk, end - n0)
-        im2row_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, rows, kp, xp)
-        pack_grad(dy, n0, m, mr, ap)
-        conv_rows(mr, nv, lanes, ap, rows, 0, flat_offsets(m * L, kp), m * L, 0, blocks, 1,
-                  kp, kp, acc, 0, kp, not first)
-        first = False
+    if k1 > k0:
+        for n0 in range(i0, i1, chunk):
+            m = min(chunk, i1 - n0)
+            im2row_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, k0, k1, rows, kp,
+                         xp)
+            pack_grad(dy, n0, m, mr, ap)
+            conv_rows(mr, nv, lanes, ap, rows, 0, flat_offsets(m * L, kp), m * L, 0, blocks,
+                      1, kp, kp, acc, 0, kp, not first)
+            first = False
     if first:
         if not accumulate:
             for i in range(dwp.shape[0]):
                 dwp[i] = 0.0
         return
     for oc in range(o):
-        for k in range(K):
-            v = acc[U(oc * kp + k)]
+        for k in range(k0, k1):
+            v = acc[U(oc * kp + k - k0)]
             if accumulate:
                 dwp[U(oc * K + k)] += v
             else:
