@@ -137,6 +137,20 @@ def test_fused_plan_smaller_or_equal(tmp_path, monkeypatch):
     assert fused.runner.plan["arena_bytes"] <= plain.runner.plan["arena_bytes"]
 
 
+def test_groups_share_their_workspaces(tmp_path):
+    """The fused groups run one after another: one block of per-thread rows per kind of
+    workspace for the whole net, as large as its largest group needs, not one per group."""
+    _, path = _frozen(tmp_path, "cifar10_quick", 4)
+    p = load(path, backend="numba")
+    p.predict(np.zeros((4, 3, 32, 32), np.float32))
+    groups = [a for kind, r in p.runner.steps if isinstance(r, P._ChainRunner) for a in r.args]
+    assert len(groups) == 3
+    for k in (3, 4, 5):                                 # col, out, xp
+        views = [g[k] for g in groups]
+        assert all(np.shares_memory(views[0], v) for v in views[1:])
+        assert all(v.flags.c_contiguous and v.shape[0] >= P._threads() for v in views)
+
+
 def test_conv_output_read_elsewhere_is_not_fused(tmp_path):
     """A convolution whose output is also a net output keeps its own buffer."""
     text = SLOPES_NET + 'layer { name: "keep" type: "ReLU" bottom: "conv3" top: "keep" }\n'

@@ -92,7 +92,11 @@ class _NumbaRunner:
         self.plan = {k: planned[k] for k in ("arena_bytes", "unplanned_bytes", "values")}
         self.skip = skip | consumed
         self.net = net
-        heads = {c[0].index: _ChainRunner(c) for c in chains}
+        scratch = _Scratch(max(_threads(), _pool_size()))
+        heads = {c[0].index: _ChainRunner(c, scratch) for c in chains}
+        scratch.allocate()
+        for r in heads.values():
+            r.bind(scratch)
         self.steps = []
         for i in range(len(net.layers)):
             if i in heads:
@@ -245,6 +249,31 @@ def _slope(f, negative_slope):
     return f(1.0 if negative_slope is None else negative_slope)
 
 
+class _Scratch:
+    """The per-thread workspaces of every fused group of a net, shared: the groups run one
+    after the other, so each kind of buffer is one block of ``slots`` rows (one per thread of
+    Numba's pool) as long as the largest group needs, and every group takes a C-contiguous
+    view of it.  Groups ask (:meth:`request`) while the runners are built, then
+    :meth:`allocate` makes the blocks."""
+
+    def __init__(self, slots: int):
+        self.slots = slots
+        self.need: dict = {}
+        self.blocks: dict = {}
+
+    def request(self, name: str, size: int, dtype) -> tuple:
+        key = (name, np.dtype(dtype).str)
+        self.need[key] = max(self.need.get(key, 1), int(size))
+        return key, max(1, int(size))
+
+    def allocate(self) -> None:
+        self.blocks = {k: np.zeros(self.slots * n, np.dtype(k[1])) for k, n in self.need.items()}
+
+    def view(self, request: tuple) -> np.ndarray:
+        key, size = request
+        return self.blocks[key][:self.slots * size].reshape(self.slots, size)
+
+
 class _ChainRunner:
     """Runs a chain of :class:`_ConvGroup`, each group in turn as one parallel region of
     ``CHAIN_TASKS_PER_THREAD * threads`` tasks (a block of the batch each) -- or, for a batch
@@ -252,14 +281,13 @@ class _ChainRunner:
     channel of a group is written before the next group reads).  The workspaces have one row
     per thread of Numba's pool, which the tasks index by thread id."""
 
-    def __init__(self, chain):
+    def __init__(self, chain, scratch):
         from ..backend.cpu import gemm as G
         from ..backend.cpu import microkernel as MK
         from ..backend.cpu.workspace import GEMM_COL_BYTES
         self.chain = chain
         n = chain[0].bottom.shape[0]
         self.nt = nt = max(1, _threads())
-        slots = max(nt, _pool_size())       # rows of the workspaces
         self.ntasks = ntasks = 1 if nt == 1 else min(n, CHAIN_TASKS_PER_THREAD * nt)
         #: output-channel blocks per batch block (> 1 when the batch cannot feed the threads)
         self.cb = -(-nt // n) if n < nt else 1
@@ -290,23 +318,21 @@ class _ChainRunner:
                 if flat:        # chunk images a row, as for the GEMM
                     lp = MK.padded_row(chunk * L, nv, lanes)
                     offs = np.zeros(0, np.int64)
-                    col = np.empty((slots, ckk * chunk * L + lp - chunk * L + lanes), dtype)
-                    out = np.empty((slots, -(-o // mr) * mr * lp), dtype)
-                    xp = np.empty((slots, max(1, pad)), dtype)
+                    sizes = (ckk * chunk * L + lp - chunk * L + lanes, -(-o // mr) * mr * lp,
+                             pad)
                 else:
                     owp = MK.padded_row(ow, nv, lanes)
                     offs = MK.tap_offsets(x.shape[1], kh, kw, dh, dw, hp, wp)
-                    col = np.empty((slots, 1), dtype)
-                    out = np.empty((slots, -(-o // mr) * mr * oh * owp), dtype)
-                    xp = np.zeros((slots, x.shape[1] * hp * wp + owp - ow + lanes), dtype)
+                    sizes = (1, -(-o // mr) * mr * oh * owp,
+                             x.shape[1] * hp * wp + owp - ow + lanes)
                     chunk = 1
             else:
                 mr = nv = lanes = 0
                 flat = False
                 ap, offs = np.zeros(0, dtype), np.zeros(0, np.int64)
-                col = np.empty((slots, max(1, ckk * chunk * L)), dtype)
-                out = np.empty((slots, o * chunk * L), dtype)
-                xp = np.empty((slots, max(1, pad)), dtype)
+                sizes = (ckk * chunk * L, o * chunk * L, pad)
+            col, out, xp = (scratch.request(k, n, dtype) for k, n in zip(("col", "out", "xp"),
+                                                                         sizes))
             bias = conv.blobs[1].data if conv.bias_term else np.zeros(o, dtype)
             f = np.dtype(dtype).type
             if g.pool is not None:
@@ -320,6 +346,11 @@ class _ChainRunner:
                                           pointwise, chunk, oh, ow, _slope(f, g.relu_pre),
                                           pool) + pg +
                 (_slope(f, g.relu_post), ap, offs, mr, nv, lanes, flat), col, out, xp, g))
+
+    def bind(self, scratch) -> None:
+        """Replace each group's workspace requests by views of the allocated blocks."""
+        self.args = [a[:3] + tuple(scratch.view(r) for r in a[3:6]) + a[6:]
+                     for a in self.args]
 
     def __call__(self):
         from ..backend.cpu import fused as F
