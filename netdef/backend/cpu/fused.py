@@ -190,8 +190,8 @@ def conv_fused_task(t, nt, cb, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, grou
     block ``t // cb`` of ``nt`` and output-channel block ``t % cb`` of ``cb`` (``cb > 1``
     feeds the threads when the batch is smaller than their number, e.g. one image: each
     channel block's task makes its own column matrix).  x (N, C, H, W); wt (O, C/g*kh*kw);
-    bias (O,) (zeros without a bias term);
-    (oh, ow) the convolution's output size; y (N, O, poh, pow) (pool > 0) or (N, O, oh, ow).
+    bias (O,) (zeros without a bias term); (oh, ow) the convolution's output size; y (N, O,
+    poh, pow) (pool > 0) or (N, O, oh, ow).
     ``act(v) = v * slope if v < 0 else v`` (slope 1: none).
 
     ``mr > 0``: computed image by image with the register tiles of
@@ -200,8 +200,8 @@ def conv_fused_task(t, nt, cb, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, grou
     image (``offs`` the tap offsets into it); the plane rows in ``out`` are then ``owp`` (ow
     rounded up to whole tiles) apart.  ``flat``: the im2col matrix of ``chunk`` images (K x
     chunk*L, any stride) read as one row of chunk*L pixels; each channel's row in ``out``
-    takes chunk*L rounded up to whole tiles (``offs`` unused).  Otherwise im2col + GEMM in chunks of ``chunk`` images.
-    Workspaces of the calling thread: col (C*kh*kw*chunk*L, plus the tiles' overrun when
+    takes chunk*L rounded up to whole tiles (``offs`` unused).  Otherwise im2col + GEMM in
+    chunks of ``chunk`` images.  Workspaces of the calling thread: col (C*kh*kw*chunk*L, plus the tiles' overrun when
     flat; unused for a pointwise convolution with chunk 1 and for direct tiles), out
     (O*chunk*L, or O rounded up to mr times the padded plane), xp (the padded image, as for
     :func:`netdef.backend.cpu.gemm.conv_forward_task`, plus owp - ow + lanes values for

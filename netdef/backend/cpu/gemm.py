@@ -290,6 +290,17 @@ def _pad_image(x, n, ph, pw, hp, wp, xp):
                 xp[d0 + U(i)] = xf[s0 + U(i)]
 
 
+@njit(cache=True, nogil=True)
+def image_source(x, n, ph, pw, hp, wp, xp):
+    """(flat values, offset) of image n of x as im2col reads it: its zero-bordered copy in
+    ``xp`` (:func:`_pad_image`) when (hp, wp) is larger than the image, else x itself."""
+    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
+    if hp != h or wp != w:
+        _pad_image(x, n, ph, pw, hp, wp, xp)
+        return xp, 0
+    return x.reshape(-1), n * c_in * h * w
+
+
 @njit(cache=True)
 def _im2col_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, xp):
     """col[row, j*L + p] = image n0 + j's patch value (0 in the padding); ``col`` is flat with
@@ -301,16 +312,9 @@ def _im2col_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, xp):
     L = oh * ow
     rs = m * L
     hp, wp = padded_size(h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
-    padded = hp != h or wp != w
     ow8 = ow - ow % 8
     for j in range(m):
-        if padded:
-            _pad_image(x, n0 + j, ph, pw, hp, wp, xp)
-            src = xp
-            ibase = 0
-        else:
-            src = x.reshape(-1)
-            ibase = (n0 + j) * c_in * h * w
+        src, ibase = image_source(x, n0 + j, ph, pw, hp, wp, xp)
         for c in range(c_in):
             for ki in range(kh):
                 for kj in range(kw):

@@ -28,7 +28,7 @@ from numba import njit, types
 from numba import uint64 as U
 from numba.extending import intrinsic
 
-from .gemm import _im2col_chunk, _pad_image, padded_size
+from .gemm import _im2col_chunk, _pad_image, image_source, padded_size
 from .simd import bias_act_plane
 
 
@@ -415,20 +415,13 @@ def im2row_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, k0, k1, rows,
     (0 in the padding): columns k0..k1 of the transposed im2col matrix, each pixel's taps
     contiguous, rows ``kp`` apart; ``xp`` takes the zero-bordered image as for
     :func:`netdef.backend.cpu.gemm._im2col_chunk`."""
-    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
+    h, w = x.shape[2], x.shape[3]
     L = oh * ow
     hp, wp = padded_size(h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
-    padded = hp != h or wp != w
     ckk = kh * kw
     c0, r0 = k0 // ckk, k0 % ckk
     for j in range(m):
-        if padded:
-            _pad_image(x, n0 + j, ph, pw, hp, wp, xp)
-            src = xp
-            base = 0
-        else:
-            src = x.reshape(-1)
-            base = (n0 + j) * c_in * h * w
+        src, base = image_source(x, n0 + j, ph, pw, hp, wp, xp)
         for oy in range(oh):
             for ox in range(ow):
                 rb = (j * L + oy * ow + ox) * kp - k0
