@@ -100,6 +100,26 @@ def random_weights(net, seed: int = 0) -> None:
             b.data = rng.normal(0, 0.05, b.data.shape).astype(np.float32)
 
 
+def _unsaturate(net, data: str, x) -> None:
+    """Scale the last learned layer before the final Softmax so its logits have a standard
+    deviation of 2 on ``x``: random deep nets otherwise saturate the softmax (outputs of 0
+    and 1), and the engines' outputs would agree whatever their errors."""
+    import numpy as np
+    last = len(net.layers) - 1
+    if net.layers[last].type != "Softmax":
+        return
+    net.blobs[data].data = x
+    net.forward()
+    logits = net.bottoms[last][0]
+    std = float(np.std(logits.data))
+    # the last Convolution / InnerProduct: what follows it in these nets (ReLU, pooling)
+    # scales with it
+    producer = max(i for i in range(last)
+                   if net.layers[i].type in ("Convolution", "InnerProduct"))
+    for b in net.layers[producer].blobs:
+        b.data = (b.data * np.float32(2.0 / max(std, 1e-12))).astype(np.float32)
+
+
 def prepare(net_name: str, batch: int, tmp: str) -> dict:
     """Frozen file, ONNX and Caffe exports and an input batch of one (net, batch)."""
     import numpy as np
@@ -117,13 +137,15 @@ def prepare(net_name: str, batch: int, tmp: str) -> dict:
     shape = (batch,) + chw
     net = Net(definition, 1, input_shapes={inp.top[0]: shape})
     random_weights(net)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    _unsaturate(net, inp.top[0], x)
     res = freeze(definition, net_to_proto(net), input_shapes={inp.top[0]: shape})
     base = os.path.join(tmp, f"{net_name}_b{batch}")
     frozen = base + ".frozen"
     res.save(frozen, source="bench_infer")
     fm = read_frozen(frozen)
     out = {"frozen": frozen, "input": base + ".input.npy", "shape": list(shape)}
-    np.save(out["input"], np.random.default_rng(1).standard_normal(shape).astype(np.float32))
+    np.save(out["input"], x)
     try:
         from netdef.deploy.export_onnx import export_onnx
         export_onnx(fm, base + ".onnx")
