@@ -4,7 +4,8 @@ ACROSS_CHANNELS works on the bottom viewed as ``(N, C, S)`` (``S = H*W``): every
 the squares of the ``size`` channels centred on its own (channels outside ``[0, C)`` count as
 zero).  Work is split into tasks of one image and up to ``_BLOCK`` consecutive spatial positions,
 so that both large batches and single large images parallelise.  Window sums are formed directly
-(no running add/subtract), in float64, so a zero window gives exactly zero.
+(no running add/subtract), in float64, so a zero window gives exactly zero; indices are
+unsigned (Numba's negative-index wraparound would stop vectorisation).
 
 WITHIN_CHANNEL uses :func:`box_sum_2d`: the sum over the ``(2h+1) x (2h+1)`` patch centred on
 each position, clipped to the plane (zero padding).  The window is symmetric, so the same sum is
@@ -16,40 +17,55 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numba import uint64 as U
 
 _BLOCK = 128
 
 
+@njit(cache=True, inline="always")
+def _neg_pow(sc, beta):
+    """sc ** -beta; for Caffe's default beta 0.75 (AlexNet's, GoogLeNet's) as 1 / (r * sqrt(r))
+    with r = sqrt(sc): two square roots, which vectorise, instead of a call to pow (within a
+    few ulps of it in float64)."""
+    if beta == 0.75:
+        r = np.sqrt(sc)
+        return 1.0 / (r * np.sqrt(r))
+    return sc ** (-beta)
+
+
 @njit(cache=True, parallel=True)
 def lrn_across_forward(x, size, alpha_over_n, k, beta, scale, y):
-    """scale = k + alpha/n * sum_window x^2 ; y = x * scale^-beta.  Arrays are (N, C, S)."""
+    """scale = k + alpha/n * sum_window x^2 ; y = x * scale^-beta.  Arrays are (N, C, S).
+    Each channel's window sum is formed from the inputs themselves (the squares recomputed,
+    cheaper than a float64 copy of the block), channel by channel in order."""
     n_img, ch, sp = x.shape
     if n_img == 0 or ch == 0 or sp == 0:
         return
     half = (size - 1) // 2
     nblk = (sp + _BLOCK - 1) // _BLOCK
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    sf = scale.reshape(-1)
     for t in prange(n_img * nblk):
         n = t // nblk
         s0 = (t % nblk) * _BLOCK
         m = min(_BLOCK, sp - s0)
-        sq = np.empty((ch, m), np.float64)
-        for c in range(ch):
-            for j in range(m):
-                v = np.float64(x[n, c, s0 + j])
-                sq[c, j] = v * v
-        acc = np.empty(m, np.float64)
+        acc = np.empty(_BLOCK, np.float64)
         for c in range(ch):
             lo = max(0, c - half)
             hi = min(ch, c + half + 1)
             for j in range(m):
-                acc[j] = 0.0
+                acc[U(j)] = 0.0
             for cc in range(lo, hi):
+                b = U((n * ch + cc) * sp + s0)
                 for j in range(m):
-                    acc[j] += sq[cc, j]
+                    v = np.float64(xf[b + U(j)])
+                    acc[U(j)] += v * v
+            b = U((n * ch + c) * sp + s0)
             for j in range(m):
-                sc = k + alpha_over_n * acc[j]
-                scale[n, c, s0 + j] = sc
-                y[n, c, s0 + j] = np.float64(x[n, c, s0 + j]) * sc ** (-beta)
+                sc = k + alpha_over_n * acc[U(j)]
+                sf[b + U(j)] = sc
+                yf[b + U(j)] = np.float64(xf[b + U(j)]) * _neg_pow(sc, beta)
 
 
 @njit(cache=True, parallel=True)
@@ -61,29 +77,37 @@ def lrn_across_backward(x, dy, scale, size, coef, beta, dx):
         return
     half = (size - 1) // 2
     nblk = (sp + _BLOCK - 1) // _BLOCK
+    xf = x.reshape(-1)
+    gf = dy.reshape(-1)
+    sf = scale.reshape(-1)
+    df = dx.reshape(-1)
     for t in prange(n_img * nblk):
         n = t // nblk
         s0 = (t % nblk) * _BLOCK
         m = min(_BLOCK, sp - s0)
-        ratio = np.empty((ch, m), np.float64)
+        ratio = np.empty(ch * m, np.float64)
         for c in range(ch):
+            b = U((n * ch + c) * sp + s0)
+            r = U(c * m)
             for j in range(m):
-                sc = np.float64(scale[n, c, s0 + j])
-                p = sc ** (-beta)
-                g = np.float64(dy[n, c, s0 + j])
-                ratio[c, j] = g * np.float64(x[n, c, s0 + j]) * p / sc
-                dx[n, c, s0 + j] = g * p
+                sc = np.float64(sf[b + U(j)])
+                p = _neg_pow(sc, beta)
+                g = np.float64(gf[b + U(j)])
+                ratio[r + U(j)] = g * np.float64(xf[b + U(j)]) * p / sc
+                df[b + U(j)] = g * p
         acc = np.empty(m, np.float64)
         for c in range(ch):
             lo = max(0, c - half)
             hi = min(ch, c + half + 1)
             for j in range(m):
-                acc[j] = 0.0
+                acc[U(j)] = 0.0
             for cc in range(lo, hi):
+                r = U(cc * m)
                 for j in range(m):
-                    acc[j] += ratio[cc, j]
+                    acc[U(j)] += ratio[r + U(j)]
+            b = U((n * ch + c) * sp + s0)
             for j in range(m):
-                dx[n, c, s0 + j] -= coef * np.float64(x[n, c, s0 + j]) * acc[j]
+                df[b + U(j)] -= coef * np.float64(xf[b + U(j)]) * acc[U(j)]
 
 
 @njit(cache=True, parallel=True)
