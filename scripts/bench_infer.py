@@ -59,14 +59,9 @@ def cpu_model() -> str:
 
 
 def cpu_features() -> str:
-    try:
-        import llvmlite.binding as llb
-        feats = llb.get_host_cpu_features()
-        if feats.get("avx512f"):
-            return "AVX-512"
-        return "AVX2" if feats.get("avx2") else "SSE"
-    except Exception:           # noqa: BLE001 -- reporting only
-        return "?"
+    """The register tiles netdef picks on this host (netdef.backend.cpu.microkernel)."""
+    from netdef.backend.cpu import microkernel as MK
+    return "AVX-512" if MK.host_lanes() == 16 else "AVX2 or narrower"
 
 
 # -- preparing the models ------------------------------------------------------------------------

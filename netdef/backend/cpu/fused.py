@@ -25,7 +25,7 @@ from numba import get_thread_id, njit, prange
 from numba import uint64 as U
 
 from .gemm import NO_TRANS, _im2col_chunk, gemm
-from .microkernel import conv_image, conv_rows, flat_offsets
+from .microkernel import conv_chunk_flat, conv_image, padded_row
 from .simd import (
     act,
     add8,
@@ -236,11 +236,8 @@ def conv_fused_task(t, nt, cb, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, grou
     if mr > 0 and flat:
         for n0 in range(tb * per, end, chunk):
             m = min(chunk, end - n0)
-            cols = m * L
-            LP = (cols + lanes * nv - 1) // (lanes * nv) * (lanes * nv)
-            _im2col_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, xp)
-            conv_rows(mr, nv, lanes, ap, col, 0, flat_offsets(kkg, cols), kkg, ub0, ub1, 1,
-                      cols, LP, out, 0, LP, False)
+            LP = conv_chunk_flat(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, ap, kkg, mr,
+                                 nv, lanes, ub0, ub1, col, out, xp)
             for j in range(m):
                 for oc in range(oc0, oc1):
                     _epilogue(out, oc * LP + j * L, ow, oh, ow, bias[oc], slope_pre, pool,
@@ -249,7 +246,7 @@ def conv_fused_task(t, nt, cb, x, wt, bias, kh, kw, ph, pw, sh, sw, dh, dw, grou
                               vm_ave, hb_ave)
         return
     if mr > 0:
-        owp = (ow + lanes * nv - 1) // (lanes * nv) * (lanes * nv)
+        owp = padded_row(ow, nv, lanes)
         LP = oh * owp
         for n in range(tb * per, end):
             conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, lanes, ub0, ub1,

@@ -218,10 +218,11 @@ def worth_tiles(o: int, k: int, ow: int, image_bytes: int):
     return mr, nv, lanes
 
 
-def padded_row(ow: int, nv: int, lanes: int) -> int:
+@njit(cache=True)
+def padded_row(ow, nv, lanes):
     """ow rounded up to whole tiles of ``lanes * nv`` pixels: the rows of the tiles' output."""
     w = lanes * nv
-    return -(-ow // w) * w
+    return (ow + w - 1) // w * w
 
 
 #: a flat plan (im2col, then tiles over the column matrix) is taken over the direct tiles
@@ -351,7 +352,7 @@ def conv_image(x, n, kh, kw, ph, pw, dh, dw, oh, ow, ap, offs, mr, nv, lanes, b0
     rows owp apart (ow rounded up to whole tiles of lanes*nv); ``xp`` takes the zero-bordered
     image (plus owp - ow + lanes values the last tiles read past it)."""
     hp, wp = padded_size(x.shape[2], x.shape[3], kh, kw, ph, pw, 1, 1, dh, dw, oh, ow)
-    owp = (ow + lanes * nv - 1) // (lanes * nv) * (lanes * nv)
+    owp = padded_row(ow, nv, lanes)
     _pad_image(x, n, ph, pw, hp, wp, xp)
     conv_rows(mr, nv, lanes, ap, xp, 0, offs, offs.shape[0], b0, b1, oh, wp, owp, out, 0,
               oh * owp, False)
@@ -368,6 +369,22 @@ def flat_offsets(k, cols):
 
 
 @njit(cache=True, nogil=True)
+def conv_chunk_flat(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, ap, k, mr, nv, lanes,
+                    b0, b1, col, out, xp):
+    """Images n0 .. n0+m-1 of x convolved (any stride; k taps per output) for the channel
+    blocks b0 <= b < b1 through the tiles over their im2col matrix (k x m*oh*ow, in ``col``;
+    ``xp`` the padded image im2col reads) read as one row of pixels: channel c's row at c*lp
+    in ``out``, image j's plane at j*oh*ow along it.  Returns lp (m*oh*ow rounded up to whole
+    tiles)."""
+    cols = m * oh * ow
+    lp = padded_row(cols, nv, lanes)
+    _im2col_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, xp)
+    conv_rows(mr, nv, lanes, ap, col, 0, flat_offsets(k, cols), k, b0, b1, 1, cols, lp, out,
+              0, lp, False)
+    return lp
+
+
+@njit(cache=True, nogil=True)
 def conv_task(t, nt, x, bias, kh, kw, ph, pw, sh, sw, dh, dw, ap, offs, mr, nv, lanes, chunk,
               col, out, xp, y):
     """Task ``t`` of ``nt`` of y = conv(x) + bias (bias (O,): zeros for none; one group; the
@@ -380,8 +397,7 @@ def conv_task(t, nt, x, bias, kh, kw, ph, pw, sh, sw, dh, dw, ap, offs, mr, nv, 
     n_img = x.shape[0]
     o, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     L = oh * ow
-    w = lanes * nv
-    owp = (ow + w - 1) // w * w
+    owp = padded_row(ow, nv, lanes)
     yf = y.reshape(-1)
     per = (n_img + nt - 1) // nt
     blocks = (o + mr - 1) // mr
@@ -390,11 +406,8 @@ def conv_task(t, nt, x, bias, kh, kw, ph, pw, sh, sw, dh, dw, ap, offs, mr, nv, 
         k = ap.shape[0] // (blocks * mr)
         for n0 in range(t * per, end, chunk):
             m = min(chunk, end - n0)
-            cols = m * L
-            lp = (cols + w - 1) // w * w
-            _im2col_chunk(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, xp)
-            conv_rows(mr, nv, lanes, ap, col, 0, flat_offsets(k, cols), k, 0, blocks, 1, cols,
-                      lp, out, 0, lp, False)
+            lp = conv_chunk_flat(x, n0, m, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, ap, k, mr,
+                                 nv, lanes, 0, blocks, col, out, xp)
             for j in range(m):
                 for oc in range(o):
                     bias_act_plane(out, oc * lp + j * L, ow, oh, ow, bias[oc], 1.0, yf,
@@ -491,7 +504,7 @@ def weight_grad_task(t, nt, split_k, x, dy, kh, kw, ph, pw, sh, sw, dh, dw, mr, 
         per = (n_img + nt - 1) // nt
         k0, k1 = 0, K
         i0, i1 = t * per, min(n_img, (t + 1) * per)
-    kp = (k1 - k0 + w - 1) // w * w
+    kp = padded_row(k1 - k0, nv, lanes)
     first = True
     if k1 > k0:
         for n0 in range(i0, i1, chunk):
