@@ -458,6 +458,8 @@ class Net:
         return loss
 
     def clear_param_diffs(self) -> None:
+        if self.device is not None:
+            return self.device.clear_param_diffs()
         for p in self.params:
             p.blob.zero_diff()
 

@@ -4,6 +4,16 @@ for LeNet, CIFAR-10 quick and SqueezeNet v1.1 (224x224), the ratio to PyTorch CU
 off) where torch is installed, and the tiled SGEMM's TFLOP/s.  Run from the source tree:
 
     PYTHONPATH=. python scripts/bench_gpu.py [--gpu 0] [--vs-torch] [--json]
+
+``--simulate`` needs no GPU: it runs LeNet and CIFAR-10 quick training steps (``Solver.step``,
+SGD with momentum and weight decay, the batch from a MemoryData layer, batch 64) under the CUDA
+simulator with the kernel bodies skipped (netdef.backend.cuda.launch.counting) and prints, per
+non-display iteration, what netdef's launch and transfer wrappers counted: ``launches``,
+``h2d_transfers``/``h2d_bytes``, ``d2h_transfers``/``d2h_bytes``, ``host_syncs``,
+``cpu_fallbacks``, the launches per layer and phase, and ``gemm_blocks``: each GEMM's grid as a
+GPU would launch it at that batch (the default tile, an H100's 132 SMs)::
+
+    python scripts/bench_gpu.py --simulate --json
 """
 from __future__ import annotations
 
@@ -25,70 +35,103 @@ NETS = {   # name: (deploy file, batch, input shape without the batch)
 }
 
 
-def train_net(path, batch, shape, classes_hint=None):
-    """The deploy net with its final Softmax replaced by SoftmaxWithLoss on a label input."""
-    from netdef.config.loader import load_net
-    from netdef.layers import TRAIN
-    from netdef.net import Net
+SIM_NETS = {   # name: (deploy file, input shape without the batch)
+    "lenet": ("model_zoo/lenet/lenet.prototxt", (1, 28, 28)),
+    "cifar10_quick": ("model_zoo/cifar10_quick/cifar10_quick.prototxt", (3, 32, 32)),
+}
+
+
+def train_solver(path, batch, shape):
+    """Solver (LeNet's recipe: SGD, momentum 0.9, weight decay 5e-4, "inv" policy, no display)
+    on the deploy net with a MemoryData layer in place of its Input and SoftmaxWithLoss on top."""
+    from netdef.config.loader import Definition, load_net
     from netdef.proto import pb
+    from netdef.solvers.solver import Solver
     d = load_net(os.path.join(ROOT, path))
-    msg = pb.NetParameter()
-    msg.CopyFrom(d.message)
-    last = msg.layer[-1]
-    if last.type == "Softmax":
-        out = last.bottom[0]
-        del msg.layer[-1]
-    else:
-        out = last.top[0]
-    data = next(lp.top[0] for lp in msg.layer if lp.type == "Input")
-    lab = msg.layer.add()
-    lab.name, lab.type = "label_in", "Input"
-    lab.top.append("label")
-    lab.input_param.shape.add().dim.append(batch)
-    loss = msg.layer.add()
-    loss.name, loss.type = "loss", "SoftmaxWithLoss"
-    loss.bottom.extend([out, "label"])
-    loss.top.append("loss")
-    net = Net(msg, TRAIN, input_shapes={data: (batch,) + tuple(shape)}, seed=1)
-    return net, data
+    net = pb.NetParameter()
+    net.name = d.message.name
+    for lp in d.message.layer:
+        if lp.type == "Input":
+            m = net.layer.add()
+            m.name, m.type = "data", "MemoryData"
+            m.top.extend([lp.top[0], "label"])
+            mp = m.memory_data_param
+            mp.batch_size, (mp.channels, mp.height, mp.width) = batch, shape
+            data = lp.top[0]
+        elif lp.type == "Softmax":
+            loss = net.layer.add()
+            loss.name, loss.type = "loss", "SoftmaxWithLoss"
+            loss.bottom.extend([lp.bottom[0], "label"])
+            loss.top.append("loss")
+        else:
+            net.layer.add().CopyFrom(lp)
+    sp = pb.SolverParameter()
+    sp.net_param.CopyFrom(net)
+    sp.base_lr, sp.momentum, sp.weight_decay = 0.01, 0.9, 5e-4
+    sp.lr_policy, sp.gamma, sp.power = "inv", 1e-4, 0.75
+    sp.display, sp.max_iter, sp.snapshot, sp.random_seed = 0, 10 ** 6, 0, 1
+    solver = Solver(Definition(sp, None, {}, "prototxt"))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch * 2,) + tuple(shape)).astype(np.float32)
+    y = rng.integers(0, 10, batch * 2).astype(np.float32)
+    solver.net.set_input_arrays(x, y)
+    return solver, data
+
+
+def simulate(batch=64, iters=3):
+    """The counts of --simulate (see the module docstring), one dict per net."""
+    from netdef.backend.cuda import gemm
+    from netdef.backend.cuda.launch import counting
+    out = {}
+    for name, (path, shape) in SIM_NETS.items():
+        solver, _ = train_solver(path, batch, shape)
+        solver.use_device(0)
+        with counting(dry=True):
+            solver.step(2)                      # first uploads, scratch, label checks
+        gemm.PLANS = []
+        try:
+            with counting(dry=True) as by:
+                solver.step(iters)
+            from netdef.backend.cuda.memory import STATS
+            stats = dict(STATS)
+            plans = gemm.PLANS[:len(gemm.PLANS) // iters]
+        finally:
+            gemm.PLANS = None
+        per = {k: v / iters for k, v in stats.items()}
+        blocks = {}
+        for where, M, N, K, grid, nblocks in plans:
+            blocks.setdefault(where, []).append({"M": M, "N": N, "K": K, "grid": grid,
+                                                 "blocks": nblocks})
+        out[name] = {"batch": batch, "launches": per["launches"],
+                     "h2d_transfers": per["h2d"], "h2d_bytes": per["h2d_bytes"],
+                     "d2h_transfers": per["d2h"], "d2h_bytes": per["d2h_bytes"],
+                     "host_syncs": per["host_syncs"], "cpu_fallbacks": per["cpu_fallbacks"],
+                     "launches_by_layer": {k: {n: c / iters for n, c in v.items()}
+                                               for k, v in by.items()},
+                     "gemm_blocks": blocks}
+    return out
 
 
 def bench_netdef(name, gpu, iters, warm):
-    from netdef.backend.cuda.solver import _update
-    from netdef.backend.cuda import primitives as K
+    """images/s of ``Solver.step`` on the GPU (SGD, momentum, weight decay; MemoryData)."""
     path, batch, shape = NETS[name]
-    net, data = train_net(path, batch, shape)
-    rng = np.random.default_rng(0)
-    net.blobs[data].data = rng.standard_normal(net.blobs[data].shape)
-    nclass = net.blobs[net.bottom_names[-1][0]].shape[1]
-    net.blobs["label"].data = rng.integers(0, nclass, batch).astype(np.float32)
-    dev = net.to_device(gpu)
-    cpu_layers = dev.cpu_layers
-
-    def step():
-        net.clear_param_diffs()
-        net.forward()
-        net.backward()
-        for pi in net.params:         # SGD momentum 0.9, lr 0.001 (device kernels)
-            b = pi.blob
-            n = b.count
-            t = b.dtype.type
-            if getattr(pi, "_h", None) is None:
-                from netdef.backend.cuda.memory import device_zeros
-                pi._h = device_zeros(n, b.dtype)
-            _update[K.grid1d(n)](0, n, b.mutable_gpu_diff(), b.mutable_gpu_data(), pi._h, pi._h,
-                                 t(1e-3), t(0.9), t(0), t(0), t(0), t(0))
-
-    for _ in range(warm):
-        step()
+    solver, _ = train_solver(path, batch, shape)
+    solver.use_device(gpu)
+    dev = solver.net.device
+    from netdef.backend.cuda.launch import counting
+    from netdef.backend.cuda.memory import STATS
+    solver.step(warm)
     dev.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        step()
-    dev.synchronize()
-    dt = (time.perf_counter() - t0) / iters
+    with counting():                      # the real launches and copies of the timed steps
+        t0 = time.perf_counter()
+        solver.step(iters)
+        dev.synchronize()
+        dt = (time.perf_counter() - t0) / iters
+        per = {k: STATS[k] / iters for k in ("launches", "h2d", "d2h")}
     return {"images_per_s": batch / dt, "step_ms": dt * 1e3, "batch": batch,
-            "cpu_layers": [n for n in cpu_layers if n not in ("data", "label_in")]}
+            "launches_per_step": per["launches"], "h2d_per_step": per["h2d"],
+            "d2h_per_step": per["d2h"],
+            "cpu_layers": [n for n in dev.cpu_layers if n != "data"]}
 
 
 def torch_model(name, torch):
@@ -172,7 +215,27 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--vs-torch", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--simulate", action="store_true",
+                    help="count launches/transfers/syncs per iteration under the simulator")
     args = ap.parse_args()
+    if args.simulate:
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+        report = simulate()
+        if args.json:
+            print(json.dumps(report))
+        else:
+            for name, r in report.items():
+                print(f"{name} (batch {r['batch']}): {r['launches']:g} launches, "
+                      f"{r['h2d_transfers']:g} h2d ({r['h2d_bytes']:g} B), "
+                      f"{r['d2h_transfers']:g} d2h, {r['host_syncs']:g} host syncs, "
+                      f"{r['cpu_fallbacks']:g} CPU layers per iteration")
+                for where, ks in r["launches_by_layer"].items():
+                    print(f"  {where}: {sum(ks.values()):g} (" +
+                          ", ".join(f"{k} {n:g}" for k, n in ks.items()) + ")")
+                for where, gs in r["gemm_blocks"].items():
+                    print(f"  GEMM {where}: " + ", ".join(
+                        f"{g['M']}x{g['N']}x{g['K']} -> {g['blocks']} blocks" for g in gs))
+        return
     from netdef.backend.cuda.device import select_device
     select_device(args.gpu)
     report = {"sgemm": bench_sgemm()}

@@ -97,12 +97,12 @@ def test_launches_are_recorded_and_compile_to_ptx(tmp_path):
     launches = {(m, n): (args, t) for m, n, args, t in load(str(rec))}
     assert launches[("primitives", "_fill")][0] == [["array", "float32", 1, "C"],
                                                     ["scalar", "int64"], ["scalar", "float64"]]
-    assert ("gemm", "gemm_kernel:<f4:01") in launches
+    assert ("gemm", "gemm_kernel:<f4:01:0") in launches
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
     r = subprocess.run([sys.executable, "-m", "netdef.backend.cuda.ptx_check", str(rec),
                         "--cc", "9.0"], capture_output=True, text=True, timeout=600, env=env)
     if r.stdout.startswith("SKIPPED"):
         pytest.skip(r.stdout.strip())
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "| gemm.gemm_kernel:<f4:01 | 9.0 | 256 |" in r.stdout
+    assert "| gemm.gemm_kernel:<f4:01:0 | 9.0 | 256 |" in r.stdout
     assert "2 kernel signatures x 1 compute capabilities; 0 failures" in r.stdout

@@ -49,11 +49,11 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: 
 """
 
 
-def make_solver(net_text, extra, dtype=np.float32):
+def make_solver(net_text, extra, dtype=np.float32, display=0):
     from netdef.proto import pb
     from netdef.solvers.solver import Solver
     text = f"net_param {{ {net_text} }}\nbase_lr: 0.1\nlr_policy: \"fixed\"\nmax_iter: 10\n" \
-           f"display: 0\nsnapshot: 0\nrandom_seed: 7\nsnapshot_prefix: \"/nonexistent/x\"\n" \
+           f"display: {display}\nsnapshot: 0\nrandom_seed: 7\nsnapshot_prefix: \"/nonexistent/x\"\n" \
            + extra
     msg = pb.SolverParameter()
     smap = parse_text(text, msg, file="s.prototxt")
@@ -110,12 +110,47 @@ def test_lenet_like_trains_on_gpu_like_cpu_without_parameter_copies():
     cpu.step(2)
     gpu.step(2)
     assert param_copies() == before, "a training step copied parameters"
-    # per step: the input batch (data + label) up, the loss down
+    # per step: the input batch (data + label) up, nothing down (the loss stays there)
     assert memory.STATS["h2d"] - stats["h2d"] == 2 * 2
-    assert memory.STATS["d2h"] - stats["d2h"] == 2 * 1
+    assert memory.STATS["d2h"] - stats["d2h"] == 0
     for a, b in zip(weights(cpu), weights(gpu)):
         assert rel_diff(a, b) < 1e-5
-    assert abs(cpu.losses[-1] - gpu.losses[-1]) < 1e-5 * max(1.0, abs(cpu.losses[-1]))
+    gl = gpu.device.loss_window.losses(1)
+    assert len(gl) == 1 and abs(cpu.losses[-1] - gl[-1]) < 1e-5 * max(1.0, abs(gl[-1]))
+
+
+def test_smoothed_loss_printed_from_the_device_window_equals_the_cpu(caplog):
+    """average_loss 3, iter_size 2, display every 2 iterations, 7 iterations: the device keeps
+    each iteration's loss in its window (no read in between) and prints the same smoothed
+    loss as the CPU, given the same per-iteration losses (the CPU solver is fed the device's
+    forward losses, so the comparison is of the window's bookkeeping, to the last digit)."""
+    import logging
+    extra = 'type: "SGD" momentum: 0.9 average_loss: 3 iter_size: 2'
+    gpu = make_solver(TINY, extra, display=2)
+    gpu.use_device(0)
+    assert gpu.device.loss_window is not None
+    seen = []                          # each forward's loss, read only here, for the reference
+    net = gpu.net
+    orig = net.device.forward
+
+    def forward(start=0, end=None):
+        la = net.device.loss_acc
+        out = orig(start, end)
+        if la is not None:
+            seen.append(float(la[0].copy_to_host()[la[1]]))
+        return out
+    net.device.forward = forward
+    with caplog.at_level(logging.INFO, logger="netdef.solver"):
+        gpu.step(7)
+    printed = [r.getMessage().split("loss = ")[1] for r in caplog.records
+               if "iter/s" in r.getMessage()]
+    from collections import deque
+    window, expect = deque(maxlen=3), []
+    for it in range(7):
+        window.append(seen[2 * it + 1] / 2)  # the slot after both forwards of iteration it
+        if it % 2 == 0:
+            expect.append(f"{float(np.mean(window)):.6g}")
+    assert printed == expect and len(printed) == 4
 
 
 RESHAPE_NET = """
@@ -163,3 +198,85 @@ def test_device_net_follows_a_new_batch_size_like_a_net_built_at_it():
             assert b.gpu_data().size == b.count, (n, name)      # the mirror was reallocated
             np.testing.assert_allclose(b.data, ref.blobs[name].data, rtol=1e-5, atol=1e-6,
                                        err_msg=f"batch {n}: {name}")
+
+
+EUCLID = """
+layer { name: "data" type: "DummyData" top: "x" top: "t"
+        dummy_data_param { shape { dim: 3 dim: 4 } shape { dim: 3 dim: 2 }
+                           data_filler { type: "gaussian" std: 1 }
+                           data_filler { type: "gaussian" std: 1 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+        inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss"
+        loss_weight: 0.5 }
+"""
+
+
+def test_a_loss_without_its_own_accumulation_is_added_on_the_device_too():
+    """EuclideanLoss (weight 0.5) goes through the generic device accumulator: no loss read
+    per iteration, and the window holds the CPU's losses."""
+    from netdef.backend.cuda import memory
+    cpu = make_solver(EUCLID, 'type: "SGD" average_loss: 2')
+    gpu = make_solver(EUCLID, 'type: "SGD" average_loss: 2')
+    gpu.use_device(0)
+    cpu.step(1)
+    gpu.step(1)
+    d2h = memory.STATS["d2h"]
+    cpu.step(2)
+    gpu.step(2)
+    assert memory.STATS["d2h"] == d2h
+    got = gpu.device.loss_window.losses(1)
+    np.testing.assert_allclose(got, list(cpu.losses), rtol=1e-5)
+
+
+FUSE = """
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 2 dim: 2 dim: 6 dim: 6 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 3 kernel_size: 3 weight_filler { type: "gaussian" std: 1 }
+                            bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip"
+        inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 0.5 }
+                              bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "leaky" type: "ReLU" bottom: "ip" top: "ip" relu_param { negative_slope: 0.1 } }
+layer { name: "out" type: "InnerProduct" bottom: "ip" top: "out"
+        inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.5 } } }
+"""
+
+
+def test_relu_in_the_gemm_epilogue_changes_no_visible_value(monkeypatch):
+    """Convolution + ReLU and InnerProduct + leaky ReLU (in place) fused on the device: the
+    blobs after a whole forward and the gradients after backward are those of the unfused
+    net (NETDEF_CUDA_FUSE=0) bit for bit; a partial forward up to the convolution sees its
+    pre-ReLU output, as a hook between the two layers does."""
+    from netdef.config import net_from_text
+    from netdef.layers import TRAIN
+    from netdef.net import Net
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    dout = rng.standard_normal((2, 2)).astype(np.float32)
+
+    def run(fuse):
+        monkeypatch.setenv("NETDEF_CUDA_FUSE", "1" if fuse else "0")
+        net = Net(net_from_text(FUSE, file="f.prototxt"), TRAIN, seed=4)
+        net.to_device(0)
+        assert sorted(net.device.fusions) == ([1, 3] if fuse else [])
+        net.blobs["data"].data[...] = x
+        net.forward()
+        net.blobs["out"].diff[...] = dout
+        net.backward(seed=False)
+        vals = {n: np.array(net.blobs[n].data) for n in ("conv", "ip", "out")}
+        vals.update({f"d{n}": np.array(net.blobs[n].diff) for n in ("conv", "ip")})
+        vals.update({f"w{i}": np.array(p.blob.diff) for i, p in enumerate(net.params)})
+        net.forward(end=1)                   # the convolution alone: pre-ReLU values
+        pre = np.array(net.blobs["conv"].data)
+        return vals, pre
+
+    fused, pre_f = run(True)
+    plain, pre_p = run(False)
+    assert (plain["conv"] == 0).any() and (plain["ip"] < 0).any()   # both ReLUs did work
+    for k in plain:
+        np.testing.assert_array_equal(fused[k], plain[k], err_msg=k)
+    np.testing.assert_array_equal(pre_f, pre_p)
+    assert (pre_f < 0).any()

@@ -227,20 +227,30 @@ class Solver:
             if self.on_start is not None:
                 self.on_start(self)
             loss = 0.0
+            # on a GPU the forward adds the loss into a device window (no host read)
+            window = self.device.loss_window if self.device is not None else None
+            if window is not None:
+                window.arm(self.net.device)
             for k in range(p.iter_size):
                 if self.sync is not None and k == p.iter_size - 1:
                     self.sync.arm()           # average gradients during the last backward
                 loss += self.net.forward_backward()
+            if window is not None:
+                window.close(self.net.device)
             if self.sync is not None:
                 self.sync.finish()
             if self.on_gradients is not None:
                 self.on_gradients(self)
             loss /= p.iter_size
-            self.losses.append(loss)
-            smoothed = float(np.mean(self.losses))
+            if window is None:
+                self.losses.append(loss)
             display = p.display and self.iter % p.display == 0
             rate = self.rate()
             if display:
+                if window is not None:
+                    self.losses.clear()
+                    self.losses.extend(window.losses(p.iter_size))
+                smoothed = float(np.mean(self.losses))
                 dt = time.perf_counter() - t0
                 n = max(self.iter - t_iter, 1)
                 log.info(f"Iteration {self.iter} ({n / dt if dt > 0 else 0:.4g} iter/s, "
@@ -569,6 +579,10 @@ class Solver:
             log.info("Optimization stopped early.")
             return
         if p.display and self.iter % p.display == 0:
+            window = self.device.loss_window if self.device is not None else None
+            if window is not None:
+                self.losses.clear()
+                self.losses.extend(window.losses(p.iter_size))
             loss = self.net.forward()
             self.losses.append(loss)
             log.info(f"Iteration {self.iter}, loss = {float(np.mean(self.losses)):.6g}")

@@ -2,9 +2,9 @@
 Scale, Bias."""
 from __future__ import annotations
 
+from .launch import kernel
 from .gemm import gemm
 from .primitives import (
-    add_bias,
     DOT,
     Impl,
     SUM,
@@ -21,7 +21,7 @@ from .primitives import (
 
 
 # -- Embed ----------------------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _embed_fwd(idx, m, no, w, b, has_b, y):
     for e in range(cuda.grid(1), m * no, cuda.gridsize(1)):
         r = e // no
@@ -32,7 +32,7 @@ def _embed_fwd(idx, m, no, w, b, has_b, y):
         y[e] = v
 
 
-@cuda.jit
+@kernel
 def _embed_bwd(idx, m, no, dy, wd):
     for e in range(cuda.grid(1), m * no, cuda.gridsize(1)):
         r = e // no
@@ -59,10 +59,11 @@ class InnerProduct(Impl):
         x = bottom[0].gpu_data()
         y = top[0].mutable_gpu_data()
         wt = layer.blobs[0].gpu_data()
-        # y = x W^T (W is (no, k)), or x W with transpose (W is (k, no))
-        gemm(0, 0 if layer.transpose else 1, m, no, k, 1.0, x, wt, 0.0, y)
-        if layer.bias_term:
-            add_bias(y, m, no, 1, layer.blobs[1].gpu_data())
+        # y = x W^T (W is (no, k)), or x W with transpose (W is (k, no)); the bias and a
+        # fused ReLU (netdef.backend.cuda.runner.relu_fusions) in the GEMM's epilogue
+        gemm(0, 0 if layer.transpose else 1, m, no, k, 1.0, x, wt, 0.0, y,
+             bias=layer.blobs[1].gpu_data() if layer.bias_term else None, bias_on="n",
+             relu=getattr(layer, "_cu_fused_relu", None))
 
     def backward(self, layer, top, propagate_down, bottom):
         m = bottom[0].count_range(0, layer.axis)

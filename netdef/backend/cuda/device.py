@@ -19,6 +19,22 @@ class NoDeviceError(NetdefError):
     """No CUDA GPU, no driver, or the requested device does not exist."""
 
 
+class DeviceMemoryError(NetdefError):
+    """The GPU has not enough free memory for a net (checked before allocating) or an
+    allocation failed with CUDA's out-of-memory error."""
+
+
+def free_memory() -> int | None:
+    """Free bytes on the current device (None when unknown; the simulator reports none)."""
+    if is_simulator():
+        return None
+    try:
+        free, _ = cuda().current_context().get_memory_info()
+        return int(free)
+    except Exception:
+        return None
+
+
 def _shim_numpy() -> None:
     if not hasattr(np, "row_stack"):
         np.row_stack = np.vstack

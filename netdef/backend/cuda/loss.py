@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
+from .launch import kernel
 from .memory import _upload
 from .primitives import (
     Impl,
@@ -27,9 +28,12 @@ from .primitives import (
 from .utility import softmax_forward
 
 
-@cuda.jit
-def _nll_loss(prob, labels, outer, c, inner, has_ignore, ignore, floor, scale, out):
-    """out[0] = scale * sum over positions of -log(max(p[label], floor)) (one block)."""
+@kernel
+def _nll_loss(prob, labels, outer, c, inner, has_ignore, ignore, floor, scale, out, lacc,
+              slot, w, mode):
+    """out[0] = scale * sum over positions of -log(max(p[label], floor)) (one block); with
+    mode 1 / 2 also lacc[slot] = / += w * out[0] (the device net's loss, see
+    :func:`netdef.backend.cuda.primitives.loss_acc`)."""
     buf = cuda.shared.array(RED, np.float64)
     t = cuda.threadIdx.x
     acc = 0.0
@@ -51,9 +55,15 @@ def _nll_loss(prob, labels, outer, c, inner, has_ignore, ignore, floor, scale, o
         s //= 2
     if t == 0:
         out[0] = buf[0] * scale
+        if mode != 0:
+            v = w * out[0]                   # the stored (rounded) value, as the host reads it
+            if mode == 1:
+                lacc[slot] = v
+            else:
+                lacc[slot] += v
 
 
-@cuda.jit
+@kernel
 def _nll_grad(prob, labels, outer, c, inner, has_ignore, ignore, topdiff, inv_norm, g):
     total = outer * c * inner
     wgt = topdiff[0] * inv_norm
@@ -72,8 +82,14 @@ def _nll_grad(prob, labels, outer, c, inner, has_ignore, ignore, topdiff, inv_no
             g[e] = v * wgt
 
 
-def nll_loss(prob, labels, outer, c, inner, has_ignore, ignore, floor, scale, out):
-    _nll_loss[1, RED](prob, labels, outer, c, inner, has_ignore, ignore, floor, scale, out)
+def nll_loss(prob, labels, outer, c, inner, has_ignore, ignore, floor, scale, out,
+             loss_acc=None):
+    """``loss_acc``: (acc, slot, weight, first) -- the device net's loss accumulated here
+    rather than by one more launch."""
+    acc, slot, w, first = loss_acc if loss_acc is not None else (out, 0, 0.0, False)
+    mode = 0 if loss_acc is None else (1 if first else 2)
+    _nll_loss[1, RED](prob, labels, outer, c, inner, has_ignore, ignore, floor, scale, out,
+                      acc, slot, float(w), mode)
 
 
 def nll_grad(prob, labels, outer, c, inner, has_ignore, ignore, topdiff, inv_norm, g):
@@ -81,7 +97,7 @@ def nll_grad(prob, labels, outer, c, inner, has_ignore, ignore, topdiff, inv_nor
                                          topdiff, inv_norm, g)
 
 
-@cuda.jit
+@kernel
 def _accuracy(x, labels, outer, c, inner, top_k, has_ignore, ignore, correct, per_class):
     """correct[e] = 1 when fewer than top_k other classes score at least as high as the label
     (ties count against the label, as in Caffe), 0 otherwise, -1 for ignored positions."""
@@ -107,7 +123,7 @@ def accuracy(x, labels, outer, c, inner, top_k, has_ignore, ignore, correct):
                                      correct, correct)
 
 
-@cuda.jit
+@kernel
 def _sce_fwd(n, x, t, has_ignore, ignore, per, sig):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         v = x[i]
@@ -123,7 +139,7 @@ def _sce_fwd(n, x, t, has_ignore, ignore, per, sig):
         per[i] = (max(v, 0.0) - v * tv + math.log1p(e)) if ok else 0.0
 
 
-@cuda.jit
+@kernel
 def _sce_bwd(n, sig, t, has_ignore, ignore, topdiff, inv_norm, dx):
     wgt = topdiff[0] * inv_norm
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
@@ -145,7 +161,7 @@ def sce_backward(sig, t, has_ignore, ignore, topdiff, inv_norm, dx, n):
     _sce_bwd[grid1d(n)](n, sig, t, has_ignore, ignore, topdiff, float(inv_norm), dx)
 
 
-@cuda.jit
+@kernel
 def _hinge_margin(x, labels, n, dim, margin):
     for e in range(cuda.grid(1), n * dim, cuda.gridsize(1)):
         r = e // dim
@@ -155,7 +171,7 @@ def _hinge_margin(x, labels, n, dim, margin):
         margin[e] = max(0.0, 1.0 + v)
 
 
-@cuda.jit
+@kernel
 def _hinge_bwd(margin, labels, n, dim, l2, topdiff, inv_n, dx):
     w = topdiff[0] * inv_n
     for e in range(cuda.grid(1), n * dim, cuda.gridsize(1)):
@@ -178,7 +194,7 @@ def hinge_backward(margin, labels, n, dim, l2, topdiff, inv_n, dx):
     _hinge_bwd[grid1d(n * dim)](margin, labels, n, dim, l2, topdiff, float(inv_n), dx)
 
 
-@cuda.jit
+@kernel
 def _mlog_fwd(p, labels, n, dim, floor, pl, nll):
     for r in range(cuda.grid(1), n, cuda.gridsize(1)):
         v = max(np.float64(p[r * dim + int(labels[r])]), floor)
@@ -186,7 +202,7 @@ def _mlog_fwd(p, labels, n, dim, floor, pl, nll):
         nll[r] = -math.log(v)
 
 
-@cuda.jit
+@kernel
 def _mlog_bwd(pl, labels, n, dim, topdiff, inv_n, dx):
     w = -topdiff[0] * inv_n
     for e in range(cuda.grid(1), n * dim, cuda.gridsize(1)):
@@ -205,7 +221,7 @@ def mlog_backward(pl, labels, n, dim, topdiff, inv_n, dx):
     _mlog_bwd[grid1d(n * dim)](pl, labels, n, dim, topdiff, float(inv_n), dx)
 
 
-@cuda.jit
+@kernel
 def _infogain_fwd(prob, labels, h, outer, c, inner, has_ignore, ignore, floor, per):
     for e in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
         lab = int(labels[e])
@@ -222,7 +238,7 @@ def _infogain_fwd(prob, labels, h, outer, c, inner, has_ignore, ignore, floor, p
         per[e] = acc
 
 
-@cuda.jit
+@kernel
 def _infogain_bwd(prob, labels, h, outer, c, inner, has_ignore, ignore, topdiff, inv_norm, g):
     wgt = topdiff[0] * inv_norm
     for e in range(cuda.grid(1), outer * c * inner, cuda.gridsize(1)):
@@ -251,7 +267,7 @@ def infogain_backward(prob, labels, h, outer, c, inner, has_ignore, ignore, topd
                                              ignore, topdiff, float(inv_norm), g)
 
 
-@cuda.jit
+@kernel
 def _contrastive_fwd(d2, y, n, margin, legacy, per, coefs):
     """per[r]: the pair's loss term; coefs[r]: d(term)/d(diff) / 2 without the weight."""
     for r in range(cuda.grid(1), n, cuda.gridsize(1)):
@@ -277,7 +293,7 @@ def _contrastive_fwd(d2, y, n, margin, legacy, per, coefs):
             coefs[r] = -factor if mdist > 0 else 0.0
 
 
-@cuda.jit
+@kernel
 def _contrastive_bwd(diff, coefs, n, dim, topdiff, alpha, dx):
     w = topdiff[0] * alpha
     for e in range(cuda.grid(1), n * dim, cuda.gridsize(1)):
@@ -294,7 +310,10 @@ def contrastive_backward(diff, coefs, n, dim, topdiff, alpha, dx):
 
 @impl("SoftmaxWithLoss")
 class SoftmaxWithLoss(Impl):
-    def forward(self, layer, bottom, top):
+    #: adds its weighted loss into the device net's accumulator itself (``loss_acc``)
+    accumulates_loss = True
+
+    def forward(self, layer, bottom, top, loss_acc=None):
         from ..cpu.loss import FLT_MIN
         outer, c, inner = layer.outer, layer.c, layer.inner
         n = outer * c * inner
@@ -306,7 +325,7 @@ class SoftmaxWithLoss(Impl):
         valid = int((li != layer.ignore).sum()) if layer.has_ignore else outer * inner
         layer.norm = layer.normalizer(layer.mode, outer, inner, valid)
         nll_loss(prob, bottom[1].gpu_data(), outer, c, inner, layer.has_ignore, layer.ignore,
-                   FLT_MIN, 1.0 / layer.norm, top[0].mutable_gpu_data())
+                 FLT_MIN, 1.0 / layer.norm, top[0].mutable_gpu_data(), loss_acc)
         if len(top) == 2:
             copy(top[1].mutable_gpu_data(), prob, n)
 

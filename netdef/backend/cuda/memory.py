@@ -27,8 +27,10 @@ from .device import cuda
 
 UNINIT, CPU, GPU, SYNCED = "UNINIT", "CPU", "GPU", "SYNCED"
 
-#: process-wide transfer counters
-STATS = {"h2d": 0, "d2h": 0, "h2d_bytes": 0, "d2h_bytes": 0}
+#: process-wide counters: transfers (here), kernel launches, host syncs and CPU-run layers
+#: (:mod:`.launch`)
+STATS = {"h2d": 0, "d2h": 0, "h2d_bytes": 0, "d2h_bytes": 0, "launches": 0, "host_syncs": 0,
+         "cpu_fallbacks": 0}
 
 
 def count_h2d(nbytes: int) -> None:
@@ -41,15 +43,33 @@ def count_d2h(nbytes: int) -> None:
     STATS["d2h_bytes"] += int(nbytes)
 
 
+def device_empty(n: int, dtype):
+    """``cuda.device_array(max(n, 1), dtype)``; CUDA's out-of-memory error becomes a one-line
+    :class:`~netdef.backend.cuda.device.DeviceMemoryError` (exit 2 on the command line)."""
+    n = max(int(n), 1)
+    try:
+        return cuda().device_array(n, dtype=dtype)
+    except Exception as e:
+        text = str(e)
+        if isinstance(e, MemoryError) or "OUT_OF_MEMORY" in text or "out of memory" in text:
+            from .device import DeviceMemoryError, free_memory
+            free = free_memory()
+            left = f", {free / 2**20:.1f} MiB free" if free is not None else ""
+            raise DeviceMemoryError(f"GPU out of memory allocating "
+                                    f"{n * np.dtype(dtype).itemsize / 2**20:.1f} MiB{left}; "
+                                    f"use a smaller batch") from None
+        raise
+
+
 def device_zeros(n: int, dtype):
     from .primitives import fill
-    d = cuda().device_array(max(int(n), 1), dtype=dtype)
+    d = device_empty(n, dtype)
     fill(d, 0.0)
     return d
 
 
 class SyncedMem:
-    __slots__ = ("dev", "head", "h2d", "d2h", "pending")
+    __slots__ = ("dev", "head", "h2d", "d2h", "pending", "filled")
 
     def __init__(self, head=UNINIT):
         self.dev = None
@@ -57,11 +77,15 @@ class SyncedMem:
         self.h2d = 0
         self.d2h = 0
         self.pending = None     # event of an asynchronous upload into ``dev`` (staging.py)
+        #: the constant ``dev`` was filled with, while nothing wrote it since (a loss top's
+        #: seeded diff: not filled again); None after any write access
+        self.filled = None
 
     def reset(self):
         self.dev = None
         self.head = UNINIT
         self.pending = None
+        self.filled = None
 
 
 class _DevState:
@@ -110,7 +134,7 @@ class DeviceBlob(Blob):
         if m.head == CPU:
             arr = self._host_arr(which)
             if m.dev is None:
-                m.dev = cuda().device_array(n, dtype=self.dtype)
+                m.dev = device_empty(n, self.dtype)
             if arr.size:
                 m.dev.copy_to_device(np.ascontiguousarray(arr).reshape(-1))
             m.h2d += 1
@@ -140,6 +164,7 @@ class DeviceBlob(Blob):
             return self._diff_src.diff.reshape(self._shape)
         arr = self._to_host("diff")
         self._dev.diff.head = CPU
+        self._dev.diff.filled = None
         return arr
 
     @diff.setter
@@ -188,7 +213,21 @@ class DeviceBlob(Blob):
             return _gpu(self._diff_src, "diff", True)
         d = self._to_device("diff")
         self._dev.diff.head = GPU
+        self._dev.diff.filled = None
         return d
+
+    def fill_gpu_diff(self, value) -> None:
+        """diff = ``value`` everywhere, on the device; skipped when it already is (filled with
+        ``value`` and not written since)."""
+        if self._diff_src is None:
+            m = self._dev.diff
+            if m.filled is not None and m.filled == value and m.dev is not None and \
+                    m.head in (GPU, SYNCED):
+                return
+        from .primitives import fill
+        fill(self.mutable_gpu_diff(), value, self.count)
+        if self._diff_src is None:
+            self._dev.diff.filled = value
 
     def set_gpu_data(self, dev) -> None:
         """Write: the device array now holds this blob's data."""
@@ -220,6 +259,7 @@ class DeviceBlob(Blob):
             return
         from .primitives import fill
         m = self._dev.diff
+        m.filled = None
         if m.head == CPU and m.dev is None:
             self._diff.fill(0)
             return

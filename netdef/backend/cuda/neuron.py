@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
+from .launch import kernel
 from .primitives import (
     Impl,
     SUM,
@@ -25,7 +26,7 @@ from .primitives import (
 RELU, SIGMOID, TANH, ABSVAL, ELU, BNLL, THRESHOLD, CLIP, SCALE = range(9)
 
 
-@cuda.jit
+@kernel
 def _neuron_fwd(op, n, x, y, p0, p1):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         v = x[i]
@@ -52,7 +53,7 @@ def _neuron_fwd(op, n, x, y, p0, p1):
         y[i] = r
 
 
-@cuda.jit
+@kernel
 def _neuron_bwd(op, n, x, y, dy, dx, p0, p1):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         g = dy[i]
@@ -94,7 +95,7 @@ def neuron_backward(op, x, y, dy, dx, n, p0=0.0, p1=0.0):
 POWER, EXP, LOG, SWISH = range(4)
 
 
-@cuda.jit
+@kernel
 def _neuron2_fwd(op, n, x, y, aux, p0, p1, p2, p3):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         v = x[i]
@@ -118,7 +119,7 @@ def _neuron2_fwd(op, n, x, y, aux, p0, p1, p2, p3):
         y[i] = r
 
 
-@cuda.jit
+@kernel
 def _neuron2_bwd(op, n, x, y, aux, dy, dx, p0, p1, p2, p3):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         g = dy[i]
@@ -149,14 +150,14 @@ def neuron2_backward(op, x, y, dy, dx, n, aux=None, p0=0.0, p1=0.0, p2=0.0, p3=0
         _neuron2_bwd[grid1d(n)](op, n, x, y, y if aux is None else aux, dy, dx, p0, p1, p2, p3)
 
 
-@cuda.jit
+@kernel
 def _prelu_fwd(n, x, slope, c, inner, y):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         v = x[i]
         y[i] = v if v > 0 else slope[(i // inner) % c] * v
 
 
-@cuda.jit
+@kernel
 def _prelu_bwd(n, x, slope, c, inner, dy, dx, prod, do_x, do_s):
     """dx = dy (x > 0) or a*dy; prod = dy * x where x <= 0 (the slope gradient's terms)."""
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):

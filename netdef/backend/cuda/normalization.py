@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
+from .launch import kernel
 from .primitives import (
     DOT,
     Impl,
@@ -24,7 +25,7 @@ from .primitives import (
 
 
 # -- LRN (across channels) ----------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _lrn_scale(x, n, c, hw, size, alpha_over, k, scale):
     total = n * c * hw
     pre = (size - 1) // 2
@@ -40,13 +41,13 @@ def _lrn_scale(x, n, c, hw, size, alpha_over, k, scale):
         scale[e] = k + alpha_over * acc
 
 
-@cuda.jit
+@kernel
 def _lrn_out(n, x, scale, beta, y):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         y[i] = x[i] * math.pow(scale[i], -beta)
 
 
-@cuda.jit
+@kernel
 def _lrn_bwd(x, y, dy, scale, n, c, hw, size, cache_ratio, beta, dx):
     total = n * c * hw
     post = size - (size - 1) // 2 - 1
@@ -74,7 +75,7 @@ def lrn_backward(x, y, dy, scale, n, c, hw, size, alpha, beta, dx):
 
 
 # -- BatchNorm ------------------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _bn_normalize(x, n, c, hw, mean, var, eps, y):
     total = n * c * hw
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
@@ -82,7 +83,7 @@ def _bn_normalize(x, n, c, hw, mean, var, eps, y):
         y[e] = (x[e] - mean[ci]) / math.sqrt(var[ci] + eps)
 
 
-@cuda.jit
+@kernel
 def _bn_center_sq(x, n, c, hw, mean, out):
     total = n * c * hw
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
@@ -91,7 +92,7 @@ def _bn_center_sq(x, n, c, hw, mean, out):
         out[e] = d * d
 
 
-@cuda.jit
+@kernel
 def _bn_bwd(y, dy, n, c, hw, sum_dy, sum_dyy, var, eps, m, dx):
     total = n * c * hw
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
@@ -99,7 +100,7 @@ def _bn_bwd(y, dy, n, c, hw, sum_dy, sum_dyy, var, eps, m, dx):
         dx[e] = (dy[e] - sum_dy[ci] / m - y[e] * sum_dyy[ci] / m) / math.sqrt(var[ci] + eps)
 
 
-@cuda.jit
+@kernel
 def _bn_global_bwd(dy, n, c, hw, var, eps, dx):
     total = n * c * hw
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
@@ -107,7 +108,7 @@ def _bn_global_bwd(dy, n, c, hw, var, eps, dx):
         dx[e] = dy[e] / math.sqrt(var[ci] + eps)
 
 
-@cuda.jit
+@kernel
 def _bn_global_stats(b0, b1, b2, c, mean, var):
     sf = b2[0]
     f = 0.0 if sf == 0 else 1.0 / sf
@@ -116,7 +117,7 @@ def _bn_global_stats(b0, b1, b2, c, mean, var):
         var[i] = b1[i] * f
 
 
-@cuda.jit
+@kernel
 def _bn_update(b0, b1, b2, mean, var, c, maf, corr):
     for i in range(cuda.grid(1), c, cuda.gridsize(1)):
         b0[i] = maf * b0[i] + mean[i]
@@ -150,13 +151,13 @@ def bn_global_bwd(dy, n, c, s, var, eps, dx):
 
 
 # -- MVN ------------------------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _center(n, x, mean, dim, out):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         out[i] = x[i] - mean[i // dim]
 
 
-@cuda.jit
+@kernel
 def _mvn_norm(n, x, mean, sigma, eps, dim, use_sigma, y):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         r = i // dim
@@ -166,7 +167,7 @@ def _mvn_norm(n, x, mean, sigma, eps, dim, use_sigma, y):
         y[i] = v
 
 
-@cuda.jit
+@kernel
 def _mvn_bwd(n, dy, y, mdy, mdyy, sigma, eps, dim, use_sigma, dx):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         r = i // dim
@@ -197,7 +198,7 @@ def mvn_backward(dy, y, mdy, mdyy, sigma, eps, dim, dx, n):
 
 
 # -- LRN within a channel ---------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _box_sum_sq(a, b, use_b, nc, h, w, half, scale, offset, out):
     """out = offset + scale * (box sum over the (2 half + 1)^2 patch, clipped to the plane) of
     a*a (use_b false) or a*b."""
@@ -217,20 +218,20 @@ def _box_sum_sq(a, b, use_b, nc, h, w, half, scale, offset, out):
         out[e] = offset + scale * acc
 
 
-@cuda.jit
+@kernel
 def _lrn_within_out(n, x, scale, beta, y):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         y[i] = x[i] * math.pow(scale[i], -beta)
 
 
-@cuda.jit
+@kernel
 def _lrn_within_ratio(n, x, dy, scale, beta, ratio):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         s = scale[i]
         ratio[i] = dy[i] * x[i] * math.pow(s, -beta) / s
 
 
-@cuda.jit
+@kernel
 def _lrn_within_bwd(n, x, dy, scale, inner, beta, coef, dx):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         dx[i] = dy[i] * math.pow(scale[i], -beta) - coef * x[i] * inner[i]
@@ -253,7 +254,7 @@ def lrn_within_backward(x, dy, scale, nc, h, w, size, alpha, beta, ratio, inner,
                                    2.0 * alpha * beta / (size * size), dx)
 
 
-@cuda.jit
+@kernel
 def _box_sum(a, nc, h, w, half, out):
     for e in range(cuda.grid(1), nc * h * w, cuda.gridsize(1)):
         j = e % w

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 import numpy as np
 
+from .launch import kernel
+from .memory import count_d2h, count_h2d, device_empty
 from .device import is_simulator
 from .device import cuda as _get_cuda
 
@@ -33,7 +35,7 @@ def grid1d(n: int):
 
 
 # -- basics --------------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _fill(a, n, v):
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -47,7 +49,7 @@ def fill(a, v, n=None):
         _fill[grid1d(n)](a, n, v)
 
 
-@cuda.jit
+@kernel
 def _copy(dst, doff, src, soff, n):
     start = cuda.grid(1)
     for i in range(start, n, cuda.gridsize(1)):
@@ -60,7 +62,7 @@ def copy(dst, src, n=None, doff=0, soff=0):
         _copy[grid1d(n)](dst, doff, src, soff, n)
 
 
-@cuda.jit
+@kernel
 def _axpby(n, a, x, b, y):
     """y = a*x + b*y"""
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
@@ -73,7 +75,7 @@ def axpby(a, x, b, y, n=None):
         _axpby[grid1d(n)](n, y.dtype.type(a), x, y.dtype.type(b), y)
 
 
-@cuda.jit
+@kernel
 def _add_to(n, x, y):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         y[i] += x[i]
@@ -85,7 +87,7 @@ def add_to(x, y, n=None):
         _add_to[grid1d(n)](n, x, y)
 
 
-@cuda.jit
+@kernel
 def _mul(n, a, b, y):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         y[i] = a[i] * b[i]
@@ -97,7 +99,7 @@ def mul(a, b, y, n=None):
         _mul[grid1d(n)](n, a, b, y)
 
 
-@cuda.jit
+@kernel
 def _scale(n, a, x):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         x[i] = x[i] * a
@@ -119,7 +121,7 @@ def _blocks(n: int) -> int:
     return min(n, 8 if SIM else 65535)
 
 
-@cuda.jit
+@kernel
 def _seg_reduce(x, x2, rows, seg, inner, mode, out, alpha, beta):
     """out[s] = alpha * sum_{a < rows, l < inner} f(x[(a*seg + s)*inner + l]) + beta * out[s]
     with f = identity / abs / square / x*x2 (mode 0..3); one block per segment s at a time,
@@ -171,16 +173,46 @@ def segment_sum(x, rows, seg, inner, out, alpha=1.0, beta=0.0, sq=False):
     seg_reduce(x, rows, seg, inner, out, SUMSQ if sq else SUM, alpha, beta)
 
 
+@kernel
+def _loss_acc(x, n, w, acc, slot, first):
+    """acc[slot] (=, or += unless first) w * sum(x) in float64 (one block)."""
+    buf = cuda.shared.array(RED, np.float64)
+    t = cuda.threadIdx.x
+    s = 0.0
+    for e in range(t, n, cuda.blockDim.x):
+        s += x[e]
+    buf[t] = s
+    cuda.syncthreads()
+    h = cuda.blockDim.x // 2
+    while h > 0:
+        if t < h:
+            buf[t] += buf[t + h]
+        cuda.syncthreads()
+        h //= 2
+    if t == 0:
+        if first:
+            acc[slot] = w * buf[0]
+        else:
+            acc[slot] += w * buf[0]
+
+
+def loss_acc(x, n, w, acc, slot, first):
+    """A device net's loss without a host read: ``acc[slot] = w * sum(x)`` (``first``) or
+    ``+=`` (the float64 sum the host makes of a scalar loss top, exactly)."""
+    _loss_acc[1, RED](x, n, float(w), acc, slot, bool(first))
+
+
 def sumsq(x, n=None):
     """Sum of squares of a flat array, on the host (float)."""
-    out = cuda.device_array(1, np.float64)
+    out = device_empty(1, np.float64)
     n = x.size if n is None else n
     seg_reduce(x, 1, 1, n, out, SUMSQ)
+    count_d2h(8)
     return float(out.copy_to_host()[0])
 
 
 # -- channel copies (Concat, Slice) --------------------------------------------------------------
-@cuda.jit
+@kernel
 def _copy_block(src, outer, sa, inner, dst, da, off, forward):
     """forward: dst[o, off + a, i] = src[o, a, i]; else src[o, a, i] = dst[o, off + a, i]."""
     total = outer * sa * inner
@@ -201,7 +233,7 @@ def copy_block(src, outer, sa, inner, dst, da, off, forward=True):
         _copy_block[grid1d(outer * sa * inner)](src, outer, sa, inner, dst, da, off, forward)
 
 
-@cuda.jit
+@kernel
 def _scaled_copy(n, src, a, dst):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         dst[i] = src[i] * a
@@ -212,7 +244,7 @@ def scaled_copy(src, a, dst, n):
         _scaled_copy[grid1d(n)](n, src, a, dst)
 
 
-@cuda.jit
+@kernel
 def _div_mul(n, y, b, dy, dx):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         dx[i] = y[i] / b[i] * dy[i]
@@ -228,7 +260,7 @@ def row_reduce(x, rows, dim, out, mode=SUM, alpha=1.0, beta=0.0, x2=None):
 
 
 # -- broadcasting (Scale, Bias) --------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _bcast(n, x, s, has_s, b, has_b, d, inner, y):
     """y = x * s[(i // inner) % d] (if has_s) + b[...] (if has_b)."""
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
@@ -247,7 +279,7 @@ def bcast(x, y, n, d, inner, s=None, b=None):
                           b is not None, d, inner, y)
 
 
-@cuda.jit
+@kernel
 def _sqrt_inplace(n, a):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         a[i] = math.sqrt(a[i])
@@ -259,7 +291,7 @@ def sqrt_inplace(a, n):
 
 
 # -- losses -------------------------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _scale_dev(n, x, topdiff, c, y):
     """y = c * topdiff[0] * x (a loss gradient scaled by the loss weight on the device)."""
     wgt = topdiff[0] * c
@@ -272,7 +304,7 @@ def scale_dev(x, topdiff, c, y, n):
         _scale_dev[grid1d(n)](n, x, topdiff, float(c), y)
 
 
-@cuda.jit
+@kernel
 def _sub(n, a, b, y):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         y[i] = a[i] - b[i]
@@ -283,7 +315,7 @@ def sub(a, b, y, n):
         _sub[grid1d(n)](n, a, b, y)
 
 
-@cuda.jit
+@kernel
 def _add_bias(y, outer, c, inner, bias):
     total = outer * c * inner
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
@@ -304,9 +336,19 @@ def scratch(tag: str, n: int, dtype):
     key = (tag, dt.str)
     buf = _WORK.get(key)
     if buf is None or buf.size < n:
-        buf = cuda.device_array(max(int(n), 1), dtype=dt)
+        buf = device_empty(n, dt)
         _WORK[key] = buf
     return buf
+
+
+def upload_const(arr):
+    """A device copy of a host array made once (counted as a host->device copy)."""
+    arr = np.ascontiguousarray(arr).reshape(-1)
+    d = device_empty(arr.size, arr.dtype)
+    if arr.size:
+        d[:arr.size].copy_to_device(arr)
+    count_h2d(arr.nbytes)
+    return d
 
 
 def state(layer, name, n, dtype):
@@ -315,7 +357,7 @@ def state(layer, name, n, dtype):
     buf = layer.__dict__.get(attr)
     dt = np.dtype(dtype)
     if buf is None or buf.size != max(n, 1) or buf.dtype != dt:
-        buf = cuda.device_array(max(int(n), 1), dtype=dt)
+        buf = device_empty(n, dt)
         setattr(layer, attr, buf)
     return buf
 

@@ -29,7 +29,7 @@ import tempfile
 import numpy as np
 
 #: the modules whose module-level kernels are recorded (and compiled)
-MODULES = ("primitives", "vision", "neuron", "normalization", "common", "utility", "loss",
+MODULES = ("primitives", "gemm", "vision", "neuron", "normalization", "common", "utility", "loss",
            "recurrent", "solver")
 #: registers of an SM (every compute capability netdef targets: 7.5, 8.0, 9.0)
 SM_REGISTERS = 65536
@@ -85,8 +85,8 @@ class _Recording:
 
 
 def _is_kernel(obj) -> bool:
-    return type(obj).__name__ in ("FakeCUDAKernel", "CUDADispatcher") and \
-        hasattr(obj, "py_func")
+    from .launch import Kernel
+    return isinstance(obj, Kernel)
 
 
 def record(out_dir: str) -> set:
@@ -101,9 +101,10 @@ def record(out_dir: str) -> set:
     gemm = importlib.import_module(f"{__package__}.gemm")
     make = gemm.make_kernel
 
-    def make_recorded(dtype, config, trans=None):
-        kern, nt = make(dtype, config, trans)
-        name = f"gemm_kernel:{np.dtype(dtype).str}:{'' if trans is None else '%d%d' % trans}"
+    def make_recorded(dtype, config, trans=None, layout=0):
+        kern, nt = make(dtype, config, trans, layout)
+        name = (f"gemm_kernel:{np.dtype(dtype).str}:{'' if trans is None else '%d%d' % trans}"
+                f":{int(layout)}")
         return _Recording(kern, "gemm", name, sink), nt
     gemm.make_kernel = make_recorded
     os.makedirs(out_dir, exist_ok=True)
@@ -145,18 +146,20 @@ def _numba_type(spec):
 
 
 def _dispatcher(module: str, name: str):
-    if module == "gemm":                     # at the GPU's default tile, not the simulator's
+    if module == "gemm" and name.startswith("gemm_kernel:"):
+        # at the GPU's default tile, not the simulator's
         gemm = importlib.import_module(f"{__package__}.gemm")
-        _, dt, tr = name.split(":")
+        _, dt, tr, layout = name.split(":")
         trans = (int(tr[0]), int(tr[1])) if tr else None
-        return gemm.make_kernel(np.dtype(dt), gemm.default_config(np.dtype(dt)), trans)[0]
+        return gemm.make_kernel(np.dtype(dt), gemm.default_config(np.dtype(dt)), trans,
+                                int(layout))[0]
     return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
 def _threads_on_gpu(module: str, name: str, recorded: int) -> int:
     """The block size of a launch on a GPU: the GEMM's from its default tile; every other
     kernel launches at most TPB = RED = 256 threads there (the simulator's blocks are 32)."""
-    if module == "gemm":
+    if module == "gemm" and name.startswith("gemm_kernel:"):
         gemm = importlib.import_module(f"{__package__}.gemm")
         BM, BN, _, TM, TN = gemm.default_config(np.dtype(name.split(":")[1]))
         return (BM // TM) * (BN // TN)

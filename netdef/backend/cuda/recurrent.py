@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .launch import kernel
 from .gemm import gemm
 from .primitives import (
     add_bias,
@@ -23,7 +24,7 @@ from .primitives import (
 
 
 # -- LSTM unit ------------------------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _lstm_unit_fwd(cprev, x, cont, n, H, acts, c, h):
     """x (n, 4H) gate inputs i, f, o, g; acts keeps the activations."""
     for e in range(cuda.grid(1), n * H, cuda.gridsize(1)):
@@ -46,7 +47,7 @@ def _lstm_unit_fwd(cprev, x, cont, n, H, acts, c, h):
         h[e] = o * math.tanh(cc)
 
 
-@cuda.jit
+@kernel
 def _lstm_unit_bwd(cprev, acts, cont, c, dc_top, dh_top, n, H, do_c, do_x, dcprev, dx):
     for e in range(cuda.grid(1), n * H, cuda.gridsize(1)):
         r = e // H
@@ -81,20 +82,20 @@ def lstm_unit_backward(cprev, acts, cont, c, dc_top, dh_top, n, H, do_c, do_x, d
 
 
 # -- RNN / LSTM helpers -----------------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _row_scale(n, src, cont, H, dst):
     """dst[r, j] = cont[r] * src[r, j]"""
     for e in range(cuda.grid(1), n, cuda.gridsize(1)):
         dst[e] = cont[e // H] * src[e]
 
 
-@cuda.jit
+@kernel
 def _tanh(n, x, y):
     for e in range(cuda.grid(1), n, cuda.gridsize(1)):
         y[e] = math.tanh(x[e])
 
 
-@cuda.jit
+@kernel
 def _tanh_grad(n, a, b, has_b, y, dst):
     """dst = (a + b) * (1 - y^2)"""
     for e in range(cuda.grid(1), n, cuda.gridsize(1)):

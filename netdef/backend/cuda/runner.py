@@ -14,11 +14,55 @@ host->device copy per parameter and iteration; no CUDA-aware MPI)."""
 from __future__ import annotations
 
 from ...errors import NetdefError
-from . import primitives as K
 from .device import select_device
 from .dispatch import impl_for
+from .launch import at, cpu_fallback, host_sync
+from .primitives import loss_acc
 from .memory import DeviceBlob, to_device
 from .staging import InputStaging
+
+
+def relu_fusions(net, impls) -> dict:
+    """{i: negative slope} for each InnerProduct or (GEMM-path) Convolution ``i`` followed by
+    an in-place ReLU on its only top: the ReLU runs in the GEMM's epilogue and layer ``i + 1``'s
+    forward is skipped.  The blob holds the same values after the forward either way (the
+    ReLU overwrites it in place), so this applies to whole forwards without hooks only; a
+    partial forward or a hook sees every layer run (``NETDEF_CUDA_FUSE=0`` turns it off)."""
+    import os
+    if os.environ.get("NETDEF_CUDA_FUSE", "1") in ("0", ""):
+        return {}
+    out = {}
+    for i in range(len(net.layers) - 1):
+        layer, nxt = net.layers[i], net.layers[i + 1]
+        if impls[i] is None or impls[i + 1] is None or nxt.type != "ReLU":
+            continue
+        if layer.type == "InnerProduct":
+            pass
+        elif layer.type == "Convolution" and layer._path() in ("gemm", "pointwise"):
+            pass
+        else:
+            continue
+        tops, nb, nt = net.tops[i], net.bottoms[i + 1], net.tops[i + 1]
+        if len(tops) != 1 or len(nb) != 1 or len(nt) != 1 or nb[0] is not tops[0] or \
+                nt[0] is not tops[0] or any(net.loss_weights[i + 1]):
+            continue
+        out[i] = float(nxt.param.relu_param.negative_slope)
+    return out
+
+
+def check_memory(net, blobs, device_id) -> None:
+    """Before any allocation: the blobs' device mirrors (data, and diff where the net runs a
+    backward) fit in the device's free memory, else one-line DeviceMemoryError."""
+    from .device import DeviceMemoryError, free_memory
+    free = free_memory()
+    if free is None:
+        return
+    grads = any(net.layer_need_backward)
+    need = sum(b.count * b.dtype.itemsize * (2 if grads else 1) for b in blobs)
+    if need > free:
+        raise DeviceMemoryError(f"GPU {device_id}: the net's blobs need about "
+                                f"{need / 2**20:.1f} MiB of device memory, {free / 2**20:.1f} "
+                                f"MiB are free; use a smaller batch")
 
 
 def net_blobs(net):
@@ -41,11 +85,36 @@ class DeviceNet:
     def __init__(self, net, device_id: int = 0):
         self.device_id = select_device(device_id)
         self.net = net
-        for b in net_blobs(net):
+        blobs = net_blobs(net)
+        check_memory(net, blobs, self.device_id)
+        for b in blobs:
             to_device(b)
         self.impls = [impl_for(layer) for layer in net.layers]
         #: asynchronous input uploads (None when off or when no data layer feeds the device)
         self.staging = InputStaging.create(net, self.impls)
+        #: layers whose ReLU successor runs in their GEMM's epilogue (see relu_fusions)
+        self.fusions = relu_fusions(net, self.impls)
+        #: [acc, slot, first] while the solver keeps the loss on the device (LossWindow)
+        self.loss_acc = None
+        #: the solver's parameters in one buffer (netdef.backend.cuda.solver.FlatParams), set
+        #: by the device updater: gradients are then cleared with one fill
+        self.flat_params = None
+
+    def loss_on_device(self) -> bool:
+        """Whether forward can add the loss into a device accumulator (:attr:`loss_acc`):
+        every loss top comes from a layer with a CUDA kernel, and there is one."""
+        net = self.net
+        tops = [i for i, ws in enumerate(net.loss_weights) if any(ws)]
+        return bool(tops) and all(self.impls[i] is not None for i in tops)
+
+    def clear_param_diffs(self) -> None:
+        at("net", "clear_param_diffs")
+        f = self.flat_params
+        if f is not None and f.intact():
+            f.zero_diffs()
+            return
+        for p in self.net.params:
+            p.blob.zero_diff()
 
     @property
     def cpu_layers(self) -> list[str]:
@@ -59,13 +128,18 @@ class DeviceNet:
         seen = net._reshaped_at
         before, after = net.hooks["before_forward"], net.hooks["after_forward"]
         staging = self.staging
+        whole = start == 0 and end == len(net.layers) - 1
         if staging is not None:
-            staging.begin(start == 0 and end == len(net.layers) - 1)
+            staging.begin(whole)
+        fusions = self.fusions if whole and not before and not after else {}
+        relu = None
+        fused_loss = False
         for i in range(start, end + 1):
             layer, bottoms, tops = net.layers[i], net.bottoms[i], net.tops[i]
             imp = self.impls[i]
             for fn in before:
                 fn(i)
+            at(net.layer_names[i], "forward")
             try:
                 # as the CPU Net: a layer whose bottoms changed shape reshapes first (the
                 # device mirrors of its tops follow, see DeviceBlob.reshape)
@@ -73,19 +147,46 @@ class DeviceNet:
                 if shapes != seen[i]:
                     layer.reshape(bottoms, tops)
                     seen[i] = shapes
-                if imp is not None:
-                    imp.forward(layer, bottoms, tops)
+                if relu is not None:            # this ReLU ran in layer i - 1's epilogue
+                    relu = None
+                    continue
+                relu = fusions.get(i)
+                if relu is not None:
+                    layer._cu_fused_relu = relu
+                    try:
+                        imp.forward(layer, bottoms, tops)
+                    finally:
+                        layer._cu_fused_relu = None
+                elif imp is not None:
+                    la = self.loss_acc
+                    if la is not None and getattr(imp, "accumulates_loss", False) and \
+                            len(tops) == 1 and net.loss_weights[i][0]:
+                        imp.forward(layer, bottoms, tops,
+                                    loss_acc=(la[0], la[1], net.loss_weights[i][0], la[2]))
+                        la[2] = False
+                        fused_loss = True
+                    else:
+                        imp.forward(layer, bottoms, tops)
                 else:
+                    if bottoms:
+                        cpu_fallback()
                     layer.forward(bottoms, tops)
                     if staging is not None:
                         staging.after_forward(i)
             except NetdefError as e:
                 raise net._layer_error(e, net.layer_refs[i], layer.param) from None
             for j, w in enumerate(net.loss_weights[i]):
-                if w:
-                    t = tops[j]
+                if not w or fused_loss:
+                    continue
+                t = tops[j]
+                la = self.loss_acc
+                if la is not None:              # kept on the device, read at display
+                    loss_acc(t.gpu_data(), t.count, w, la[0], la[1], la[2])
+                    la[2] = False
+                else:
                     v = t.cpu_data() if isinstance(t, DeviceBlob) else t.data
                     loss += w * float(v.sum(dtype="float64"))
+            fused_loss = False
             for fn in after:
                 fn(i)
         if staging is not None:
@@ -104,8 +205,7 @@ class DeviceNet:
         for i, weights in enumerate(net.loss_weights):
             for j, w in enumerate(weights):
                 if w:
-                    t = net.tops[i][j]
-                    K.fill(t.mutable_gpu_diff(), w, t.count)
+                    net.tops[i][j].fill_gpu_diff(w)     # skipped when still seeded
 
     def backward(self, start: int | None = None, end: int = 0, seed: bool = True) -> None:
         net = self.net
@@ -119,10 +219,12 @@ class DeviceNet:
                 fn(i)
             if net.layer_need_backward[i]:
                 imp = self.impls[i]
+                at(net.layer_names[i], "backward")
                 if imp is not None:
                     imp.backward(net.layers[i], net.tops[i], net.bottom_need_backward[i],
                                  net.bottoms[i])
                 else:
+                    cpu_fallback()
                     net.layers[i].backward(net.tops[i], net.bottom_need_backward[i],
                                            net.bottoms[i])
             if hook is not None:
@@ -152,4 +254,5 @@ class DeviceNet:
 
     def synchronize(self) -> None:
         from .device import cuda
+        host_sync()
         cuda().synchronize()

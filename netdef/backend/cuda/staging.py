@@ -28,7 +28,7 @@ import os
 import numpy as np
 
 from .device import cuda, is_simulator
-from .memory import CPU, SYNCED, DeviceBlob, count_h2d
+from .memory import CPU, SYNCED, DeviceBlob, count_h2d, device_empty
 
 log = logging.getLogger("netdef.cuda")
 
@@ -124,7 +124,7 @@ class _Buffers:
     def __init__(self, c, n, dtype):
         self.n, self.dtype, self.k = n, dtype, 0
         self.host = [_pinned(c, n, dtype) for _ in range(2)]
-        self.dev = [c.device_array(n, dtype=dtype) for _ in range(2)]
+        self.dev = [device_empty(n, dtype) for _ in range(2)]
         # events never recorded are complete (synchronize and wait return at once)
         self.copied = [_event(c), _event(c)]      # copy stream: upload into dev[k] done
         self.released = [_event(c), _event(c)]    # compute stream: reads of dev[k] done

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
+from .launch import kernel
 from .memory import _upload
 from .primitives import (
     ASUM,
@@ -30,7 +31,7 @@ from .primitives import (
 
 
 # -- softmax and softmax loss ----------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _softmax_fwd(x, outer, c, inner, y):
     total = outer * inner
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
@@ -49,7 +50,7 @@ def _softmax_fwd(x, outer, c, inner, y):
             y[base + k * inner] = y[base + k * inner] / s
 
 
-@cuda.jit
+@kernel
 def _softmax_bwd(y, dy, outer, c, inner, dx):
     total = outer * inner
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
@@ -73,7 +74,7 @@ def softmax_backward(y, dy, outer, c, inner, dx):
 
 
 # -- Eltwise ---------------------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _eltwise_max(n, a, b, y, mask, idx_b, first):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         if first:
@@ -88,7 +89,7 @@ def _eltwise_max(n, a, b, y, mask, idx_b, first):
             mask[i] = idx_b
 
 
-@cuda.jit
+@kernel
 def _mask_select(n, dy, mask, k, dx):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         dx[i] = dy[i] if mask[i] == k else 0.0 * dy[i]
@@ -103,7 +104,7 @@ def mask_select(dy, mask, k, dx, n):
 
 
 # -- Reduction ------------------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _reduction_bwd(n, op, x, dy, coeff, dim, dx):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         g = dy[i // dim] * coeff
@@ -123,7 +124,7 @@ def reduction_backward(op, x, dy, coeff, dim, dx, n):
 
 
 # -- ArgMax ---------------------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _argmax(x, outer, dim, inner, k, out_max, by_axis, y):
     """Top-k by (value, index) descending for each (outer, inner) position."""
     for e in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
@@ -158,7 +159,7 @@ def argmax(x, outer, dim, inner, k, out_max, by_axis, y):
 
 
 # -- Crop / Tile / gathers --------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _crop(n, nd, meta, src, dst, forward):
     """meta = [top shape (nd), offsets (nd), bottom strides (nd)]; forward: dst (top) gets
     src (bottom) at the offsets; else src (bottom diff) gets dst (top diff) there."""
@@ -181,7 +182,7 @@ def crop(meta, nd, src, dst, n, forward=True):
         _crop[grid1d(n)](n, nd, meta, src, dst, forward)
 
 
-@cuda.jit
+@kernel
 def _tile_fwd(x, outer, tiles, inner, y):
     for e in range(cuda.grid(1), outer * tiles * inner, cuda.gridsize(1)):
         i = e % inner
@@ -189,7 +190,7 @@ def _tile_fwd(x, outer, tiles, inner, y):
         y[e] = x[o * inner + i]
 
 
-@cuda.jit
+@kernel
 def _tile_bwd(dy, outer, tiles, inner, dx):
     for e in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
         i = e % inner
@@ -210,7 +211,7 @@ def tile_backward(dy, outer, tiles, inner, dx):
         _tile_bwd[grid1d(outer * inner)](dy, outer, tiles, inner, dx)
 
 
-@cuda.jit
+@kernel
 def _gather_rows(src, idx, m, inner, dst):
     """dst[r, :] = src[idx[r], :] (idx floats or ints)."""
     for e in range(cuda.grid(1), m * inner, cuda.gridsize(1)):
@@ -218,7 +219,7 @@ def _gather_rows(src, idx, m, inner, dst):
         dst[e] = src[int(idx[r]) * inner + (e - r * inner)]
 
 
-@cuda.jit
+@kernel
 def _scatter_rows_sum(dy, idx, m, nb, inner, dx):
     """dx[b, :] = sum of dy[r, :] over r with idx[r] == b (a gather: deterministic)."""
     for e in range(cuda.grid(1), nb * inner, cuda.gridsize(1)):

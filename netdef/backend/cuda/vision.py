@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from .gemm import gemm
+from .launch import kernel
+from .gemm import A_K_BLOCKED, B_N_BLOCKED, C_N_BLOCKED, gemm
 from .memory import _upload, to_device
 from .primitives import (
     add_bias,
@@ -28,7 +29,7 @@ from .primitives import (
 # The column matrix's entry for row r = (ci*kh + i)*kw + j, image b and pixel l = oy*ow + ox
 # sits at col[r*rs + b*bs + l]: channel-major (rs = the row length, bs = L) for the GEMM
 # convolutions, image-major (rs = L, bs = C*kh*kw*L) for the Im2col layer's top.
-@cuda.jit
+@kernel
 def _im2col(x, xoff, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, m, col, rs, bs):
     """The column entries of images b in [0, m) of x (from xoff)."""
     L = oh * ow
@@ -51,7 +52,7 @@ def _im2col(x, xoff, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, m, col, rs
         col[r * rs + b * bs + l] = v
 
 
-@cuda.jit
+@kernel
 def _col2im(col, rs, bs, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, m, x, xoff):
     """x[b, ci, yy, xx] = sum of the col entries that im2col read from it (a gather)."""
     total = m * c * h * w
@@ -110,7 +111,7 @@ def col2im_images(col, n, c, h, w, geom, oh, ow, x):
                                        ow, n, x, 0)
 
 
-@cuda.jit
+@kernel
 def _nchw_to_cl(x, xoff, m, c, L, out):
     """out[ci, b*L + l] = x[b, ci, l]"""
     total = m * c * L
@@ -122,7 +123,7 @@ def _nchw_to_cl(x, xoff, m, c, L, out):
         out[e] = x[xoff + (b * c + ci) * L + l]
 
 
-@cuda.jit
+@kernel
 def _cl_to_nchw(cl, m, c, L, bias, has_bias, y, yoff):
     """y[b, ci, l] = cl[ci, b*L + l] (+ bias[ci])"""
     total = m * c * L
@@ -149,7 +150,7 @@ def cl_to_nchw(cl, m, c, L, bias, y, yoff):
 
 
 # -- depthwise convolution ---------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _dw_forward(x, n, c, h, w, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bias, has_bias,
                 y, oh, ow):
     o = c * mult
@@ -176,7 +177,7 @@ def _dw_forward(x, n, c, h, w, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, bias, h
         y[e] = acc
 
 
-@cuda.jit
+@kernel
 def _dw_backward_data(dy, n, c, h, w, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, dx, oh, ow):
     o = c * mult
     total = n * c * h * w
@@ -208,7 +209,7 @@ def _dw_backward_data(dy, n, c, h, w, wt, kh, kw, ph, pw, sh, sw, dh, dw, mult, 
         dx[e] = acc
 
 
-@cuda.jit
+@kernel
 def _dw_backward_weight(x, n, c, h, w, dy, kh, kw, ph, pw, sh, sw, dh, dw, mult, dwt, oh, ow):
     """dwt[oc, i, j] += sum over b, oy, ox: one block per weight element."""
     buf = cuda.shared.array(RED, np.float64)
@@ -259,7 +260,7 @@ def depthwise_backward_weight(x, n, c, h, w, dy, geom, mult, dwt, oh, ow):
 
 
 # -- pooling -------------------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _max_pool_fwd(x, nc, h, w, kh, kw, ph, pw, sh, sw, y, mask, oh, ow):
     total = nc * oh * ow
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
@@ -285,7 +286,7 @@ def _max_pool_fwd(x, nc, h, w, kh, kw, ph, pw, sh, sw, y, mask, oh, ow):
         mask[e] = arg
 
 
-@cuda.jit
+@kernel
 def _max_pool_bwd(dy, mask, nc, h, w, kh, kw, ph, pw, sh, sw, dx, oh, ow):
     total = nc * h * w
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
@@ -307,7 +308,7 @@ def _max_pool_bwd(dy, mask, nc, h, w, kh, kw, ph, pw, sh, sw, dx, oh, ow):
         dx[e] = acc
 
 
-@cuda.jit
+@kernel
 def _ave_pool_fwd(x, nc, h, w, kh, kw, ph, pw, sh, sw, y, oh, ow):
     total = nc * oh * ow
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
@@ -331,7 +332,7 @@ def _ave_pool_fwd(x, nc, h, w, kh, kw, ph, pw, sh, sw, y, oh, ow):
         y[e] = acc / size
 
 
-@cuda.jit
+@kernel
 def _ave_pool_bwd(dy, nc, h, w, kh, kw, ph, pw, sh, sw, dx, oh, ow):
     total = nc * h * w
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
@@ -371,7 +372,7 @@ def ave_pool_backward(dy, nc, h, w, geom, dx, oh, ow):
     _ave_pool_bwd[grid1d(nc * h * w)](dy, nc, h, w, *geom, dx, oh, ow)
 
 
-@cuda.jit
+@kernel
 def _mask_to_float(mask, n, out):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         out[i] = mask[i]
@@ -382,7 +383,7 @@ def mask_to_float(mask, out, n):
 
 
 # -- STOCHASTIC pooling -------------------------------------------------------------------------------
-@cuda.jit
+@kernel
 def _sto_pool_train(x, nc, h, w, kh, kw, sh, sw, rand, y, mask, oh, ow):
     for e in range(cuda.grid(1), nc * oh * ow, cuda.gridsize(1)):
         px = e % ow
@@ -415,7 +416,7 @@ def _sto_pool_train(x, nc, h, w, kh, kw, sh, sw, rand, y, mask, oh, ow):
         mask[e] = idx
 
 
-@cuda.jit
+@kernel
 def _sto_pool_test(x, nc, h, w, kh, kw, sh, sw, y, ssum, oh, ow):
     """y = sum v^2 / sum v per window (0 unless the sum is positive); ssum keeps sum v."""
     for e in range(cuda.grid(1), nc * oh * ow, cuda.gridsize(1)):
@@ -438,7 +439,7 @@ def _sto_pool_test(x, nc, h, w, kh, kw, sh, sw, y, ssum, oh, ow):
         y[e] = q / s if s > 0.0 else 0.0
 
 
-@cuda.jit
+@kernel
 def _sto_pool_test_bwd(x, y, dy, ssum, nc, h, w, kh, kw, sh, sw, dx, oh, ow):
     for e in range(cuda.grid(1), nc * h * w, cuda.gridsize(1)):
         ix = e % w
@@ -495,6 +496,7 @@ class Convolution(Impl):
             kkg = layer.blobs[0].count // o
             ckk, og = kkg * g, o // g
             nb = _chunk(n, ckk * L)
+            relu = getattr(layer, "_cu_fused_relu", None)
             for n0 in range(0, n, nb):
                 m = min(nb, n - n0)
                 ML = m * L
@@ -503,11 +505,14 @@ class Convolution(Impl):
                     nchw_to_cl(x, n0 * c * L, m, c, L, col)
                 else:
                     im2col(x, n0 * c * h * w, c, h, w, layer.geom, oh, ow, m, col, ML)
-                ycl = scratch("cl", o * ML, x.dtype)
+                # y's images written in place (columns (image, pixel)), bias and a fused
+                # ReLU in the GEMM's epilogue
                 for gi in range(g):
-                    gemm(0, 0, og, ML, kkg, 1.0, wt, col, 0.0, ycl, offA=gi * og * kkg,
-                         offB=gi * kkg * ML, offC=gi * og * ML, lda=kkg, ldb=ML, ldc=ML)
-                cl_to_nchw(ycl, m, o, L, bias, y, n0 * o * L)
+                    gemm(0, 0, og, ML, kkg, 1.0, wt, col, 0.0, y, offA=gi * og * kkg,
+                         offB=gi * kkg * ML, offC=n0 * o * L + gi * og * L, lda=kkg, ldb=ML,
+                         ldc=L, blocked=(C_N_BLOCKED, L, o * L),
+                         bias=None if bias is None else
+                         (bias if g == 1 else bias[gi * og:(gi + 1) * og]), relu=relu)
 
     def backward(self, layer, top, propagate_down, bottom):
         path = layer._path()
@@ -553,24 +558,26 @@ def conv_backward(x, dy, xshape, yshape, wt, kkg, g, geom, path, dwt, dx):
     L = oh * ow
     ckk, og = kkg * g, o // g
     nb = _chunk(n, ckk * L)
+    dy_cols = (A_K_BLOCKED, L, o * L)     # dy's images read as (channel, (image, pixel))
     for n0 in range(0, n, nb):
         m = min(nb, n - n0)
         ML = m * L
-        dycl = scratch("cl", o * ML, dy.dtype)
-        nchw_to_cl(dy, n0 * o * L, m, o, L, dycl)
         col = scratch("col", ckk * ML, dy.dtype)
+        dy0 = n0 * o * L
         if dwt is not None:
             if path == "pointwise":
                 nchw_to_cl(x, n0 * c * L, m, c, L, col)
             else:
                 im2col(x, n0 * c * h * w, c, h, w, geom, oh, ow, m, col, ML)
             for gi in range(g):
-                gemm(0, 1, og, kkg, ML, 1.0, dycl, col, 1.0, dwt, offA=gi * og * ML,
-                     lda=ML, offB=gi * kkg * ML, ldb=ML, offC=gi * og * kkg, ldc=kkg)
+                gemm(0, 1, og, kkg, ML, 1.0, dy, col, 1.0, dwt, offA=dy0 + gi * og * L,
+                     lda=L, blocked=dy_cols, offB=gi * kkg * ML, ldb=ML, offC=gi * og * kkg,
+                     ldc=kkg)
         if dx is not None:
             for gi in range(g):
-                gemm(1, 0, kkg, ML, og, 1.0, wt, dycl, 0.0, col, offA=gi * og * kkg,
-                     lda=kkg, offB=gi * og * ML, ldb=ML, offC=gi * kkg * ML, ldc=ML)
+                gemm(1, 0, kkg, ML, og, 1.0, wt, dy, 0.0, col, offA=gi * og * kkg,
+                     lda=kkg, offB=dy0 + gi * og * L, ldb=L, blocked=(B_N_BLOCKED, L, o * L),
+                     offC=gi * kkg * ML, ldc=ML)
             if path == "pointwise":
                 cl_to_nchw(col, m, c, L, None, dx, n0 * c * L)
             else:
