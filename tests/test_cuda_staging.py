@@ -128,14 +128,14 @@ def test_staging_uses_the_copy_stream_pinned_buffers_and_events(monkeypatch):
     assert len(staged_copies) == 4 and all(a in pinned for a, _ in staged_copies)
     # per upload: the copy stream waits (buffer free), records (copy done); the compute stream
     # records (reads issued) and waits for the copy at the first device read
-    copied = {id(e) for b in st._bufs.values() for e in b.copied}
+    copied = {id(e) for u in st._bufs.values() for e in u.bufs.copied}
     assert sum(1 for e, strm in records if strm is st.stream and id(e) in copied) == 4
     assert sum(1 for e, strm in waits if strm == 0 and id(e) in copied) == 4
     assert sum(1 for _, strm in waits if strm is st.stream) == 4
     assert all(b.data_mem.pending is None for b in st.staged)     # every upload was waited for
     # the device mirror alternates between the two buffers
     for b in st.staged:
-        assert any(b.data_mem.dev is d for d in st._bufs[id(b)].dev)
+        assert any(b.data_mem.dev is d for d in st._bufs[id(b)].bufs.dev)
 
 
 def test_host_only_input_is_not_staged(monkeypatch):

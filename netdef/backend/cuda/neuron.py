@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from .launch import kernel
+from .staging import send_async
 from .primitives import (
     Impl,
     SUM,
@@ -14,7 +15,6 @@ from .primitives import (
     fill,
     grid1d,
     impl,
-    mul,
     scaled_copy,
     scratch,
     seg_reduce,
@@ -294,25 +294,30 @@ class Clip(_Neuron):
         return layer.lo, layer.hi
 
 
+@kernel
+def _dropout(n, x, keep, scale, y):
+    """y = x * (scale if keep else 0): the CPU's x * mask, mask = keep * scale."""
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        m = scale if keep[i] else scale * 0
+        y[i] = x[i] * m
+
+
 @impl("Dropout")
 class Dropout(_Neuron):
     """The mask comes from the layer's own generator on the host (bit-identical to the CPU
-    path) and is copied to the device: in TRAIN one host->device copy per forward."""
+    path, its state in the solverstate) and goes to the device as one byte per element, on
+    the copy stream from pinned buffers (:func:`.staging.send_async`): in TRAIN one
+    asynchronous host->device copy per forward, no host wait."""
 
     def forward(self, layer, bottom, top):
         n = bottom[0].count
         x = bottom[0].gpu_data()
         y = top[0].mutable_gpu_data()
         if layer.phase == 0:
-            keep = layer.rng.random(bottom[0].shape) >= layer.ratio
-            mask = keep.astype(bottom[0].dtype)
-            if layer.train_scale != 1:
-                mask *= layer.train_scale
-            dmask = state(layer, "mask", n, mask.dtype)
-            dmask.copy_to_device(mask.reshape(-1))
-            from .memory import count_h2d
-            count_h2d(mask.nbytes)
-            mul(x, dmask, y, n)
+            keep = (layer.rng.random(bottom[0].shape) >= layer.ratio).view(np.uint8)
+            layer._cu_keep = dkeep = send_async(layer, keep)
+            layer._cu_scale = np.dtype(bottom[0].dtype).type(layer.train_scale)   # as mask
+            _dropout[grid1d(n)](n, x, dkeep, layer._cu_scale, y)
         elif layer.test_scale != 1:
             scaled_copy(x, layer.test_scale, y, n)
         elif y is not x and top[0] is not bottom[0]:
@@ -325,7 +330,7 @@ class Dropout(_Neuron):
         dy = top[0].gpu_diff()
         dx = bottom[0].mutable_gpu_diff()
         if layer.phase == 0:
-            mul(dy, layer._cu_mask, dx, n)
+            _dropout[grid1d(n)](n, dy, layer._cu_keep, layer._cu_scale, dx)
         elif layer.test_scale != 1:
             scaled_copy(dy, layer.test_scale, dx, n)
         elif top[0] is not bottom[0]:

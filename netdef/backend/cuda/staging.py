@@ -153,7 +153,7 @@ class InputStaging:
         self.stream = None
         self.stream_kind = None
         self.uploads = 0
-        self._bufs: dict[int, _Buffers] = {}
+        self._bufs: dict[int, AsyncUpload] = {}
 
     @classmethod
     def create(cls, net, impls):
@@ -199,23 +199,60 @@ class InputStaging:
 
     # -- the upload -------------------------------------------------------------------------
     def _upload(self, blob: DeviceBlob) -> None:
+        if self.stream is None:
+            self.stream, self.stream_kind = _copy_stream(cuda())
+        up = self._bufs.get(id(blob))
+        if up is None:
+            up = self._bufs[id(blob)] = AsyncUpload(self.stream)
+        dev, event = up.send(blob.cpu_data())
+        m = blob._dev.data
+        m.dev, m.head, m.pending = dev, SYNCED, event
+        m.h2d += 1
+        self.uploads += 1
+
+
+class AsyncUpload:
+    """Host arrays sent to the device on the copy stream from pinned buffers, two in turn
+    (see the module docstring): :meth:`send` returns the device buffer and the event of its
+    copy; the compute stream must wait for the event before reading the buffer
+    (``event.wait(0)``), the host never waits for the device except to reuse a pinned buffer
+    whose copy (two sends ago) is still in flight.  Used by the input staging and by
+    Dropout's host-drawn masks."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+        self.bufs = None
+
+    def send(self, arr: np.ndarray):
         c = cuda()
-        n, dtype = blob.count, np.dtype(blob.dtype)
-        b = self._bufs.get(id(blob))
+        if self.stream is None:
+            self.stream, _ = _copy_stream(c)
+        n, dtype = arr.size, np.dtype(arr.dtype)
+        b = self.bufs
         if b is None or b.n != n or b.dtype != dtype:
             if b is not None:
                 b.drain()
-            b = self._bufs[id(blob)] = _Buffers(c, n, dtype)
+            b = self.bufs = _Buffers(c, n, dtype)
         k = b.k
         b.copied[k].synchronize()                 # pinned buffer k: previous upload done
-        np.copyto(b.host[k].reshape(blob.shape), blob.cpu_data())
+        np.copyto(b.host[k].reshape(arr.shape), arr)
         b.released[k].wait(self.stream)           # compute stream: reads of dev[k] done
         b.dev[k].copy_to_device(b.host[k], stream=self.stream)
         b.copied[k].record(self.stream)
-        b.released[1 - k].record(COMPUTE)         # every read of the current mirror is issued
-        m = blob._dev.data
-        m.dev, m.head, m.pending = b.dev[k], SYNCED, b.copied[k]
-        m.h2d += 1
+        b.released[1 - k].record(COMPUTE)         # every read of the other buffer is issued
         count_h2d(b.host[k].nbytes)
         b.k = 1 - k
-        self.uploads += 1
+        return b.dev[k], b.copied[k]
+
+
+def send_async(layer, arr: np.ndarray):
+    """``arr`` (drawn on the host for ``layer``: a Dropout mask, stochastic pooling's
+    uniforms) to the device through the layer's own :class:`AsyncUpload`; the compute stream
+    waits for the copy, the host does not.  The device array stays valid until the layer's
+    next send but one (its backward reads it)."""
+    up = layer.__dict__.get("_cu_upload")
+    if up is None:
+        up = layer._cu_upload = AsyncUpload()
+    dev, event = up.send(arr)
+    event.wait(0)
+    return dev

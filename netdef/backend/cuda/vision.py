@@ -8,7 +8,8 @@ import numpy as np
 
 from .launch import kernel
 from .gemm import A_K_BLOCKED, B_N_BLOCKED, C_N_BLOCKED, gemm
-from .memory import _upload, to_device
+from .memory import to_device
+from .staging import send_async
 from .primitives import (
     add_bias,
     Impl,
@@ -717,7 +718,7 @@ class Pooling(Impl):
         x = bottom[0].gpu_data()
         y = top[0].mutable_gpu_data()
         if layer.phase == 0:
-            rand = _upload(layer, "rand", layer.rng.random(top[0].shape))
+            rand = send_async(layer, layer.rng.random(top[0].shape))   # host-drawn, as CPU
             mask = state(layer, "mask", top[0].count, np.int64)
             sto_pool_train(x, n * c, h, w, layer.kh, layer.kw, layer.sh, layer.sw, rand, y,
                              mask, oh, ow)
