@@ -548,6 +548,22 @@ def test_pooling(method, case):
         GradientChecker().check(layer, bottom, top, setup=False)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", POOL_CASES, ids=ids(POOL_CASES))
+def test_max_pooling_without_mask(case, dtype):
+    """keep_mask False (the frozen predictor's pooling, never a backward): the values-only
+    kernel gives the float64 reference's values, ties and negative inputs included."""
+    _, shape, params, k, s, p, ceil, hw, _ = case
+    layer = make_layer("Pooling", f"pooling_param {{ pool: MAX {params} }}")
+    layer.keep_mask = False
+    x = np.round((distinct(shape, seed=16) - 0.5) * 6) / 4     # negatives and ties
+    bottom = make_blobs([x.astype(dtype)])
+    top = run_forward(layer, bottom)
+    ref, _ = pool_ref(bottom[0].data.astype(np.float64), k, s, p, "MAX", ceil)
+    assert top[0].shape[2:] == hw == ref.shape[2:] and layer.mask is None
+    np.testing.assert_array_equal(top[0].data, ref.astype(dtype))
+
+
 def test_pooling_shapes_ceil_vs_floor():
     def shape_of(params, h, w):
         layer = make_layer("Pooling", f"pooling_param {{ {params} }}", init_params=False)

@@ -98,6 +98,9 @@ class _NumbaRunner:
         for r in heads.values():
             r.bind(scratch)
         self.steps = []
+        for layer in net.layers:
+            if layer.type == "Pooling":
+                layer.keep_mask = False     # no backward here: MAX pooling without its mask
         for i in range(len(net.layers)):
             if i in heads:
                 self.steps.append((1, heads[i]))

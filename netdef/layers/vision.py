@@ -644,6 +644,9 @@ class PoolingLayer(Layer):
     exact_num_bottom = 1
     min_top = 1
     max_top = 2
+    #: MAX keeps the argmax mask for backward; a frozen predictor (never a backward) sets it
+    #: False on its pooling layers: values only, a faster kernel
+    keep_mask = True
 
     def layer_setup(self, bottom, top):
         pp = self.param.pooling_param
@@ -694,7 +697,10 @@ class PoolingLayer(Layer):
         x = bottom[0].data
         y = top[0].data
         with W.threads_for(top[0].count * self.kh * self.kw):
-            if self.method == self.param.pooling_param.MAX:
+            if self.method == self.param.pooling_param.MAX and not self.keep_mask and \
+                    len(top) == 1:
+                K.max_pool_values(x, *self._args(), y)
+            elif self.method == self.param.pooling_param.MAX:
                 if self.mask is None or self.mask.shape != y.shape:
                     self.mask = np.empty(y.shape, dtype=np.int64)
                 K.max_pool_forward(x, *self._args(), y, self.mask)

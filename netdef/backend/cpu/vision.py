@@ -262,6 +262,63 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
 
 
 @njit(cache=True, parallel=True)
+def max_pool_values(x, kh, kw, ph, pw, sh, sw, y):
+    """MAX pooling's values only (no argmax mask: a net that never runs backward), the values
+    of :func:`max_pool_forward`.  Per output row: the column maxima of its window's rows into
+    a row buffer bordered with -inf (the padding), then for each of the kw window columns the
+    running maximum over every output position -- contiguous (stride 1) or evenly strided
+    loops, which vectorise; a window that misses the image gives 0, as in Caffe."""
+    n_img, ch, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    planes = n_img * ch
+    wp = max(w + 2 * pw, (ow - 1) * sw + kw)
+    # output columns whose window touches the image: [px0, px1)
+    px0 = 0
+    while px0 < ow and px0 * sw - pw + kw <= 0:
+        px0 += 1
+    px1 = ow
+    while px1 > px0 and (px1 - 1) * sw - pw >= w:
+        px1 -= 1
+    for nc in prange(planes):
+        cm = np.empty(wp, x.dtype)
+        for ix in range(wp):
+            cm[ix] = -np.inf
+        xb = nc * h * w
+        yb = nc * oh * ow
+        for py in range(oh):
+            hs = py * sh - ph
+            he = min(hs + kh, h)
+            hs = max(hs, 0)
+            o = yb + py * ow
+            if he <= hs:
+                for px in range(ow):
+                    yf[U(o + px)] = 0.0
+                continue
+            r0 = xb + hs * w
+            for ix in range(w):
+                cm[U(pw + ix)] = xf[U(r0 + ix)]
+            for iy in range(hs + 1, he):
+                r = xb + iy * w
+                for ix in range(w):
+                    v = xf[U(r + ix)]
+                    c = cm[U(pw + ix)]
+                    cm[U(pw + ix)] = v if v > c else c
+            for px in range(px0, px1):
+                yf[U(o + px)] = cm[U(px * sw)]
+            for j in range(1, kw):
+                for px in range(px0, px1):
+                    v = cm[U(px * sw + j)]
+                    c = yf[U(o + px)]
+                    yf[U(o + px)] = v if v > c else c
+            for px in range(px0):
+                yf[U(o + px)] = 0.0
+            for px in range(px1, ow):
+                yf[U(o + px)] = 0.0
+
+
+@njit(cache=True, parallel=True)
 def max_pool_backward(dy, mask, dx):
     """Overwrite dx with dy routed to each window's argmax."""
     n_img, ch, h, w = dx.shape
