@@ -280,3 +280,22 @@ def test_relu_in_the_gemm_epilogue_changes_no_visible_value(monkeypatch):
         np.testing.assert_array_equal(fused[k], plain[k], err_msg=k)
     np.testing.assert_array_equal(pre_f, pre_p)
     assert (pre_f < 0).any()
+
+
+def test_host_writes_to_parameters_between_steps_reach_the_flat_update():
+    """A weight set and a gradient scaled on the host between backward and the update (pycaffe
+    surgery; the MPI average writes the host gradient the same way) are what the device's
+    one-launch update reads, as on the CPU."""
+    cpu = make_solver(TINY, 'type: "SGD" momentum: 0.9 weight_decay: 0.01')
+    gpu = make_solver(TINY, 'type: "SGD" momentum: 0.9 weight_decay: 0.01')
+    gpu.use_device(0)
+    for s in (cpu, gpu):
+        s.step(1)
+        s.params[0].blob.data[0, :] = 0.25
+        s.net.clear_param_diffs()
+        s.net.forward_backward()
+        s.params[1].blob.diff[...] *= 3.0
+        s.apply_update()
+    for a, b in zip(weights(cpu), weights(gpu)):
+        assert rel_diff(a, b) < 1e-5
+    assert not np.allclose(weights(gpu)[0][0], 0.25)      # the update moved the set row

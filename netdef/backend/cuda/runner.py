@@ -1,7 +1,9 @@
 """A Net in device mode: every blob gets a device mirror, each layer runs its CUDA impl from
 :data:`netdef.backend.cuda.dispatch.TABLE` when there is one (else its CPU code on host copies,
-synchronised lazily), loss tops are seeded on the device.  Per step only the input batch goes
-host->device and the loss values device->host.  The input batch goes up on a copy stream of
+synchronised lazily), loss tops are seeded on the device.  Per training step only the input
+batch goes host->device: under a solver the loss is added into a device window
+(:class:`netdef.backend.cuda.solver.LossWindow`, read at display iterations), elsewhere
+``forward`` returns it as a float (one read).  The input batch goes up on a copy stream of
 its own, from pinned buffers, as soon as the data layer produced it (:mod:`.staging`; off with
 ``NETDEF_CUDA_SYNC_INPUT=1``: then on first device read).
 

@@ -169,6 +169,16 @@ class FlatParams:
         for _, _, gm, _ in self.views:
             gm.head = GPU
 
+    def to_device(self) -> None:
+        """Values written on the host since (pycaffe surgery on a weight, the MPI average of a
+        gradient: head CPU) go into their views before the update reads the buffers."""
+        for pi in self.params:
+            b = pi.blob
+            if b.data_mem.head == CPU:
+                b.gpu_data()
+            if b.diff_mem.head == CPU:
+                b.gpu_diff()
+
     def written(self) -> None:
         """The device now holds the current data and diff of every parameter."""
         for dm, _, gm, _ in self.views:
@@ -299,6 +309,7 @@ class DeviceUpdater:
         f = self._flat()
         if not f.total:
             return
+        f.to_device()
         t = f.dtype.type
         if p.clip_gradients >= 0:
             norm = math.sqrt(K.sumsq(f.D, f.total))
