@@ -294,3 +294,52 @@ def test_run_tasks_runs_each_task_once_on_distinct_slots():
     with pytest.raises(ValueError, match="task 1"):
         G.run_tasks(failing, 4, 2)
     assert sorted(done) == [0, 2, 3]
+
+
+# residual adds: a ReLU after the sum (slope 0, then 0.2), a weighted sum without one, and a
+# three-way sum (left to the layer)
+RES_NET = """
+name: "res"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 4 dim: 9 dim: 7 } } }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "c2" type: "Convolution" bottom: "c1" top: "c2"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "sum1" type: "Eltwise" bottom: "c1" bottom: "c2" top: "sum1" }
+layer { name: "relu1" type: "ReLU" bottom: "sum1" top: "sum1" }
+layer { name: "c3" type: "Convolution" bottom: "sum1" top: "c3"
+        convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "sum2" type: "Eltwise" bottom: "sum1" bottom: "c3" top: "sum2" }
+layer { name: "relu2" type: "ReLU" bottom: "sum2" top: "sum2" relu_param { negative_slope: 0.2 } }
+layer { name: "sum3" type: "Eltwise" bottom: "sum2" bottom: "c3" top: "sum3"
+        eltwise_param { operation: SUM coeff: 0.5 coeff: -1 } }
+layer { name: "sum4" type: "Eltwise" bottom: "sum3" bottom: "c1" bottom: "c2" top: "sum4" }
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_residual_sums_and_their_relu_run_as_one_parallel_pass(tmp_path, monkeypatch,
+                                                               threads):
+    """Two-input Eltwise SUMs run as one pass with the ReLU that follows them in place (the
+    ReLU layer is then no step of its own): the float64 reference's values, coefficients and
+    negative slopes included; the three-input sum stays the layer's."""
+    net = random_net(RES_NET, seed=8)
+    res = freeze(net.param, weights_of(net), input_shapes={"data": (2, 4, 9, 7)})
+    path = str(tmp_path / "res.frozen")
+    res.save(path)
+    monkeypatch.setattr(P, "_threads", lambda: threads)
+    p = load(path, backend="numba")
+    rng = np.random.default_rng(3)
+    for batch in (2, 1, 5):
+        x = rng.normal(0, 1, (batch, 4, 9, 7)).astype(np.float32)
+        out, ref = p.predict(x), forward(net, x)
+        for k in ref:
+            assert np.abs(ref[k]).max() > 1e-3
+            assert rel_diff(out[k], ref[k]) <= 1e-5, (batch, k)
+    runners = [r for kind, r in p.runner.steps if isinstance(r, P._EltwiseRunner)]
+    assert [(bool(r.args[2]), float(r.args[3]), float(r.args[0]), float(r.args[1]))
+            for r in runners] == [(True, 0.0, 1, 1), (True, np.float32(0.2), 1, 1),
+                                  (False, 0.0, 0.5, -1)]
+    names = [p.runner.net.layer_names[i] for kind, i in p.runner.steps if not kind]
+    assert "sum4" in names and not {"relu1", "relu2", "sum1", "sum2", "sum3"} & set(names)

@@ -365,6 +365,8 @@ def eltwise_inputs(shape=(2, 3, 2), n=3, seed=0):
 @pytest.mark.parametrize("params,op,coeff,n", [
     ("", "SUM", None, 2),
     ("", "SUM", None, 3),
+    ("eltwise_param { coeff: 0.5 coeff: -2 }", "SUM", [0.5, -2], 2),
+    ("eltwise_param { coeff: 1 coeff: 3 }", "SUM", [1, 3], 2),
     ("eltwise_param { coeff: 1 coeff: -0.5 coeff: 2 }", "SUM", [1, -0.5, 2], 3),
     ("eltwise_param { coeff: 0.5 coeff: -2 coeff: 1 }", "SUM", [0.5, -2, 1], 3),
     ("eltwise_param { coeff: 0.5 coeff: -2 coeff: 3 }", "SUM", [0.5, -2, 3], 3),
@@ -400,6 +402,26 @@ def test_eltwise(params, op, coeff, n):
             want = np.where(np.argmax(np.stack(xs), 0) == k, dy, 0.0)
         np.testing.assert_allclose(b.diff, want, rtol=1e-12, atol=1e-15)
     gradcheck(layer, bottom, top)
+
+
+@pytest.mark.parametrize("coeff", [(1.0, 1.0), (0.5, -2.0)])
+def test_eltwise_sum_of_two_large_float32_blobs_in_parallel(coeff):
+    """The two-input SUM's parallel pass over a blob far larger than one task (several
+    chunks, an odd size): numpy's float32 result, bit for bit, in place on bottom 0 too."""
+    rng = np.random.default_rng(4)
+    a, b = (rng.standard_normal((3, 5, 101, 67)).astype(np.float32) for _ in range(2))
+    c0, c1 = (np.float32(c) for c in coeff)
+    want = (a if c0 == 1 else a * c0) + (b if c1 == 1 else b * c1)
+    layer = make_layer("Eltwise", f"eltwise_param {{ coeff: {coeff[0]} coeff: {coeff[1]} }}",
+                       dtype=np.float32)
+    bottom = make_blobs([a, b], dtype=np.float32)
+    top = run_forward(layer, bottom)
+    assert top[0].data.dtype == np.float32
+    np.testing.assert_array_equal(top[0].data, want)
+    from netdef.backend.cpu.utility import eltwise_sum_relu
+    x = a.copy()
+    eltwise_sum_relu(3, x, b, c0, c1, True, np.float32(0.0), x)     # in place, with a ReLU
+    np.testing.assert_array_equal(x, np.maximum(want, 0))
 
 
 def test_eltwise_max_ties_follow_caffe():

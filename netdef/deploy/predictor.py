@@ -107,6 +107,11 @@ class _NumbaRunner:
             elif i not in self.skip and i not in io:
                 if self.fuse_conv and _DepthwiseRunner.takes(net, i):
                     self.steps.append((1, _DepthwiseRunner(net, i, self.epilogue.get(i))))
+                elif self.fuse_conv and _EltwiseRunner.takes(net, i):
+                    run = _EltwiseRunner(net, i, self.epilogue.get(i), self.skip)
+                    self.steps.append((1, run))
+                    if run.relu_layer is not None:
+                        self.skip.add(run.relu_layer)
                 else:
                     self.steps.append((0, i))
         self.chains = chains
@@ -387,6 +392,37 @@ class _DepthwiseRunner:
     def __call__(self):
         from ..backend.cpu.vision import depthwise_relu
         depthwise_relu(self.nt, self.x.data, *self.args, self.y.data)
+
+
+class _EltwiseRunner:
+    """An Eltwise SUM of two float32 blobs and the ReLU after it (its fused epilogue, or the
+    in-place ReLU layer that follows, skipped then) in one parallel pass: the residual add of
+    a ResNet, which numpy ran as a copy and an add on one thread, then a ReLU pass."""
+
+    @staticmethod
+    def takes(net, i) -> bool:
+        lay = net.layers[i]
+        return lay.type == "Eltwise" and lay.op == "SUM" and len(net.bottoms[i]) == 2 and \
+            all(b.data.dtype == np.float32 for b in net.bottoms[i] + net.tops[i])
+
+    def __init__(self, net, i, relu, skip):
+        lay = net.layers[i]
+        (self.a, self.b), self.y = net.bottoms[i], net.tops[i][0]
+        self.relu_layer = None
+        j = i + 1
+        if relu is None and j < len(net.layers) and j not in skip and \
+                net.layers[j].type == "ReLU" and len(net.bottoms[j]) == 1 and \
+                net.bottoms[j][0] is self.y and len(net.tops[j]) == 1 and \
+                net.tops[j][0] is self.y:
+            relu, self.relu_layer = net.layers[j].slope, j
+        c0, c1 = (float(c) for c in lay.coeff[:2])
+        self.args = (np.float32(c0), np.float32(c1), relu is not None,
+                     np.float32(0.0 if relu is None else relu))
+        self.nt = max(1, _threads())
+
+    def __call__(self):
+        from ..backend.cpu.utility import eltwise_sum_relu
+        eltwise_sum_relu(self.nt, self.a.data, self.b.data, *self.args, self.y.data)
 
 
 class _NumpyRunner:

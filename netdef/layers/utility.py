@@ -264,6 +264,17 @@ class EltwiseLayer(Layer):
             np.multiply(bottom[0].data, bottom[1].data, out=y)
             for b in bottom[2:]:
                 y *= b.data
+        elif self.op == "SUM" and len(bottom) == 2 and \
+                bottom[0].data.dtype == bottom[1].data.dtype == y.dtype:
+            # one parallel pass (numpy's copy + add ran on one thread), the same values
+            import numba
+
+            from ..backend.cpu import workspace as W
+            t = y.dtype.type
+            with W.threads_for(y.size):
+                _kernels().eltwise_sum_relu(numba.get_num_threads(), bottom[0].data,
+                                            bottom[1].data, t(self.coeff[0]),
+                                            t(self.coeff[1]), False, t(0), y)
         elif self.op == "SUM":
             c0 = self.coeff[0]
             if c0 == 1.0:

@@ -1,4 +1,4 @@
-"""CPU kernels for the utility layers (Softmax).
+"""CPU kernels for the utility layers (Softmax, and Eltwise's sum in the frozen predictor).
 
 Softmax works on the bottom viewed as ``(outer, C, inner)``: the normalisation runs over ``C``
 for every ``(outer, inner)`` pair.  :func:`softmax_forward` is the one CPU softmax of the Numba
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numba import uint64 as U
 
 _BLOCK = 64
 
@@ -52,3 +53,39 @@ def softmax_backward(y, dy, dx):
         for c in range(ch):
             for j in range(n):
                 dx[o, c, i0 + j] = y[o, c, i0 + j] * (dy[o, c, i0 + j] - s[j])
+
+
+@njit(cache=True, parallel=True)
+def eltwise_sum_relu(nt, a, b, c0, c1, relu, slope, y):
+    """y = c0 * a + c1 * b (a coefficient of 1 multiplies nothing, as the layer's numpy
+    code), then with ``relu`` Caffe's ReLU ``max(v, 0) + slope * min(v, 0)``; one pass, ``nt``
+    tasks of contiguous chunks, the common cases (coefficients 1) as branch-free loops that
+    vectorise.  ``y`` may be ``a`` or ``b``."""
+    af = a.reshape(-1)
+    bf = b.reshape(-1)
+    yf = y.reshape(-1)
+    n = af.size
+    step = (n + nt - 1) // nt
+    step = (step + 15) // 16 * 16
+    plain = c0 == 1 and c1 == 1
+    for t in prange(nt):
+        lo = U(min(n, t * step))
+        hi = U(min(n, t * step + step))
+        if plain and relu and slope == 0:
+            for i in range(lo, hi):
+                v = af[i] + bf[i]
+                yf[i] = slope if v <= 0 else v            # slope is 0 here
+        elif plain and relu:
+            for i in range(lo, hi):
+                v = af[i] + bf[i]
+                yf[i] = v * slope if v <= 0 else v
+        elif plain:
+            for i in range(lo, hi):
+                yf[i] = af[i] + bf[i]
+        else:
+            for i in range(lo, hi):
+                u = af[i] if c0 == 1 else af[i] * c0
+                v = u + (bf[i] if c1 == 1 else bf[i] * c1)
+                if relu and v <= 0:
+                    v = v * slope if slope != 0 else slope
+                yf[i] = v
