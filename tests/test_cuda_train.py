@@ -299,3 +299,17 @@ def test_host_writes_to_parameters_between_steps_reach_the_flat_update():
     for a, b in zip(weights(cpu), weights(gpu)):
         assert rel_diff(a, b) < 1e-5
     assert not np.allclose(weights(gpu)[0][0], 0.25)      # the update moved the set row
+
+
+def test_float64_solver_updates_on_the_device_match_the_cpu():
+    """A float64 solver's one-launch update (Adam: both history buffers, the bias
+    correction) equals the CPU's to float64 precision."""
+    extra = 'type: "Adam" momentum: 0.9 momentum2: 0.999 delta: 1e-8 weight_decay: 0.001'
+    cpu = make_solver(TINY, extra, dtype=np.float64)
+    gpu = make_solver(TINY, extra, dtype=np.float64)
+    gpu.use_device(0)
+    cpu.step(2)
+    gpu.step(2)
+    for a, b in zip(weights(cpu), weights(gpu)):
+        assert a.dtype == b.dtype == np.float64
+        assert rel_diff(a, b) < 1e-12

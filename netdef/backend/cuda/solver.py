@@ -102,9 +102,8 @@ def _make_step(dtype):
     return kernel(step)
 
 
-_STEP = {np.dtype(np.float32): _make_step(np.float32), np.dtype(np.float64): _make_step(np.float64)}
-_step_float32 = _STEP[np.dtype(np.float32)]       # module names: recorded by ptx_check
-_step_float64 = _STEP[np.dtype(np.float64)]
+_step_float32 = _make_step(np.float32)
+_step_float64 = _make_step(np.float64)
 
 
 class FlatParams:
@@ -323,7 +322,9 @@ class DeviceUpdater:
         do_norm = p.iter_size != 1
         args = self._rule_args(t, s.iter)
         corr = args[5] if len(args) > 5 else t(1)
-        _STEP[f.dtype][K.grid1d(f.total)](
+        # looked up by name at each update: ptx_check records launches through module names
+        step = _step_float64 if f.dtype == np.float64 else _step_float32
+        step[K.grid1d(f.total)](
             self.code, len(f.params), f.offs, f.lrm, f.local_for(p.weight_decay), f.W, f.D,
             f.H, f.H2, float(rate), t(1) / t(p.iter_size), do_norm, reg if p.weight_decay else 0,
             *args[:5], corr)
