@@ -92,7 +92,7 @@ def simulate(batch=64, iters=3):
         try:
             with counting(dry=True) as by:
                 solver.step(iters)
-            from netdef.backend.cuda.memory import STATS
+            from netdef.backend.cuda.counters import STATS
             stats = dict(STATS)
             plans = gemm.PLANS[:len(gemm.PLANS) // iters]
         finally:
@@ -119,7 +119,7 @@ def bench_netdef(name, gpu, iters, warm):
     solver.use_device(gpu)
     dev = solver.net.device
     from netdef.backend.cuda.launch import counting
-    from netdef.backend.cuda.memory import STATS
+    from netdef.backend.cuda.counters import STATS
     solver.step(warm)
     dev.synchronize()
     with counting():                      # the real launches and copies of the timed steps

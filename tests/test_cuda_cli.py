@@ -82,7 +82,7 @@ def test_train_gpu_and_solver_mode(tmp_path):
 def test_gpu_out_of_memory_is_one_line_exit_2(tmp_path, monkeypatch):
     """A net larger than the GPU's free memory is refused before anything is allocated, and
     CUDA's out-of-memory error from an allocation is one line too: exit 2, no traceback."""
-    from netdef.backend.cuda import device, memory
+    from netdef.backend.cuda import counters, device
     s = _gpu_solver(tmp_path)
     monkeypatch.setattr(device, "free_memory", lambda: 1000)
     r = CliRunner().invoke(cli, ["train", "--solver", str(s)])
@@ -94,9 +94,9 @@ def test_gpu_out_of_memory_is_one_line_exit_2(tmp_path, monkeypatch):
     class FakeCuda:
         def device_array(self, n, dtype):
             raise RuntimeError("Call to cuMemAlloc results in CUDA_ERROR_OUT_OF_MEMORY")
-    monkeypatch.setattr(memory, "cuda", lambda: FakeCuda())
+    monkeypatch.setattr(counters, "cuda", lambda: FakeCuda())
     with pytest.raises(device.DeviceMemoryError, match="GPU out of memory allocating 4.0 MiB"):
-        memory.device_empty(1 << 20, "float32")
+        counters.device_empty(1 << 20, "float32")
     r = CliRunner().invoke(cli, ["train", "--solver", str(s)])
     assert r.exit_code == 2 and r.output.strip().startswith("error: GPU out of memory"), r.output
     assert "Traceback" not in r.output

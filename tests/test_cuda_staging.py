@@ -50,7 +50,7 @@ def _memory_solver():
 
 def _train(make, sync, monkeypatch, steps=3):
     """(solver, h2d and d2h per step after the first, parameter copies after the first)."""
-    from netdef.backend.cuda import memory
+    from netdef.backend.cuda import counters
     if sync:
         monkeypatch.setenv("NETDEF_CUDA_SYNC_INPUT", "1")
     else:
@@ -62,9 +62,9 @@ def _train(make, sync, monkeypatch, steps=3):
     def param_copies():
         return sum(m.h2d + m.d2h for pi in s.params for m in (pi.blob.data_mem, pi.blob.diff_mem))
 
-    before, stats = param_copies(), dict(memory.STATS)
+    before, stats = param_copies(), dict(counters.STATS)
     s.step(steps - 1)
-    per_step = {k: (memory.STATS[k] - stats[k]) / (steps - 1) for k in ("h2d", "d2h")}
+    per_step = {k: (counters.STATS[k] - stats[k]) / (steps - 1) for k in ("h2d", "d2h")}
     return s, per_step, param_copies() - before
 
 

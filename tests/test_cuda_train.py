@@ -93,7 +93,7 @@ def test_solver_updates_match_cpu(rule):
 
 
 def test_lenet_like_trains_on_gpu_like_cpu_without_parameter_copies():
-    from netdef.backend.cuda import memory
+    from netdef.backend.cuda import counters
     cpu = make_solver(LENET, 'type: "SGD" momentum: 0.9 weight_decay: 0.0005')
     gpu = make_solver(LENET, 'type: "SGD" momentum: 0.9 weight_decay: 0.0005')
     gpu.use_device(0)
@@ -106,13 +106,13 @@ def test_lenet_like_trains_on_gpu_like_cpu_without_parameter_copies():
                    for m in (pi.blob.data_mem, pi.blob.diff_mem))
 
     before = param_copies()
-    stats = dict(memory.STATS)
+    stats = dict(counters.STATS)
     cpu.step(2)
     gpu.step(2)
     assert param_copies() == before, "a training step copied parameters"
     # per step: the input batch (data + label) up, nothing down (the loss stays there)
-    assert memory.STATS["h2d"] - stats["h2d"] == 2 * 2
-    assert memory.STATS["d2h"] - stats["d2h"] == 0
+    assert counters.STATS["h2d"] - stats["h2d"] == 2 * 2
+    assert counters.STATS["d2h"] - stats["d2h"] == 0
     for a, b in zip(weights(cpu), weights(gpu)):
         assert rel_diff(a, b) < 1e-5
     gl = gpu.device.loss_window.losses(1)
@@ -215,16 +215,16 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss"
 def test_a_loss_without_its_own_accumulation_is_added_on_the_device_too():
     """EuclideanLoss (weight 0.5) goes through the generic device accumulator: no loss read
     per iteration, and the window holds the CPU's losses."""
-    from netdef.backend.cuda import memory
+    from netdef.backend.cuda import counters
     cpu = make_solver(EUCLID, 'type: "SGD" average_loss: 2')
     gpu = make_solver(EUCLID, 'type: "SGD" average_loss: 2')
     gpu.use_device(0)
     cpu.step(1)
     gpu.step(1)
-    d2h = memory.STATS["d2h"]
+    d2h = counters.STATS["d2h"]
     cpu.step(2)
     gpu.step(2)
-    assert memory.STATS["d2h"] == d2h
+    assert counters.STATS["d2h"] == d2h
     got = gpu.device.loss_window.losses(1)
     np.testing.assert_allclose(got, list(cpu.losses), rtol=1e-5)
 

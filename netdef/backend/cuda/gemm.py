@@ -13,8 +13,8 @@ small (the same source, other constants).
 A GEMM whose tiles are fewer than :func:`target_blocks` (two per SM: a weight gradient's
 ``M x N`` is small, its ``K`` the batch's pixels) is split over K (:func:`plan`): block ``z`` of
 the grid's third dimension sums its own slice of K into partial ``z`` of a scratch array, and
-one more kernel adds the partials in order (deterministic: no atomics) into C with alpha and
-beta.
+the last block of each tile to finish (an atomic counter per tile) adds the partials in order
+z = 0, 1, ... into C with alpha, beta and the epilogue: deterministic, and one launch.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Every kernel launch of the CUDA backend goes through :class:`Kernel` (``@kernel`` instead of
 ``@cuda.jit``): numba's launch configurations are made once per (grid, block) and reused, each
-launch is counted in :data:`netdef.backend.cuda.memory.STATS` ``["launches"]``, and with
+launch is counted in :data:`netdef.backend.cuda.counters.STATS` ``["launches"]``, and with
 :func:`counting` ``(dry=True)`` launches are counted without running the kernel bodies (what
 ``scripts/bench_gpu.py --simulate`` counts: the simulator runs every block's threads as Python,
 far too slow for a real batch).  On a GPU the kernels are compiled with ``cache=True``
@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 
 from .device import cuda as _get_cuda, is_simulator
-from .memory import STATS
+from .counters import STATS
 
 cuda = _get_cuda()
 

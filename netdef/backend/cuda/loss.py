@@ -86,7 +86,8 @@ def nll_loss(prob, labels, outer, c, inner, has_ignore, ignore, floor, scale, ou
              loss_acc=None):
     """``loss_acc``: (acc, slot, weight, first) -- the device net's loss accumulated here
     rather than by one more launch."""
-    acc, slot, w, first = loss_acc if loss_acc is not None else (out, 0, 0.0, False)
+    acc, slot, w, first = loss_acc if loss_acc is not None else \
+        (scratch("loss_acc", 1, np.float64), 0, 0.0, False)     # one signature either way
     mode = 0 if loss_acc is None else (1 if first else 2)
     _nll_loss[1, RED](prob, labels, outer, c, inner, has_ignore, ignore, floor, scale, out,
                       acc, slot, float(w), mode)
@@ -350,7 +351,7 @@ class Accuracy(Impl):
         accuracy(bottom[0].gpu_data(), bottom[1].gpu_data(), outer, c, inner, layer.top_k,
                    layer.has_ignore, layer.ignore, corr)
         hits_pos = corr.copy_to_host()[:outer * inner]
-        from .memory import count_d2h
+        from .counters import count_d2h
         count_d2h(hits_pos.nbytes)
         ok = hits_pos >= 0
         hits = np.bincount(li[ok], weights=(hits_pos[ok] == 1).astype(np.float64), minlength=c)

@@ -23,43 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...blob import Blob
+from .counters import STATS, count_d2h, count_h2d, device_empty  # noqa: F401
 from .device import cuda
 
 UNINIT, CPU, GPU, SYNCED = "UNINIT", "CPU", "GPU", "SYNCED"
-
-#: process-wide counters: transfers (here), kernel launches, host syncs and CPU-run layers
-#: (:mod:`.launch`)
-STATS = {"h2d": 0, "d2h": 0, "h2d_bytes": 0, "d2h_bytes": 0, "launches": 0, "host_syncs": 0,
-         "cpu_fallbacks": 0}
-
-
-def count_h2d(nbytes: int) -> None:
-    STATS["h2d"] += 1
-    STATS["h2d_bytes"] += int(nbytes)
-
-
-def count_d2h(nbytes: int) -> None:
-    STATS["d2h"] += 1
-    STATS["d2h_bytes"] += int(nbytes)
-
-
-def device_empty(n: int, dtype):
-    """``cuda.device_array(max(n, 1), dtype)``; CUDA's out-of-memory error becomes a one-line
-    :class:`~netdef.backend.cuda.device.DeviceMemoryError` (exit 2 on the command line)."""
-    n = max(int(n), 1)
-    try:
-        return cuda().device_array(n, dtype=dtype)
-    except Exception as e:
-        text = str(e)
-        if isinstance(e, MemoryError) or "OUT_OF_MEMORY" in text or "out of memory" in text:
-            from .device import DeviceMemoryError, free_memory
-            free = free_memory()
-            left = f", {free / 2**20:.1f} MiB free" if free is not None else ""
-            raise DeviceMemoryError(f"GPU out of memory allocating "
-                                    f"{n * np.dtype(dtype).itemsize / 2**20:.1f} MiB{left}; "
-                                    f"use a smaller batch") from None
-        raise
-
 
 def device_zeros(n: int, dtype):
     from .primitives import fill

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from .launch import kernel
-from .memory import count_d2h, count_h2d, device_empty
+from .counters import count_d2h, count_h2d, device_empty
 from .device import is_simulator
 from .device import cuda as _get_cuda
 

@@ -13,7 +13,8 @@ from ...errors import ConfigError
 from . import primitives as K
 from .device import cuda as _get_cuda
 from .launch import kernel
-from .memory import CPU, GPU, SYNCED, count_d2h, count_h2d, device_empty
+from .counters import count_d2h, count_h2d, device_empty
+from .memory import CPU, GPU, SYNCED
 
 cuda = _get_cuda()
 

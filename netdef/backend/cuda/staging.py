@@ -28,7 +28,8 @@ import os
 import numpy as np
 
 from .device import cuda, is_simulator
-from .memory import CPU, SYNCED, DeviceBlob, count_h2d, device_empty
+from .counters import count_h2d, device_empty
+from .memory import CPU, SYNCED, DeviceBlob
 
 log = logging.getLogger("netdef.cuda")
 
