@@ -59,6 +59,36 @@ def test_lrn_across_channels(n, alpha, beta, k, shape):
     GradientChecker().check(layer, bottom, top)
 
 
+@pytest.mark.parametrize("region", ["ACROSS_CHANNELS", "WITHIN_CHANNEL"])
+def test_lrn_without_its_scale_and_with_it_reused(region):
+    """keep_scale False (the frozen predictor: no backward) gives the same top, bit for bit,
+    without a scale array (across channels); with it, a second forward reuses the buffer and
+    the backward after it is that forward's."""
+    params = f"lrn_param {{ local_size: 5 alpha: 0.3 beta: 0.75 k: 2 norm_region: {region} }}"
+    rng = np.random.default_rng(6)
+    x1, x2 = (rng.standard_normal((2, 7, 3, 4)).astype(np.float32) for _ in range(2))
+    keep = make_layer("LRN", params, dtype=np.float32)
+    lean = make_layer("LRN", params, dtype=np.float32)
+    lean.keep_scale = False
+    tk = run_forward(keep, make_blobs([x1], dtype=np.float32))
+    tl = run_forward(lean, make_blobs([x1], dtype=np.float32))
+    np.testing.assert_array_equal(tl[0].data, tk[0].data)
+    assert lean._scale.size == (0 if region == "ACROSS_CHANNELS" else x1.size)
+    first = keep._scale
+    b2 = make_blobs([x2], dtype=np.float32)
+    keep.forward(b2, tk)
+    assert keep._scale is first or region == "WITHIN_CHANNEL"
+    fresh_layer = make_layer("LRN", params, dtype=np.float32)
+    bf = make_blobs([x2], dtype=np.float32)
+    tf = run_forward(fresh_layer, bf)
+    dy = rng.standard_normal(x2.shape).astype(np.float32)
+    tk[0].diff = dy
+    tf[0].diff = dy
+    keep.backward(tk, [True], b2)
+    fresh_layer.backward(tf, [True], bf)
+    np.testing.assert_array_equal(b2[0].diff, bf[0].diff)
+
+
 @pytest.mark.parametrize("n,alpha,beta,shape,extra", [
     (3, 1.0, 0.75, (2, 2, 5, 4), ""),
     (5, 2.0, 0.5, (1, 3, 3, 4), "k: 7"),      # window larger than the image; k is ignored

@@ -98,9 +98,11 @@ class _NumbaRunner:
         for r in heads.values():
             r.bind(scratch)
         self.steps = []
-        for layer in net.layers:
+        for layer in net.layers:        # no backward here: no argmax mask, no LRN scale
             if layer.type == "Pooling":
-                layer.keep_mask = False     # no backward here: MAX pooling without its mask
+                layer.keep_mask = False
+            elif layer.type == "LRN":
+                layer.keep_scale = False
         for i in range(len(net.layers)):
             if i in heads:
                 self.steps.append((1, heads[i]))

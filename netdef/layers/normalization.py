@@ -25,6 +25,9 @@ class LRNLayer(Layer):
     has_cuda = True
     exact_num_bottom = 1
     exact_num_top = 1
+    #: the scale (k + alpha/n sum x^2) is kept for backward; a frozen predictor (never a
+    #: backward) sets it False on its LRN layers
+    keep_scale = True
 
     def layer_setup(self, bottom, top):
         p = self.param.lrn_param
@@ -54,11 +57,16 @@ class LRNLayer(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data
         n, c, h, w = x.shape
-        scale = np.empty_like(x)
+        scale = self._scale
+        if self.across and not self.keep_scale:
+            scale = np.empty((0, 0, 0), x.dtype)    # no backward: the kernel skips it
+        elif scale is None or scale.shape != x.shape or scale.dtype != x.dtype:
+            scale = np.empty_like(x)            # kept between forwards (no page faults)
         y = top[0].data
         if self.across:
             K.lrn_across_forward(x.reshape(n, c, h * w), self.size, self.alpha / self.size,
-                                 self.k, self.beta, scale.reshape(n, c, h * w),
+                                 self.k, self.beta,
+                                 scale.reshape(n, c, h * w) if scale.size else scale,
                                  y.reshape(n, c, h * w))
         else:
             sq = x * x

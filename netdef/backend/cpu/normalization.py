@@ -37,10 +37,12 @@ def _neg_pow(sc, beta):
 def lrn_across_forward(x, size, alpha_over_n, k, beta, scale, y):
     """scale = k + alpha/n * sum_window x^2 ; y = x * scale^-beta.  Arrays are (N, C, S).
     Each channel's window sum is formed from the inputs themselves (the squares recomputed,
-    cheaper than a float64 copy of the block), channel by channel in order."""
+    cheaper than a float64 copy of the block), channel by channel in order.  An empty
+    ``scale`` is not written (a net that runs no backward)."""
     n_img, ch, sp = x.shape
     if n_img == 0 or ch == 0 or sp == 0:
         return
+    store = scale.size > 0
     half = (size - 1) // 2
     nblk = (sp + _BLOCK - 1) // _BLOCK
     xf = x.reshape(-1)
@@ -62,9 +64,11 @@ def lrn_across_forward(x, size, alpha_over_n, k, beta, scale, y):
                     v = np.float64(xf[b + U(j)])
                     acc[U(j)] += v * v
             b = U((n * ch + c) * sp + s0)
+            if store:
+                for j in range(m):
+                    sf[b + U(j)] = k + alpha_over_n * acc[U(j)]
             for j in range(m):
                 sc = k + alpha_over_n * acc[U(j)]
-                sf[b + U(j)] = sc
                 yf[b + U(j)] = np.float64(xf[b + U(j)]) * _neg_pow(sc, beta)
 
 
