@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .device import cuda
+from .device import DeviceMemoryError, cuda, free_memory
 
 #: the counters (``counting`` in :mod:`.launch` resets them)
 STATS = {"h2d": 0, "d2h": 0, "h2d_bytes": 0, "d2h_bytes": 0, "launches": 0, "host_syncs": 0,
@@ -32,7 +32,6 @@ def device_empty(n: int, dtype):
     except Exception as e:
         text = str(e)
         if isinstance(e, MemoryError) or "OUT_OF_MEMORY" in text or "out of memory" in text:
-            from .device import DeviceMemoryError, free_memory
             free = free_memory()
             left = f", {free / 2**20:.1f} MiB free" if free is not None else ""
             raise DeviceMemoryError(f"GPU out of memory allocating "

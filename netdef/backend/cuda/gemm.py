@@ -23,6 +23,7 @@ import numpy as np
 
 from .device import cuda as _get_cuda, is_simulator
 from .launch import WHERE, is_dry, kernel
+from .primitives import scratch, upload_const
 
 cuda = _get_cuda()
 
@@ -161,7 +162,7 @@ def make_kernel(dtype, config, trans=None, layout=PLAIN):
                         acc[i, j] += ra[i] * rb[j]
             cuda.syncthreads()
         if split > 1:
-            # this block's partial, then the tile's last block sums all of them in order
+            # this block's partial; the tile's last block goes on (and sums all of them)
             MN = M * N
             for i in range(TM):
                 gm = bm + ty + i * TY
@@ -179,17 +180,6 @@ def make_kernel(dtype, config, trans=None, layout=PLAIN):
             if last[0] == 0:
                 return
             cuda.threadfence()
-            for i in range(TM):
-                gm = bm + ty + i * TY
-                if gm < M:
-                    for j in range(TN):
-                        gn = bn + tx + j * TX
-                        if gn < N:
-                            q = gm * N + gn
-                            t = P[q]
-                            for zz in range(1, split):
-                                t += P[zz * MN + q]
-                            acc[i, j] = t
             if tid == 0:
                 cnt[tile] = 0
         for i in range(TM):
@@ -198,6 +188,12 @@ def make_kernel(dtype, config, trans=None, layout=PLAIN):
                 for j in range(TN):
                     gn = bn + tx + j * TX
                     if gn < N:
+                        if split > 1:         # the last block: every partial, in order
+                            q = gm * N + gn
+                            t = P[q]
+                            for zz in range(1, split):
+                                t += P[zz * M * N + q]
+                            acc[i, j] = t
                         if LAYOUT == C_N_BLOCKED:
                             nb = gn // Lb
                             q = offC + gm * ldc + nb * sb + (gn - nb * Lb)
@@ -233,11 +229,19 @@ def target_blocks() -> int:
     return 2 * _SMS[0]
 
 
-def plan(M, N, K, config, target) -> tuple:
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def plan(M, N, K, config, target, split=None) -> tuple:
     """(grid x, grid y, splits, K per split) of an M x N x K GEMM at ``config`` aiming for
-    ``target`` blocks: split over K when the tiles alone are fewer."""
+    ``target`` blocks: split over K when the tiles alone are fewer (``split`` forces about
+    that many slices, each a multiple of BK)."""
     BM, BN, BK = config[0], config[1], config[2]
     gx, gy = (N + BN - 1) // BN, (M + BM - 1) // BM
+    if split is not None:
+        kc = _ceil(_ceil(K, max(1, split)), BK) * BK     # K / split, up to a multiple of BK
+        return (gx, gy, _ceil(K, kc), kc) if 0 < kc < K else (gx, gy, 1, K)
     blocks = gx * gy
     least = MIN_SPLIT_STEPS * BK
     if blocks >= target or K < 2 * least:
@@ -294,18 +298,10 @@ def gemm(trans_a, trans_b, M, N, K, alpha, A, B, beta, C, offA=0, offB=0, offC=0
     C = C.reshape(C.size) if C.ndim != 1 else C
     if PLANS is not None:
         PLANS.append((f"{WHERE[0]}:{WHERE[1]}",) + tuple(gpu_plan(M, N, K, dt).values()))
-    BM, BN, BK = config[0], config[1], config[2]
-    if split is None:
-        gx, gy, split, kc = plan(M, N, K, config, target or target_blocks())
-    else:
-        gx, gy = (N + BN - 1) // BN, (M + BM - 1) // BM
-        kc = -(-K // max(1, split) // BK) * BK if K else 0
-        split = max(1, -(-K // kc)) if kc else 1
-        if split == 1:
-            kc = K
+    gx, gy, split, kc = plan(M, N, K, config, target or target_blocks(), split)
     t = dt.type
     if split > 1:
-        P = _scratch("gemm_split", split * M * N, dt)
+        P = scratch("gemm_split", split * M * N, dt)
         cnt = _counters(gx * gy)
     else:
         P = C
@@ -318,11 +314,6 @@ def gemm(trans_a, trans_b, M, N, K, alpha, A, B, beta, C, offA=0, offB=0, offC=0
                               cnt)
 
 
-def _scratch(tag, n, dt):
-    from .primitives import scratch
-    return scratch(tag, n, dt)
-
-
 _COUNTERS: list = []
 
 
@@ -330,6 +321,5 @@ def _counters(n: int):
     """Per-tile arrival counters of split GEMMs: zero between launches (each tile's last
     block resets its own), grown (zeroed) on demand."""
     if not _COUNTERS or _COUNTERS[0].size < n:
-        from .primitives import upload_const
         _COUNTERS[:] = [upload_const(np.zeros(max(n, 64), np.int32))]
     return _COUNTERS[0]

@@ -173,33 +173,10 @@ def segment_sum(x, rows, seg, inner, out, alpha=1.0, beta=0.0, sq=False):
     seg_reduce(x, rows, seg, inner, out, SUMSQ if sq else SUM, alpha, beta)
 
 
-@kernel
-def _loss_acc(x, n, w, acc, slot, first):
-    """acc[slot] (=, or += unless first) w * sum(x) in float64 (one block)."""
-    buf = cuda.shared.array(RED, np.float64)
-    t = cuda.threadIdx.x
-    s = 0.0
-    for e in range(t, n, cuda.blockDim.x):
-        s += x[e]
-    buf[t] = s
-    cuda.syncthreads()
-    h = cuda.blockDim.x // 2
-    while h > 0:
-        if t < h:
-            buf[t] += buf[t + h]
-        cuda.syncthreads()
-        h //= 2
-    if t == 0:
-        if first:
-            acc[slot] = w * buf[0]
-        else:
-            acc[slot] += w * buf[0]
-
-
 def loss_acc(x, n, w, acc, slot, first):
     """A device net's loss without a host read: ``acc[slot] = w * sum(x)`` (``first``) or
     ``+=`` (the float64 sum the host makes of a scalar loss top, exactly)."""
-    _loss_acc[1, RED](x, n, float(w), acc, slot, bool(first))
+    seg_reduce(x, 1, 1, n, acc[slot:slot + 1], SUM, w, 0.0 if first else 1.0)
 
 
 def sumsq(x, n=None):

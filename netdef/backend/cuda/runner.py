@@ -36,13 +36,9 @@ def relu_fusions(net, impls) -> dict:
     out = {}
     for i in range(len(net.layers) - 1):
         layer, nxt = net.layers[i], net.layers[i + 1]
-        if impls[i] is None or impls[i + 1] is None or nxt.type != "ReLU":
-            continue
-        if layer.type == "InnerProduct":
-            pass
-        elif layer.type == "Convolution" and layer._path() in ("gemm", "pointwise"):
-            pass
-        else:
+        gemm_layer = layer.type == "InnerProduct" or \
+            (layer.type == "Convolution" and layer._path() in ("gemm", "pointwise"))
+        if not gemm_layer or impls[i] is None or impls[i + 1] is None or nxt.type != "ReLU":
             continue
         tops, nb, nt = net.tops[i], net.bottoms[i + 1], net.tops[i + 1]
         if len(tops) != 1 or len(nb) != 1 or len(nt) != 1 or nb[0] is not tops[0] or \

@@ -206,10 +206,8 @@ def _move(blob, mem, view, which) -> None:
         if n:
             K.copy(view, mem.dev, n)
         mem.head = GPU
-    elif mem.head in (CPU, SYNCED):
-        arr = blob._host_arr(which) if mem is getattr(blob._dev, which) else None
-        if arr is None:              # a shared blob's owner holds the values
-            arr = np.asarray(blob.data if which == "data" else blob.diff)
+    elif mem.head in (CPU, SYNCED):          # (a solver's parameters own their memory)
+        arr = blob._host_arr(which)
         if n:
             view.copy_to_device(np.ascontiguousarray(arr).reshape(-1))
             count_h2d(arr.nbytes)
